@@ -1,0 +1,79 @@
+//! One error type for the library, grouped by the stage that raises it.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    // === I/O ===
+    /// Occurs when reading or writing a file fails.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Wraps an error with the file it concerns.
+    #[error("{}: {source}", path.display())]
+    InFile { path: PathBuf, source: Box<Error> },
+    #[error("{} already exists (use --force to replace it)", path.display())]
+    OutputExists { path: PathBuf },
+    #[error("refusing to write {}: it is an input of this run", path.display())]
+    OutputIsInput { path: PathBuf },
+    #[error("interrupted")]
+    Interrupted,
+
+    // === Format ===
+    /// Occurs when the GGUF bytes are malformed.
+    #[error("at byte {offset}: {what}")]
+    Parse { offset: u64, what: String },
+    #[error("tensor {name:?}: data at byte {offset}, {len} bytes long, runs past the end of the file ({file_len} bytes)")]
+    TensorOutOfBounds {
+        name: String,
+        offset: u64,
+        len: u64,
+        file_len: u64,
+    },
+    #[error("missing metadata key {key:?}")]
+    MissingKey { key: String },
+    #[error("metadata key {key:?} is {found}, expected {expected}")]
+    KeyType {
+        key: String,
+        expected: &'static str,
+        found: String,
+    },
+    #[error("no tensor named {name:?}")]
+    MissingTensor { name: String },
+    /// A value or structure that is well-formed but not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+
+    // === Architecture and pruning ===
+    #[error("metadata key {key:?} has {got} per-layer entries, expected {expected} (block_count)")]
+    PerLayerLength {
+        key: String,
+        expected: usize,
+        got: usize,
+    },
+    /// Occurs when the requested layer list is not valid for the model.
+    #[error("invalid layer list: {0}")]
+    Layers(String),
+    /// Occurs when removing the requested layers would change what the kept layers do and
+    /// nothing in the format can express it.
+    #[error("cannot remove these layers from a {arch} model: {why}")]
+    ArchConflict { arch: String, why: String },
+    #[error("architecture {arch:?}: {what}")]
+    Unsupported { arch: String, what: String },
+
+    // === Verification ===
+    #[error("verification failed: {0}")]
+    Verify(String),
+    // === Tokenizer ===
+
+    // === Forward pass and scoring ===
+
+    // === Quantization ===
+
+    // === Evaluation ===
+}

@@ -1,0 +1,106 @@
+//! Shared test fixtures: the real models and the llama.cpp reference build, fetched and built
+//! by the project's scripts into the cache (`$GGUF_PRUNE_CACHE`, default `~/.cache/gguf-prune`).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn cache() -> PathBuf {
+    match std::env::var_os("GGUF_PRUNE_CACHE") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/gguf-prune"),
+    }
+}
+
+fn run_script(name: &str) {
+    let status = Command::new("bash")
+        .arg(repo().join("scripts").join(name))
+        .status()
+        .unwrap_or_else(|e| panic!("running scripts/{name}: {e}"));
+    assert!(status.success(), "scripts/{name} failed");
+}
+
+/// Fetches (once per test process) and returns the cached model paths.
+fn models_dir() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        run_script("fetch-models.sh");
+        cache().join("models")
+    })
+}
+
+/// SmolLM2-135M-Instruct Q4_1 (llama arch, 30 blocks).
+pub fn smollm2() -> PathBuf {
+    models_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf")
+}
+
+/// Gemma-3-270M Q4_K_M (gemma3 arch, 18 blocks).
+pub fn gemma3() -> PathBuf {
+    models_dir().join("gemma-3-270m-q4_k_m.gguf")
+}
+
+/// A llama.cpp reference tool (llama-perplexity, llama-quantize, ...), built once and cached.
+pub fn llama_tool(name: &str) -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        run_script("build-llama.sh");
+        cache().join("llama.cpp-0.3.36/bin")
+    })
+    .join(name)
+}
+
+/// The shared data folder (wikitext-2-raw lives in `../shared/data`).
+pub fn wikitext(name: &str) -> PathBuf {
+    let candidates = [repo().join("../shared/data/wikitext-2-raw"), repo().join("data/wikitext-2-raw")];
+    for dir in &candidates {
+        if dir.join(name).exists() {
+            return dir.join(name);
+        }
+    }
+    panic!("wikitext-2-raw/{name} not found in {candidates:?}")
+}
+
+/// The `gguf-prune` binary built for this test run.
+pub fn gguf_prune() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_gguf-prune"))
+}
+
+/// A fresh temporary folder, removed when dropped.
+pub fn workdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("gguf-prune-test").tempdir().expect("temp dir")
+}
+
+/// Runs a command, panicking with its output if it fails; returns stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs llama-perplexity on `model` over wiki.test.raw and returns the final estimate.
+pub fn llama_perplexity(model: &Path, ctx: u32, chunks: u32) -> f64 {
+    let out = Command::new(llama_tool("llama-perplexity"))
+        .args(["-m"]).arg(model)
+        .args(["-f"]).arg(wikitext("wiki.test.raw"))
+        .args(["-c", &ctx.to_string(), "--chunks", &chunks.to_string(), "-t", "2", "-b", &ctx.to_string()])
+        .output()
+        .expect("llama-perplexity runs");
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "llama-perplexity failed on {}:\n{text}", model.display());
+    let line = text
+        .lines()
+        .find(|l| l.contains("Final estimate: PPL ="))
+        .unwrap_or_else(|| panic!("no final estimate in llama-perplexity output:\n{text}"));
+    line.split("PPL =").nth(1).unwrap().split_whitespace().next().unwrap().parse().expect("PPL value")
+}
