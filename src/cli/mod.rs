@@ -1,0 +1,57 @@
+//! Commands, one file each: a clap `Args` struct (its doc comments are the `--help` text) and a
+//! `run` function that turns it into library calls. The library never sees clap.
+
+use clap::{Parser, Subcommand};
+
+pub mod inspect;
+pub mod prune;
+pub mod verify;
+
+/// Remove whole transformer layers from GGUF models (ShortGPT), for llama.cpp.
+///
+/// Examples:
+///   gguf-prune model.gguf --layers 20,21,22 -o small.gguf
+///   gguf-prune inspect model.gguf
+///   gguf-prune verify small.gguf
+#[derive(Debug, Parser)]
+#[command(
+    name = "gguf-prune",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub prune: prune::PruneArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show a model's architecture, layers, tensor types and metadata.
+    Inspect(inspect::InspectArgs),
+    /// Check a GGUF file's structure: counts, offsets, alignment, ranges.
+    Verify(verify::VerifyArgs),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        None => prune::run(cli.prune),
+        Some(Command::Inspect(args)) => inspect::run(args),
+        Some(Command::Verify(args)) => verify::run(args),
+    }
+}
+
+/// First Ctrl-C: ask long work to stop at its next check (it then removes its temporary
+/// output). Second Ctrl-C: remove temporary files and exit at once.
+pub fn install_ctrlc_handler() {
+    let _ = ctrlc::set_handler(|| {
+        static PRESSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if PRESSED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            gguf_prune::interrupt::remove_temp_files();
+            std::process::exit(130);
+        }
+        gguf_prune::interrupt::request_stop();
+    });
+}
