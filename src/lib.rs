@@ -7,6 +7,7 @@
 pub mod arch;
 pub mod error;
 pub mod gguf;
+pub mod inspect;
 pub mod interrupt;
 pub mod pipeline;
 pub mod prune;
