@@ -4,6 +4,7 @@
 //! Data flows one way: open ([`gguf::Model::open`]) -> plan (which layers) -> rewrite (metadata,
 //! tensor names) -> write (streamed, atomic) -> verify.
 
+pub mod arch;
 pub mod error;
 pub mod gguf;
 pub mod interrupt;
