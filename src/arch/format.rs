@@ -17,13 +17,31 @@ pub const FILES: &[(&str, &str)] = &[
     ("generic.toml", include_str!("../../formats/generic.toml")),
     ("afmoe.toml", include_str!("../../formats/afmoe.toml")),
     ("cohere2.toml", include_str!("../../formats/cohere2.toml")),
-    ("cohere2moe.toml", include_str!("../../formats/cohere2moe.toml")),
-    ("deepseek2.toml", include_str!("../../formats/deepseek2.toml")),
-    ("dense-lead-moe.toml", include_str!("../../formats/dense-lead-moe.toml")),
-    ("ernie4_5-moe.toml", include_str!("../../formats/ernie4_5-moe.toml")),
-    ("exaone-moe.toml", include_str!("../../formats/exaone-moe.toml")),
+    (
+        "cohere2moe.toml",
+        include_str!("../../formats/cohere2moe.toml"),
+    ),
+    (
+        "deepseek2.toml",
+        include_str!("../../formats/deepseek2.toml"),
+    ),
+    (
+        "dense-lead-moe.toml",
+        include_str!("../../formats/dense-lead-moe.toml"),
+    ),
+    (
+        "ernie4_5-moe.toml",
+        include_str!("../../formats/ernie4_5-moe.toml"),
+    ),
+    (
+        "exaone-moe.toml",
+        include_str!("../../formats/exaone-moe.toml"),
+    ),
     ("exaone4.toml", include_str!("../../formats/exaone4.toml")),
-    ("gemma-embedding.toml", include_str!("../../formats/gemma-embedding.toml")),
+    (
+        "gemma-embedding.toml",
+        include_str!("../../formats/gemma-embedding.toml"),
+    ),
     ("gemma2.toml", include_str!("../../formats/gemma2.toml")),
     ("gemma3.toml", include_str!("../../formats/gemma3.toml")),
     ("gemma3n.toml", include_str!("../../formats/gemma3n.toml")),
@@ -35,19 +53,37 @@ pub const FILES: &[(&str, &str)] = &[
     ("llama4.toml", include_str!("../../formats/llama4.toml")),
     ("mellum.toml", include_str!("../../formats/mellum.toml")),
     ("minicpm.toml", include_str!("../../formats/minicpm.toml")),
-    ("minimax-01.toml", include_str!("../../formats/minimax-01.toml")),
-    ("modern-bert.toml", include_str!("../../formats/modern-bert.toml")),
-    ("muse-glimmer.toml", include_str!("../../formats/muse-glimmer.toml")),
-    ("nomic-bert-moe.toml", include_str!("../../formats/nomic-bert-moe.toml")),
+    (
+        "minimax-01.toml",
+        include_str!("../../formats/minimax-01.toml"),
+    ),
+    (
+        "modern-bert.toml",
+        include_str!("../../formats/modern-bert.toml"),
+    ),
+    (
+        "muse-glimmer.toml",
+        include_str!("../../formats/muse-glimmer.toml"),
+    ),
+    (
+        "nomic-bert-moe.toml",
+        include_str!("../../formats/nomic-bert-moe.toml"),
+    ),
     ("olmo2.toml", include_str!("../../formats/olmo2.toml")),
     ("phi3.toml", include_str!("../../formats/phi3.toml")),
     ("plamo3.toml", include_str!("../../formats/plamo3.toml")),
     ("qwen2.toml", include_str!("../../formats/qwen2.toml")),
     ("qwen3.toml", include_str!("../../formats/qwen3.toml")),
-    ("qwen3next.toml", include_str!("../../formats/qwen3next.toml")),
+    (
+        "qwen3next.toml",
+        include_str!("../../formats/qwen3next.toml"),
+    ),
     ("qwen3vl.toml", include_str!("../../formats/qwen3vl.toml")),
     ("rwkv6.toml", include_str!("../../formats/rwkv6.toml")),
-    ("smallthinker.toml", include_str!("../../formats/smallthinker.toml")),
+    (
+        "smallthinker.toml",
+        include_str!("../../formats/smallthinker.toml"),
+    ),
     ("smollm3.toml", include_str!("../../formats/smollm3.toml")),
 ];
 
@@ -125,8 +161,8 @@ impl Formula {
     pub fn eval(self, il: u64, p: u64, n_layer: u64) -> bool {
         match self {
             Formula::NotLastOfPeriod => p == 0 || il % p != p - 1,
-            Formula::NotFirstOfPeriod => p == 0 || il % p != 0,
-            Formula::LastOfPeriod => p > 0 && (il + 1) % p == 0,
+            Formula::NotFirstOfPeriod => p == 0 || !il.is_multiple_of(p),
+            Formula::LastOfPeriod => p > 0 && (il + 1).is_multiple_of(p),
             Formula::SecondOfPeriod => p > 0 && il % p == 1,
             Formula::Leading => il < p,
             Formula::Trailing => il + p >= n_layer,
@@ -224,8 +260,8 @@ impl Formats {
 
 /// Parses one file's `[layers]` table (None when the file has none).
 pub fn parse(name: &str, text: &str) -> Result<Option<Layers>> {
-    let file: FormatFile = toml::from_str(text)
-        .map_err(|e| Error::Invalid(format!("formats/{name}: {e}")))?;
+    let file: FormatFile =
+        toml::from_str(text).map_err(|e| Error::Invalid(format!("formats/{name}: {e}")))?;
     Ok(file.layers)
 }
 
@@ -248,7 +284,8 @@ pub fn formats() -> Result<&'static Formats> {
                     archs.push((name.to_string(), layers));
                 }
             }
-            let generic = generic.ok_or_else(|| format!("formats/{GENERIC} has no [layers] table"))?;
+            let generic =
+                generic.ok_or_else(|| format!("formats/{GENERIC} has no [layers] table"))?;
             Ok(Formats { generic, archs })
         })
         .as_ref()

@@ -46,7 +46,11 @@ use format::{Formula, Layers, Role};
 /// `{arch}.block_count`, slices per-layer arrays, writes the kept layers' true roles where
 /// llama.cpp derives them from the index, and refuses ([`Error::ArchConflict`]) where nothing
 /// can express them. See the module documentation for the full rule list.
-pub fn rewrite_metadata(metadata: &Metadata, tensor_names: &[&str], kept: &[usize]) -> Result<Metadata> {
+pub fn rewrite_metadata(
+    metadata: &Metadata,
+    tensor_names: &[&str],
+    kept: &[usize],
+) -> Result<Metadata> {
     let edits = plan(metadata, tensor_names, kept, true)?;
     let mut out = metadata.clone();
     for (key, value) in edits {
@@ -69,7 +73,10 @@ pub fn kept_from_removed(n: usize, removed: &[usize]) -> Result<Vec<usize>> {
     let mut gone = vec![false; n];
     for &r in removed {
         if r >= n {
-            return Err(Error::Layers(format!("layer {r} does not exist (the model has {n} layers, 0..{})", n - 1)));
+            return Err(Error::Layers(format!(
+                "layer {r} does not exist (the model has {n} layers, 0..{})",
+                n - 1
+            )));
         }
         if gone[r] {
             return Err(Error::Layers(format!("layer {r} is listed twice")));
@@ -133,7 +140,12 @@ impl Ctx<'_> {
 }
 
 /// Checks `kept` and returns the metadata edits, in order.
-fn plan(md: &Metadata, tensor_names: &[&str], kept: &[usize], suggest: bool) -> Result<Vec<(String, Value)>> {
+fn plan(
+    md: &Metadata,
+    tensor_names: &[&str],
+    kept: &[usize],
+    suggest: bool,
+) -> Result<Vec<(String, Value)>> {
     let formats = format::formats()?;
     let arch = md.architecture()?;
     let n = block_count(md)?;
@@ -145,7 +157,9 @@ fn plan(md: &Metadata, tensor_names: &[&str], kept: &[usize], suggest: bool) -> 
         None => 0,
     };
     if nextn > n {
-        return Err(Error::Invalid(format!("{nextn_key} = {nextn} exceeds block_count {n}")));
+        return Err(Error::Invalid(format!(
+            "{nextn_key} = {nextn} exceeds block_count {n}"
+        )));
     }
     let n_main = n - nextn;
     let removed: Vec<usize> = {
@@ -177,7 +191,9 @@ fn plan(md: &Metadata, tensor_names: &[&str], kept: &[usize], suggest: bool) -> 
         )));
     }
     if ctx.kept_main.is_empty() {
-        return Err(Error::Layers(format!("every main layer (0..{n_main}) would be removed")));
+        return Err(Error::Layers(format!(
+            "every main layer (0..{n_main}) would be removed"
+        )));
     }
 
     let mut edits: Vec<(String, Value)> = Vec::new();
@@ -245,7 +261,11 @@ fn plan(md: &Metadata, tensor_names: &[&str], kept: &[usize], suggest: bool) -> 
     // 7. Position-derived roles.
     for table in ctx.tables() {
         for role in &table.roles {
-            let keys = role.param_key.iter().chain(&role.array_key).map(|t| ctx.key(t));
+            let keys = role
+                .param_key
+                .iter()
+                .chain(&role.array_key)
+                .map(|t| ctx.key(t));
             positional.extend(keys.clone());
             handled.extend(keys);
             if let Some(edit) = apply_role(&ctx, role)? {
@@ -294,7 +314,10 @@ fn plan(md: &Metadata, tensor_names: &[&str], kept: &[usize], suggest: bool) -> 
     }
     // 10. The depth.
     let bc_key = arch_key(arch, "block_count");
-    edits.push((bc_key.clone(), uint_like(md.get(&bc_key), kept.len() as u64)));
+    edits.push((
+        bc_key.clone(),
+        uint_like(md.get(&bc_key), kept.len() as u64),
+    ));
     Ok(edits)
 }
 
@@ -303,7 +326,9 @@ fn check_kept(kept: &[usize], n: usize) -> Result<()> {
         return Err(Error::Layers("no layer would be kept".into()));
     }
     if kept.len() >= n {
-        return Err(Error::Layers(format!("no layer would be removed (the model has {n})")));
+        return Err(Error::Layers(format!(
+            "no layer would be removed (the model has {n})"
+        )));
     }
     for w in kept.windows(2) {
         if w[0] >= w[1] {
@@ -315,7 +340,9 @@ fn check_kept(kept: &[usize], n: usize) -> Result<()> {
     }
     if let Some(&last) = kept.last() {
         if last >= n {
-            return Err(Error::Layers(format!("layer {last} does not exist (the model has {n} layers)")));
+            return Err(Error::Layers(format!(
+                "layer {last} does not exist (the model has {n} layers)"
+            )));
         }
     }
     Ok(())
@@ -332,12 +359,15 @@ fn renumber_list(ctx: &Ctx, key: &str, value: &Value) -> Result<Value> {
     };
     let mut out = Vec::with_capacity(a.len());
     for i in 0..a.len() {
-        let v = a
-            .int_at(i)
-            .ok_or_else(|| Error::Invalid(format!("{key}: entry {i} is not an integer layer index")))?;
-        let il = usize::try_from(v).map_err(|_| Error::Invalid(format!("{key}: layer index {v} is negative")))?;
+        let v = a.int_at(i).ok_or_else(|| {
+            Error::Invalid(format!("{key}: entry {i} is not an integer layer index"))
+        })?;
+        let il = usize::try_from(v)
+            .map_err(|_| Error::Invalid(format!("{key}: layer index {v} is negative")))?;
         let Some(j) = new_index(ctx.kept, il) else {
-            return Err(ctx.conflict(format!("{key} names layer {il}, which would be removed; keep layer {il}")));
+            return Err(ctx.conflict(format!(
+                "{key} names layer {il}, which would be removed; keep layer {il}"
+            )));
         };
         out.push(j as i128);
     }
@@ -350,7 +380,10 @@ fn renumber_list(ctx: &Ctx, key: &str, value: &Value) -> Result<Value> {
 fn apply_role(ctx: &Ctx, role: &Role) -> Result<Option<(String, Value)>> {
     let md = ctx.md;
     if let Some(t) = &role.requires_positive {
-        let on = md.get(&ctx.key(t)).and_then(Value::to_f64).is_some_and(|v| v > 0.0);
+        let on = md
+            .get(&ctx.key(t))
+            .and_then(Value::to_f64)
+            .is_some_and(|v| v > 0.0);
         if !on {
             return Ok(None);
         }
@@ -384,13 +417,25 @@ fn apply_role(ctx: &Ctx, role: &Role) -> Result<Option<(String, Value)>> {
     };
     let n_main = ctx.n_main as u64;
     let new_main = ctx.kept_main.len() as u64;
-    let truth: Vec<bool> = ctx.kept_main.iter().map(|&il| role.formula.eval(il as u64, orig, n_main)).collect();
-    let derive = |p: u64| -> Vec<bool> { (0..new_main).map(|j| role.formula.eval(j, p, new_main)).collect() };
+    let truth: Vec<bool> = ctx
+        .kept_main
+        .iter()
+        .map(|&il| role.formula.eval(il as u64, orig, n_main))
+        .collect();
+    let derive = |p: u64| -> Vec<bool> {
+        (0..new_main)
+            .map(|j| role.formula.eval(j, p, new_main))
+            .collect()
+    };
 
     if role.formula == Formula::Trailing && role.keep_before > 0 && orig > 0 {
         let start = n_main.saturating_sub(orig);
         let lo = start.saturating_sub(role.keep_before);
-        if let Some(&r) = ctx.removed.iter().find(|&&r| (r as u64) >= lo && (r as u64) < start) {
+        if let Some(&r) = ctx
+            .removed
+            .iter()
+            .find(|&&r| (r as u64) >= lo && (r as u64) < start)
+        {
             return Err(ctx.conflict(format!(
                 "layer {r} is one of the {} layers ({lo}..{}) whose state the {} layers {start}..{} reuse{}; keep layers {lo}..{}",
                 role.keep_before,
@@ -409,7 +454,10 @@ fn apply_role(ctx: &Ctx, role: &Role) -> Result<Option<(String, Value)>> {
     // The array llama.cpp reads instead of the formula: write the kept layers' true roles.
     if let Some(t) = &role.array_key {
         let mut roles = truth.clone();
-        roles.extend(std::iter::repeat_n(false, ctx.kept.len() - ctx.kept_main.len()));
+        roles.extend(std::iter::repeat_n(
+            false,
+            ctx.kept.len() - ctx.kept_main.len(),
+        ));
         return Ok(Some((ctx.key(t), Value::Array(Array::Bool(roles)))));
     }
     // A new parameter value that reproduces every kept layer's role.
@@ -423,7 +471,9 @@ fn apply_role(ctx: &Ctx, role: &Role) -> Result<Option<(String, Value)>> {
 }
 
 fn source(role: &Role) -> String {
-    role.source.as_ref().map_or(String::new(), |s| format!(" ({s})"))
+    role.source
+        .as_ref()
+        .map_or(String::new(), |s| format!(" ({s})"))
 }
 
 fn refusal(ctx: &Ctx, role: &Role, param: u64, truth: &[bool], derived: &[bool]) -> String {
@@ -435,8 +485,14 @@ fn refusal(ctx: &Ctx, role: &Role, param: u64, truth: &[bool], derived: &[bool])
         .unwrap_or((0, 0));
     let has = |b: bool| if b { "has" } else { "does not have" };
     let how = match (&role.param_key, role.adjustable) {
-        (Some(k), true) => format!("no per-layer key carries it and no value of {} expresses the kept layers", ctx.key(k)),
-        (Some(k), false) => format!("no per-layer key carries it and {} cannot change", ctx.key(k)),
+        (Some(k), true) => format!(
+            "no per-layer key carries it and no value of {} expresses the kept layers",
+            ctx.key(k)
+        ),
+        (Some(k), false) => format!(
+            "no per-layer key carries it and {} cannot change",
+            ctx.key(k)
+        ),
         (None, _) => "no key can carry it".to_string(),
     };
     let mut why = format!(
@@ -460,7 +516,10 @@ fn refusal(ctx: &Ctx, role: &Role, param: u64, truth: &[bool], derived: &[bool])
             }
             s
         }
-        Formula::Leading => format!(". Layers 0..{} carry it; remove only layers {param} or later", param.saturating_sub(1)),
+        Formula::Leading => format!(
+            ". Layers 0..{} carry it; remove only layers {param} or later",
+            param.saturating_sub(1)
+        ),
         Formula::Trailing => format!(
             ". The last {param} main layers carry it; remove only layers below {}",
             (ctx.n_main as u64).saturating_sub(param)
@@ -500,7 +559,9 @@ fn suggestions(ctx: &Ctx, period: usize) -> Vec<String> {
         if !ok || set.len() >= ctx.n {
             continue;
         }
-        let Ok(kept) = kept_from_removed(ctx.n, &set) else { continue };
+        let Ok(kept) = kept_from_removed(ctx.n, &set) else {
+            continue;
+        };
         if plan(ctx.md, ctx.tensor_names, &kept, false).is_ok() {
             let s = format_layers(&set);
             if !out.contains(&s) {
@@ -527,7 +588,13 @@ fn runs(sorted: &[usize]) -> Vec<(usize, usize)> {
 pub fn format_layers(sorted: &[usize]) -> String {
     runs(sorted)
         .iter()
-        .map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") })
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(",")
 }
@@ -551,7 +618,11 @@ fn uint_like(orig: Option<&Value>, v: u64) -> Value {
 fn int_array_like(like: &Array, vals: &[i128]) -> Option<Array> {
     macro_rules! conv {
         ($variant:ident, $t:ty) => {
-            Array::$variant(vals.iter().map(|&v| <$t>::try_from(v).ok()).collect::<Option<Vec<$t>>>()?)
+            Array::$variant(
+                vals.iter()
+                    .map(|&v| <$t>::try_from(v).ok())
+                    .collect::<Option<Vec<$t>>>()?,
+            )
         };
     }
     Some(match like {
@@ -574,19 +645,43 @@ mod tests {
     #[test]
     fn formulas_match_llama_cpp_set_swa_pattern() {
         // set_swa_pattern(6): layers 5, 11, 17 are dense.
-        let swa: Vec<bool> = (0..18).map(|il| Formula::NotLastOfPeriod.eval(il, 6, 18)).collect();
+        let swa: Vec<bool> = (0..18)
+            .map(|il| Formula::NotLastOfPeriod.eval(il, 6, 18))
+            .collect();
         let dense: Vec<u64> = (0..18).filter(|&il| !swa[il as usize]).collect();
         assert_eq!(dense, [5, 11, 17]);
         // dense_first: layers 0, 4, 8 are dense.
-        let dense: Vec<u64> = (0..10).filter(|&il| !Formula::NotFirstOfPeriod.eval(il, 4, 10)).collect();
+        let dense: Vec<u64> = (0..10)
+            .filter(|&il| !Formula::NotFirstOfPeriod.eval(il, 4, 10))
+            .collect();
         assert_eq!(dense, [0, 4, 8]);
         // n_pattern 0 means every layer is SWA; 1 means none.
         assert!((0..8).all(|il| Formula::NotLastOfPeriod.eval(il, 0, 8)));
         assert!((0..8).all(|il| !Formula::NotLastOfPeriod.eval(il, 1, 8)));
-        assert_eq!((0..8).filter(|&il| Formula::LastOfPeriod.eval(il, 2, 8)).collect::<Vec<_>>(), [1, 3, 5, 7]);
-        assert_eq!((0..8).filter(|&il| Formula::SecondOfPeriod.eval(il, 2, 8)).collect::<Vec<_>>(), [1, 3, 5, 7]);
-        assert_eq!((0..8).filter(|&il| Formula::Leading.eval(il, 3, 8)).collect::<Vec<_>>(), [0, 1, 2]);
-        assert_eq!((0..8).filter(|&il| Formula::Trailing.eval(il, 3, 8)).collect::<Vec<_>>(), [5, 6, 7]);
+        assert_eq!(
+            (0..8)
+                .filter(|&il| Formula::LastOfPeriod.eval(il, 2, 8))
+                .collect::<Vec<_>>(),
+            [1, 3, 5, 7]
+        );
+        assert_eq!(
+            (0..8)
+                .filter(|&il| Formula::SecondOfPeriod.eval(il, 2, 8))
+                .collect::<Vec<_>>(),
+            [1, 3, 5, 7]
+        );
+        assert_eq!(
+            (0..8)
+                .filter(|&il| Formula::Leading.eval(il, 3, 8))
+                .collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert_eq!(
+            (0..8)
+                .filter(|&il| Formula::Trailing.eval(il, 3, 8))
+                .collect::<Vec<_>>(),
+            [5, 6, 7]
+        );
     }
 
     #[test]
@@ -600,7 +695,10 @@ mod tests {
     fn kept_from_removed_rejects_bad_lists() {
         assert_eq!(kept_from_removed(5, &[1, 3]).unwrap(), [0, 2, 4]);
         assert!(matches!(kept_from_removed(5, &[5]), Err(Error::Layers(_))));
-        assert!(matches!(kept_from_removed(5, &[2, 2]), Err(Error::Layers(_))));
+        assert!(matches!(
+            kept_from_removed(5, &[2, 2]),
+            Err(Error::Layers(_))
+        ));
     }
 
     #[test]
@@ -608,7 +706,10 @@ mod tests {
         assert_eq!(uint_like(Some(&Value::I32(3)), 7), Value::I32(7));
         assert_eq!(uint_like(Some(&Value::U64(3)), 7), Value::U64(7));
         assert_eq!(uint_like(None, 7), Value::U32(7));
-        assert_eq!(int_array_like(&Array::I32(vec![]), &[1, 2]), Some(Array::I32(vec![1, 2])));
+        assert_eq!(
+            int_array_like(&Array::I32(vec![]), &[1, 2]),
+            Some(Array::I32(vec![1, 2]))
+        );
         assert_eq!(int_array_like(&Array::U8(vec![]), &[300]), None);
     }
 }
