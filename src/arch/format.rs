@@ -118,6 +118,10 @@ pub struct Layers {
     /// present and the architecture has no rule that reads it, removal is refused.
     #[serde(default)]
     pub position_keys: Vec<String>,
+    /// Per-main-layer arrays where 0 means "reuse what the nearest earlier layer marked 1
+    /// computed" (DSA `attention.indexer.types`): removing a 1 that a kept 0 relies on is refused.
+    #[serde(default)]
+    pub reuse_previous: Vec<String>,
     /// Arrays whose values are layer indices (renumbered; removing a listed layer is refused).
     #[serde(default)]
     pub layer_lists: Vec<String>,

@@ -247,6 +247,14 @@ fn plan(
         }
         handled.extend(table.not_per_layer.iter().map(|t| ctx.key(t)));
     }
+    for table in ctx.tables() {
+        for t in &table.reuse_previous {
+            let key = ctx.key(t);
+            if let Some(Value::Array(a)) = md.get(&key) {
+                check_reuse(&ctx, &key, a)?;
+            }
+        }
+    }
     // 6. Layer-index lists.
     for table in ctx.tables() {
         for t in &table.layer_lists {
@@ -319,6 +327,28 @@ fn plan(
         uint_like(md.get(&bc_key), kept.len() as u64),
     ));
     Ok(edits)
+}
+
+/// In `a` (one entry per main layer), a 0 layer reuses the state of the nearest earlier 1 layer:
+/// every kept 0 layer must still find the same provider.
+fn check_reuse(ctx: &Ctx, key: &str, a: &Array) -> Result<()> {
+    let mut provider: Option<usize> = None;
+    let mut kept_provider: Option<usize> = None;
+    for il in 0..a.len().min(ctx.n_main) {
+        let kept = new_index(ctx.kept, il).is_some();
+        if a.int_at(il).unwrap_or(1) != 0 {
+            provider = Some(il);
+            if kept {
+                kept_provider = Some(il);
+            }
+        } else if kept && provider != kept_provider {
+            let lost = provider.map_or("none".to_string(), |p| p.to_string());
+            return Err(ctx.conflict(format!(
+                "{key}: layer {il} reuses the state computed by layer {lost}, which would be removed; keep layer {lost}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_kept(kept: &[usize], n: usize) -> Result<()> {
