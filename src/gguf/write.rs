@@ -315,9 +315,11 @@ pub fn write_model(
             if i > 0 && alignment != DEFAULT_ALIGNMENT {
                 meta.set(ALIGNMENT_KEY, Value::U32(alignment as u32));
             }
+            // llama-gguf-split's order (it sets split.count last), so a split matches its
+            // output byte for byte.
             meta.set(SPLIT_NO_KEY, Value::U16(i as u16));
-            meta.set(SPLIT_COUNT_KEY, Value::U16(n_shards as u16));
             meta.set(SPLIT_TENSORS_COUNT_KEY, Value::I32(tensors.len() as i32));
+            meta.set(SPLIT_COUNT_KEY, Value::U16(n_shards as u16));
         }
         pending.temps.push(shard.temp.clone());
         pending.targets.push(shard.target.clone());
