@@ -4,7 +4,9 @@
 //! Data flows one way: open ([`gguf::Model::open`]) -> plan (which layers) -> rewrite (metadata,
 //! tensor names) -> write (streamed, atomic) -> verify.
 
+pub mod calibration;
 pub mod error;
+pub mod eval;
 pub mod gguf;
 pub mod interrupt;
 

@@ -1,0 +1,1 @@
+//! Perplexity and KL divergence (in progress).
