@@ -5,7 +5,9 @@
 //! tensor names) -> write (streamed, atomic) -> verify.
 
 pub mod arch;
+pub mod calibration;
 pub mod error;
+pub mod eval;
 pub mod gguf;
 pub mod inspect;
 pub mod interrupt;
