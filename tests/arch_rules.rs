@@ -393,9 +393,16 @@ fn mtp_heads_cannot_be_removed_but_main_layers_can() {
 
 #[test]
 fn layer_index_lists_are_renumbered() {
-    let m = md("qwen4exp", 12, &[("{arch}.ple.layers", Value::Array(Array::U32(vec![5])))]);
+    let m = md(
+        "qwen4exp",
+        12,
+        &[("{arch}.ple.layers", Value::Array(Array::U32(vec![5])))],
+    );
     let out = rewrite(&m, &[0, 1, 2, 3]).unwrap();
-    assert_eq!(out.get("qwen4exp.ple.layers"), Some(&Value::Array(Array::U32(vec![1]))));
+    assert_eq!(
+        out.get("qwen4exp.ple.layers"),
+        Some(&Value::Array(Array::U32(vec![1])))
+    );
     assert!(conflict(rewrite(&m, &[5])).contains("keep layer 5"));
 }
 
