@@ -392,6 +392,24 @@ fn mtp_heads_cannot_be_removed_but_main_layers_can() {
 }
 
 #[test]
+fn deepstack_mapping_is_sliced_and_its_layers_kept() {
+    let map: Vec<i32> = (0..10).map(|i| if i < 3 { i } else { -1 }).collect();
+    let m = md(
+        "granite",
+        10,
+        &[("{arch}.deepstack_mapping", Value::Array(Array::I32(map)))],
+    );
+    let out = rewrite(&m, &[5]).unwrap();
+    assert_eq!(
+        out.get("granite.deepstack_mapping"),
+        Some(&Value::Array(Array::I32(vec![
+            0, 1, 2, -1, -1, -1, -1, -1, -1
+        ])))
+    );
+    assert!(conflict(rewrite(&m, &[1])).contains("keep layer 1"));
+}
+
+#[test]
 fn layer_index_lists_are_renumbered() {
     let m = md(
         "qwen4exp",

@@ -248,6 +248,30 @@ fn plan(
         handled.extend(table.not_per_layer.iter().map(|t| ctx.key(t)));
     }
     for table in ctx.tables() {
+        for t in &table.per_layer_inputs {
+            let key = ctx.key(t);
+            if let Some(Value::Array(a)) = md.get(&key) {
+                if a.len() != n {
+                    return Err(Error::PerLayerLength {
+                        key,
+                        expected: n,
+                        got: a.len(),
+                    });
+                }
+                if let Some(&r) = ctx
+                    .removed
+                    .iter()
+                    .find(|&&r| a.int_at(r).is_some_and(|v| v >= 0))
+                {
+                    return Err(ctx.conflict(format!(
+                        "{key} connects layer {r} to input {} (the input count sizes the input embedding); keep layer {r}",
+                        a.int_at(r).unwrap_or(-1)
+                    )));
+                }
+                edits.push((key.clone(), Value::Array(a.select(ctx.kept))));
+            }
+            handled.push(key);
+        }
         for t in &table.reuse_previous {
             let key = ctx.key(t);
             if let Some(Value::Array(a)) = md.get(&key) {
