@@ -18,7 +18,9 @@
 //!    architecture's): an array is sliced to the kept layers and keeps its element type; a scalar
 //!    applies to all layers and stays; an array of any other length than llama.cpp expects is
 //!    [`Error::PerLayerLength`] naming key, expected and got.
-//! 6. **Layer-index lists** (`ple.layers`): values renumbered; removing a listed layer is refused.
+//! 6. **Layers other layers or inputs depend on**: layer-index lists (`ple.layers`) are
+//!    renumbered; removing a listed layer, a layer with an extra input (`deepstack_mapping`), or a
+//!    DSA indexer layer whose top-k a kept layer reuses (`indexer.types`) is refused.
 //! 7. **Position-derived roles** (sliding window, recurrent, no-RoPE, MoE interleave, dense lead,
 //!    shared KV, deepstack): the kept layers' true roles are computed from the original index
 //!    and compared with what llama.cpp would derive at their new index. When they differ, the
