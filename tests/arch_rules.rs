@@ -517,6 +517,8 @@ fn depth_detected_models_and_pinned_defaults() {
     let m = md("exaone4", 64, &[]);
     assert!(conflict(rewrite(&m, &[30])).contains("64"));
     assert!(rewrite(&md("exaone4", 30, &[]), &[3]).is_ok());
+    // baichuan: 32 layers use RoPE, 40 ALiBi, other depths neither.
+    assert!(conflict(rewrite(&md("baichuan", 40, &[]), &[3])).contains("ALiBi"));
     let m = md("minicpm", 40, &[]);
     let out = rewrite(&m, &[20]).unwrap();
     let v = out

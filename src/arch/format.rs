@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 pub const FILES: &[(&str, &str)] = &[
     ("generic.toml", include_str!("../../formats/generic.toml")),
     ("afmoe.toml", include_str!("../../formats/afmoe.toml")),
+    ("baichuan.toml", include_str!("../../formats/baichuan.toml")),
     ("cohere2.toml", include_str!("../../formats/cohere2.toml")),
     (
         "cohere2moe.toml",

@@ -13,7 +13,8 @@
 //! 3. **Global tensors packing per-layer data** (gemma3n/gemma4 `per_layer_token_embd`,
 //!    `per_layer_model_proj`): refused when present; slicing them is not supported.
 //! 4. **Depth-detected behaviour** (gemma2 27B at 46 blocks, gemma3 27B at 62, exaone4 at 64,
-//!    deepseek2 "lite" depths): refused when the original or the new depth is listed.
+//!    deepseek2 "lite" depths, baichuan's RoPE/ALiBi choice): refused when the original or the new
+//!    depth is listed.
 //! 5. **Per-layer arrays.** Every key llama.cpp reads per layer (the generic list plus the
 //!    architecture's): an array is sliced to the kept layers and keeps its element type; a scalar
 //!    applies to all layers and stays; an array of any other length than llama.cpp expects is
