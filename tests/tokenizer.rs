@@ -1,0 +1,149 @@
+//! The tokenizer against llama.cpp's own: every id must equal `llama-tokenize`'s, on the whole
+//! of wiki.test.raw for both real models, on awkward strings, and for each pre-tokenizer type
+//! (run on SmolLM2's vocabulary with `tokenizer.ggml.pre` swapped in a vocabulary-only GGUF).
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use gguf_prune::gguf::{write_model, Metadata, Model, Value, WriteOptions};
+use gguf_prune::tokenizer::Tokenizer;
+
+/// Strings that exercise the split rules: digits, contractions, Unicode classes, white space
+/// runs, newlines, emoji, byte fallback, special-token texts.
+const TRICKY: &[&str] = &[
+    "Hello world",
+    " Hello  world ",
+    "It's 2024; we'll see. I'M sure they'RE fine, don't you think?",
+    "1 12 123 1234 12345 3.14159 1,000,000 ½ ² ٣٤٥ 十二",
+    "naïve café résumé Ångström ß ΑΒΓ αβγ Привет мир שלום مرحبا",
+    "日本語のテキスト、中文文本。한국어 텍스트",
+    "emoji 🙂👍🏽 👨‍👩‍👧 flags 🇫🇷 ⚡",
+    "tabs\tand\ttabs\t\tdouble\n\nnewlines\r\nwindows\n   \n    indented\n",
+    "   leading and trailing   ",
+    "\n\n\n",
+    "a\u{a0}b\u{2003}c\u{3000}d\u{200b}e\u{feff}f",
+    "combining e\u{301} a\u{308}\u{304} ok",
+    "symbols: $100 + €5 = <html> {json: [1, 2]} @user #tag ~/path\\to|pipe `code` ^_^",
+    "<|im_start|>user\nhi<|im_end|>\n<start_of_turn>model\n<end_of_turn><bos><eos>",
+    "private \u{e000}\u{f8ff} unassigned \u{0378} control \u{1}\u{7f}",
+    "",
+    " ",
+    "x",
+];
+
+/// `llama-tokenize` ids for `text` (passed verbatim on stdin).
+fn llama_ids(model: &Path, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
+    let mut cmd = Command::new(common::llama_tool("llama-tokenize"));
+    cmd.arg("-m").arg(model).args(["--stdin", "--ids", "--log-disable", "--no-escape"]);
+    if !add_special {
+        cmd.arg("--no-bos");
+    }
+    if !parse_special {
+        cmd.arg("--no-parse-special");
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("llama-tokenize runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let bytes = text.as_bytes().to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&bytes));
+    let out = child.wait_with_output().expect("llama-tokenize finishes");
+    writer.join().unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "llama-tokenize failed on {}: {}",
+        model.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_ids(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Parses the `[1, 2, 3]` line that `--ids` prints.
+fn parse_ids(stdout: &str) -> Vec<u32> {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('['))
+        .unwrap_or_else(|| panic!("no id list in llama-tokenize output: {stdout:.400}"));
+    let inner = line.trim().trim_start_matches('[').trim_end_matches(']');
+    inner
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap_or_else(|_| panic!("bad id {s:?}")))
+        .collect()
+}
+
+/// Asserts equal id lists, showing the first difference with decoded context.
+fn assert_same(tok: &Tokenizer, what: &str, ours: &[u32], theirs: &[u32]) {
+    if ours == theirs {
+        return;
+    }
+    let at = ours.iter().zip(theirs).position(|(a, b)| a != b).unwrap_or(ours.len().min(theirs.len()));
+    let lo = at.saturating_sub(8);
+    let show = |ids: &[u32]| {
+        let hi = (at + 8).min(ids.len());
+        let window = &ids[lo.min(ids.len())..hi];
+        format!("{window:?} = {:?}", tok.decode(window))
+    };
+    panic!(
+        "{what}: ids differ at position {at} (ours {} tokens, llama.cpp {})\n  ours:      {}\n  llama.cpp: {}\n  text before: {:?}",
+        ours.len(),
+        theirs.len(),
+        show(ours),
+        show(theirs),
+        tok.decode(&ours[lo.min(ours.len())..at.min(ours.len())])
+    );
+}
+
+fn tokenizer(model: &Path) -> Tokenizer {
+    let m = Model::open(model).expect("model opens");
+    Tokenizer::from_metadata(m.metadata()).expect("tokenizer builds")
+}
+
+fn check_strings(model: &Path, tok: &Tokenizer, label: &str) {
+    for text in TRICKY {
+        for (add_special, parse_special) in [(false, false), (true, true)] {
+            let ours = tok.encode_with(text, add_special, parse_special).unwrap();
+            let theirs = llama_ids(model, text, add_special, parse_special);
+            assert_same(
+                tok,
+                &format!("{label} {text:?} (add_special {add_special}, parse_special {parse_special})"),
+                &ours,
+                &theirs,
+            );
+        }
+    }
+}
+
+#[test]
+fn smollm2_hello_world() {
+    let tok = tokenizer(&common::smollm2());
+    assert_eq!(tok.encode("Hello world", false).unwrap(), [19556, 905]);
+    assert_eq!(tok.vocab_size(), 49152);
+    assert!(!tok.add_bos());
+    assert_eq!(tok.bos_id(), Some(1));
+    assert_eq!(tok.eos_id(), Some(2));
+    assert_eq!(tok.decode(&[19556, 905]), "Hello world");
+}
+
+#[test]
+fn smollm2_tricky_strings() {
+    let model = common::smollm2();
+    check_strings(&model, &tokenizer(&model), "SmolLM2");
+}
+
+#[test]
+fn gemma3_tricky_strings() {
+    let model = common::gemma3();
+    let tok = tokenizer(&model);
+    assert!(tok.add_bos());
+    assert_eq!(tok.bos_id(), Some(2));
+    check_strings(&model, &tok, "gemma3");
+}
