@@ -107,19 +107,22 @@ fn tokenizer(model: &Path) -> Tokenizer {
     Tokenizer::from_metadata(m.metadata()).expect("tokenizer builds")
 }
 
+/// The awkward strings joined into one text (one llama-tokenize run per mode: loading gemma3's
+/// 262k-token vocabulary takes seconds), plus the empty text on its own.
 fn check_strings(model: &Path, tok: &Tokenizer, label: &str) {
-    for text in TRICKY {
-        for (add_special, parse_special) in [(false, false), (true, true)] {
-            let ours = tok.encode_with(text, add_special, parse_special).unwrap();
-            let theirs = llama_ids(model, text, add_special, parse_special);
-            assert_same(
-                tok,
-                &format!("{label} {text:?} (add_special {add_special}, parse_special {parse_special})"),
-                &ours,
-                &theirs,
-            );
-        }
+    let joined = TRICKY.join("\n");
+    for (add_special, parse_special) in [(false, false), (true, false), (true, true)] {
+        let ours = tok.encode_with(&joined, add_special, parse_special).unwrap();
+        let theirs = llama_ids(model, &joined, add_special, parse_special);
+        assert_same(
+            tok,
+            &format!("{label} awkward strings (add_special {add_special}, parse_special {parse_special})"),
+            &ours,
+            &theirs,
+        );
     }
+    let ours = tok.encode("", true).unwrap();
+    assert_same(tok, &format!("{label} empty text"), &ours, &llama_ids(model, "", true, false));
 }
 
 #[test]
@@ -146,4 +149,106 @@ fn gemma3_tricky_strings() {
     assert!(tok.add_bos());
     assert_eq!(tok.bos_id(), Some(2));
     check_strings(&model, &tok, "gemma3");
+}
+
+/// `llama-tokenize -f FILE` ids (file read verbatim, BOS as the model asks, specials as text).
+fn llama_file_ids(model: &Path, file: &Path) -> Vec<u32> {
+    let out = common::run_ok(
+        Command::new(common::llama_tool("llama-tokenize"))
+            .arg("-m")
+            .arg(model)
+            .arg("-f")
+            .arg(file)
+            .args(["--ids", "--log-disable", "--no-escape", "--no-parse-special"]),
+    );
+    parse_ids(&out)
+}
+
+fn check_wiki(model: &Path, label: &str) {
+    let file = common::wikitext("wiki.test.raw");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let tok = tokenizer(model);
+    let t0 = std::time::Instant::now();
+    let ours = tok.encode(&text, true).unwrap();
+    let took = t0.elapsed();
+    let theirs = llama_file_ids(model, &file);
+    eprintln!(
+        "{label}: wiki.test.raw ({} bytes) -> {} tokens in {:.2} s (llama.cpp: {} tokens)",
+        text.len(),
+        ours.len(),
+        took.as_secs_f64(),
+        theirs.len()
+    );
+    assert_same(&tok, &format!("{label} wiki.test.raw"), &ours, &theirs);
+}
+
+#[test]
+fn smollm2_wiki_test_matches_llama_tokenize() {
+    check_wiki(&common::smollm2(), "SmolLM2");
+}
+
+#[test]
+fn gemma3_wiki_test_matches_llama_tokenize() {
+    check_wiki(&common::gemma3(), "gemma3");
+}
+
+/// Writes a GGUF holding `source`'s metadata (no tensors) with `tokenizer.ggml.pre` set to `pre`:
+/// enough for llama-tokenize, which loads only the vocabulary.
+fn vocab_only(source: &Metadata, pre: &str, dir: &Path) -> std::path::PathBuf {
+    let mut md = source.clone();
+    md.set("tokenizer.ggml.pre", Value::String(pre.as_bytes().to_vec()));
+    let path = dir.join(format!("vocab-{pre}.gguf"));
+    write_model(&path, 3, &md, Vec::new(), &WriteOptions::default(), &mut |_, _| {}).unwrap();
+    path
+}
+
+/// One pre-tokenizer type of each kind llama.cpp distinguishes.
+const PRE_TYPES: &[&str] = &[
+    "default",
+    "llama-bpe",
+    "dbrx",
+    "deepseek-llm",
+    "deepseek-coder",
+    "deepseek-v3",
+    "falcon",
+    "starcoder",
+    "gpt-2",
+    "qwen2",
+    "qwen35",
+    "poro-chat",
+    "viking",
+    "chatglm-bpe",
+    "glm4",
+    "tekken",
+    "gpt-4o",
+    "seed-coder",
+    "bailingmoe",
+    "ufakzeka",
+    "minicpm5",
+    "laguna",
+];
+
+/// Every kind of pre-tokenizer against llama-tokenize, on SmolLM2's vocabulary and merges with
+/// `tokenizer.ggml.pre` swapped (and `add_bos_token` removed, so each type's own BOS default
+/// shows): the awkward strings and the first 30 kB of wiki.test.raw.
+#[test]
+fn pre_tokenizer_types_match_llama_tokenize() {
+    let dir = common::workdir();
+    let source = Model::open(common::smollm2()).unwrap();
+    let mut md = source.metadata().clone();
+    md.remove("tokenizer.ggml.add_bos_token");
+    let wiki = std::fs::read_to_string(common::wikitext("wiki.test.raw")).unwrap();
+    let mut cut = 30_000;
+    while !wiki.is_char_boundary(cut) {
+        cut += 1;
+    }
+    let text = format!("{}\n{}", TRICKY.join("\n"), &wiki[..cut]);
+    for pre in PRE_TYPES {
+        let path = vocab_only(&md, pre, dir.path());
+        let m = Model::open(&path).unwrap();
+        let tok = Tokenizer::from_metadata(m.metadata()).unwrap_or_else(|e| panic!("{pre}: {e}"));
+        let ours = tok.encode(&text, true).unwrap();
+        let theirs = llama_ids(&path, &text, true, false);
+        assert_same(&tok, &format!("pre {pre:?}"), &ours, &theirs);
+    }
 }
