@@ -79,7 +79,6 @@ pub enum Error {
     /// Occurs when the vocabulary metadata is inconsistent, or text cannot be tokenized with it.
     #[error("tokenizer: {what}")]
     Tokenize { what: String },
-
     // === Forward pass and scoring ===
 
     // === Quantization ===

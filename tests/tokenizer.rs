@@ -37,7 +37,9 @@ const TRICKY: &[&str] = &[
 /// `llama-tokenize` ids for `text` (passed verbatim on stdin).
 fn llama_ids(model: &Path, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
     let mut cmd = Command::new(common::llama_tool("llama-tokenize"));
-    cmd.arg("-m").arg(model).args(["--stdin", "--ids", "--log-disable", "--no-escape"]);
+    cmd.arg("-m")
+        .arg(model)
+        .args(["--stdin", "--ids", "--log-disable", "--no-escape"]);
     if !add_special {
         cmd.arg("--no-bos");
     }
@@ -85,7 +87,11 @@ fn assert_same(tok: &Tokenizer, what: &str, ours: &[u32], theirs: &[u32]) {
     if ours == theirs {
         return;
     }
-    let at = ours.iter().zip(theirs).position(|(a, b)| a != b).unwrap_or(ours.len().min(theirs.len()));
+    let at = ours
+        .iter()
+        .zip(theirs)
+        .position(|(a, b)| a != b)
+        .unwrap_or(ours.len().min(theirs.len()));
     let lo = at.saturating_sub(8);
     let show = |ids: &[u32]| {
         let hi = (at + 8).min(ids.len());
@@ -112,7 +118,9 @@ fn tokenizer(model: &Path) -> Tokenizer {
 fn check_strings(model: &Path, tok: &Tokenizer, label: &str) {
     let joined = TRICKY.join("\n");
     for (add_special, parse_special) in [(false, false), (true, false), (true, true)] {
-        let ours = tok.encode_with(&joined, add_special, parse_special).unwrap();
+        let ours = tok
+            .encode_with(&joined, add_special, parse_special)
+            .unwrap();
         let theirs = llama_ids(model, &joined, add_special, parse_special);
         assert_same(
             tok,
@@ -122,7 +130,12 @@ fn check_strings(model: &Path, tok: &Tokenizer, label: &str) {
         );
     }
     let ours = tok.encode("", true).unwrap();
-    assert_same(tok, &format!("{label} empty text"), &ours, &llama_ids(model, "", true, false));
+    assert_same(
+        tok,
+        &format!("{label} empty text"),
+        &ours,
+        &llama_ids(model, "", true, false),
+    );
 }
 
 #[test]
@@ -159,7 +172,12 @@ fn llama_file_ids(model: &Path, file: &Path) -> Vec<u32> {
             .arg(model)
             .arg("-f")
             .arg(file)
-            .args(["--ids", "--log-disable", "--no-escape", "--no-parse-special"]),
+            .args([
+                "--ids",
+                "--log-disable",
+                "--no-escape",
+                "--no-parse-special",
+            ]),
     );
     parse_ids(&out)
 }
@@ -198,7 +216,15 @@ fn vocab_only(source: &Metadata, pre: &str, dir: &Path) -> std::path::PathBuf {
     let mut md = source.clone();
     md.set("tokenizer.ggml.pre", Value::String(pre.as_bytes().to_vec()));
     let path = dir.join(format!("vocab-{pre}.gguf"));
-    write_model(&path, 3, &md, Vec::new(), &WriteOptions::default(), &mut |_, _| {}).unwrap();
+    write_model(
+        &path,
+        3,
+        &md,
+        Vec::new(),
+        &WriteOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
     path
 }
 
@@ -284,4 +310,164 @@ fn pre_tokenizer_types_match_llama_tokenize() {
         let theirs = llama_ids(&path, &text, true, false);
         assert_same(&tok, &format!("pre {pre:?}"), &ours, &theirs);
     }
+}
+
+// === Malformed vocabularies: clean errors, never panics ===
+
+fn strings(items: &[&str]) -> Value {
+    Value::Array(Array::String(
+        items.iter().map(|s| s.as_bytes().to_vec()).collect(),
+    ))
+}
+
+fn text(s: &str) -> Value {
+    Value::String(s.as_bytes().to_vec())
+}
+
+/// A tiny byte-level BPE vocabulary: "a", "b", "ab", "Ġ" (space), "Ġab", and junk merges.
+fn tiny_bpe() -> Metadata {
+    let mut md = Metadata::new();
+    md.set("tokenizer.ggml.model", text("gpt2"));
+    md.set("tokenizer.ggml.pre", text("gpt-2"));
+    md.set(
+        "tokenizer.ggml.tokens",
+        strings(&["a", "b", "ab", "\u{120}", "\u{120}ab", "<|end|>", ""]),
+    );
+    md.set(
+        "tokenizer.ggml.token_type",
+        Value::Array(Array::I32(vec![1, 1, 1, 1, 1, 3, 1])),
+    );
+    md.set(
+        "tokenizer.ggml.merges",
+        strings(&[
+            "a b",
+            "\u{120} ab",
+            "nospace",
+            " lead",
+            "trail ",
+            "zz yy",
+            "a b",
+        ]),
+    );
+    md
+}
+
+fn err(md: &Metadata) -> String {
+    match Tokenizer::from_metadata(md) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn tiny_bpe_merges_by_rank_and_ignores_junk() {
+    let tok = Tokenizer::from_metadata(&tiny_bpe()).unwrap();
+    assert_eq!(tok.encode("ab ab", false).unwrap(), [2, 4]);
+    // "c" has neither a token nor a single-byte token: llama.cpp drops it silently.
+    assert_eq!(tok.encode("abc", false).unwrap(), [2]);
+    // Control text is plain text unless parsed as special.
+    assert_eq!(tok.encode_with("<|end|>", false, true).unwrap(), [5]);
+    assert_eq!(tok.decode(&[2, 4, 5]), "ab ab");
+    // BPE default BOS id 11 is outside this vocabulary: no BOS, and none is added.
+    assert_eq!(tok.bos_id(), None);
+    assert_eq!(tok.encode("a", true).unwrap(), [0]);
+}
+
+#[test]
+fn malformed_metadata_gives_clean_errors() {
+    let mut md = tiny_bpe();
+    md.remove("tokenizer.ggml.model");
+    assert!(err(&md).contains("tokenizer.ggml.model"), "{}", err(&md));
+
+    let mut md = tiny_bpe();
+    md.set("tokenizer.ggml.model", text("bert"));
+    assert!(err(&md).contains("\"bert\""), "{}", err(&md));
+
+    let mut md = tiny_bpe();
+    md.remove("tokenizer.ggml.tokens");
+    assert!(err(&md).contains("tokenizer.ggml.tokens"), "{}", err(&md));
+
+    let mut md = tiny_bpe();
+    md.set(
+        "tokenizer.ggml.tokens",
+        Value::Array(Array::I32(vec![1, 2])),
+    );
+    assert!(err(&md).contains("tokenizer.ggml.tokens"), "{}", err(&md));
+
+    let mut md = tiny_bpe();
+    md.set(
+        "tokenizer.ggml.tokens",
+        Value::Array(Array::String(Vec::new())),
+    );
+    assert!(err(&md).contains("empty"), "{}", err(&md));
+
+    let mut md = tiny_bpe();
+    md.set("tokenizer.ggml.pre", text("brand-new-pre"));
+    assert!(err(&md).contains("\"brand-new-pre\""), "{}", err(&md));
+
+    let mut md = tiny_bpe();
+    md.remove("tokenizer.ggml.merges");
+    assert!(err(&md).contains("tokenizer.ggml.merges"), "{}", err(&md));
+
+    let mut md = tiny_bpe();
+    md.set(
+        "tokenizer.ggml.token_type",
+        Value::Array(Array::I32(vec![1, 1])),
+    );
+    assert!(
+        err(&md).contains("token_type has 2 entries for 7 tokens"),
+        "{}",
+        err(&md)
+    );
+
+    let mut md = tiny_bpe();
+    md.set(
+        "tokenizer.ggml.token_type",
+        strings(&["1", "1", "1", "1", "1", "1", "1"]),
+    );
+    assert!(
+        err(&md).contains("tokenizer.ggml.token_type"),
+        "{}",
+        err(&md)
+    );
+
+    let mut md = tiny_bpe();
+    md.set("tokenizer.ggml.add_bos_token", text("yes"));
+    assert!(err(&md).contains("add_bos_token"), "{}", err(&md));
+}
+
+#[test]
+fn spm_without_byte_tokens_errors_on_unknown_text() {
+    let mut md = Metadata::new();
+    md.set("tokenizer.ggml.model", text("llama"));
+    md.set(
+        "tokenizer.ggml.tokens",
+        strings(&["<unk>", "<s>", "</s>", "\u{2581}", "a", "\u{2581}a"]),
+    );
+    md.set(
+        "tokenizer.ggml.scores",
+        Value::Array(Array::F32(vec![0.0, 0.0, 0.0, -1.0, -2.0, -0.5])),
+    );
+    md.set(
+        "tokenizer.ggml.token_type",
+        Value::Array(Array::I32(vec![2, 3, 3, 1, 1, 1])),
+    );
+    // Out-of-range BOS in the metadata: llama.cpp keeps its default (1).
+    md.set("tokenizer.ggml.bos_token_id", Value::U32(99));
+    let tok = Tokenizer::from_metadata(&md).unwrap();
+    assert_eq!(tok.bos_id(), Some(1));
+    assert!(tok.add_bos());
+    assert_eq!(tok.encode("a a", true).unwrap(), [1, 5, 5]);
+    let e = tok.encode("aZ", false).unwrap_err().to_string();
+    assert!(e.contains("0x5A"), "{e}");
+
+    md.set(
+        "tokenizer.ggml.scores",
+        Value::Array(Array::F32(vec![0.0; 3])),
+    );
+    assert!(
+        err(&md).contains("scores has 3 entries for 6 tokens"),
+        "{}",
+        err(&md)
+    );
 }

@@ -169,7 +169,11 @@ impl Bpe {
                     Some(id) => out.push(id),
                     None => {
                         let bytes = &enc.as_bytes()[s.start..s.start + s.len];
-                        out.extend(bytes.iter().filter_map(|&b| self.single_byte_token[b as usize]));
+                        out.extend(
+                            bytes
+                                .iter()
+                                .filter_map(|&b| self.single_byte_token[b as usize]),
+                        );
                     }
                 }
             }

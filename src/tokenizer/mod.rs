@@ -126,10 +126,19 @@ const FIM_TEXTS: &[(&[&str], &[&str])] = &[
             "<|middle|>",
         ],
     ),
-    (&["fim_pad_token_id"], &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"]),
+    (
+        &["fim_pad_token_id"],
+        &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"],
+    ),
     (
         &["fim_rep_token_id"],
-        &["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"],
+        &[
+            "<|fim_repo|>",
+            "<|repo_name|>",
+            "<fim-repo>",
+            "<REPO>",
+            "<reponame>",
+        ],
     ),
     (&["fim_sep_token_id"], &["<|file_sep|>"]),
 ];
@@ -151,7 +160,7 @@ impl Vocab {
 }
 
 enum Model {
-    Bpe(bpe::Bpe),
+    Bpe(Box<bpe::Bpe>),
     Spm {
         /// `<0xXX>` (or the bare byte) token for each byte: SentencePiece's byte fallback.
         byte_tokens: Box<[Option<u32>; 256]>,
@@ -239,7 +248,10 @@ impl Tokenizer {
         }
         if u32::try_from(n).is_err() {
             return Err(Error::Tokenize {
-                what: format!("{} has {n} entries, more than token ids can address", key("tokens")),
+                what: format!(
+                    "{} has {n} entries, more than token ids can address",
+                    key("tokens")
+                ),
             });
         }
         let per_token = |name: &str| -> Result<Option<&Array>> {
@@ -303,13 +315,27 @@ impl Tokenizer {
             let merges = string_array(metadata, "merges")?;
             let bpe = bpe::Bpe::new(&vocab, pre, flags.ignore_merges, merges);
             let bos = if flags.no_bos { None } else { Some(11u64) };
-            (Model::Bpe(bpe), bos, Some(11u64), flags.add_bos, false)
+            (
+                Model::Bpe(Box::new(bpe)),
+                bos,
+                Some(11u64),
+                flags.add_bos,
+                false,
+            )
         } else {
             let mut byte_tokens = Box::new([None; 256]);
             for (b, slot) in byte_tokens.iter_mut().enumerate() {
-                *slot = vocab.id(format!("<0x{b:02X}>").as_bytes()).or_else(|| vocab.id(&[b as u8]));
+                *slot = vocab
+                    .id(format!("<0x{b:02X}>").as_bytes())
+                    .or_else(|| vocab.id(&[b as u8]));
             }
-            (Model::Spm { byte_tokens }, Some(1u64), Some(2u64), true, true)
+            (
+                Model::Spm { byte_tokens },
+                Some(1u64),
+                Some(2u64),
+                true,
+                true,
+            )
         };
         let in_range = |id: Option<u64>| id.filter(|&i| i < n as u64);
         bos = in_range(bos);
@@ -332,7 +358,9 @@ impl Tokenizer {
 
         // Special tokens longest first (stable: equal lengths keep id order).
         let mut specials: Vec<u32> = (0..n as u32)
-            .filter(|&i| vocab.attrs[i as usize] & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN) != 0)
+            .filter(|&i| {
+                vocab.attrs[i as usize] & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN) != 0
+            })
             .filter(|&i| std::str::from_utf8(&vocab.texts[i as usize]).is_ok())
             .collect();
         specials.sort_by_key(|&i| std::cmp::Reverse(vocab.texts[i as usize].len()));
@@ -340,9 +368,11 @@ impl Tokenizer {
             None
         } else {
             Some(
-                AhoCorasick::new(specials.iter().map(|&i| &vocab.texts[i as usize])).map_err(|e| Error::Tokenize {
-                    what: format!("cannot index {} special tokens: {e}", specials.len()),
-                })?,
+                AhoCorasick::new(specials.iter().map(|&i| &vocab.texts[i as usize])).map_err(
+                    |e| Error::Tokenize {
+                        what: format!("cannot index {} special tokens: {e}", specials.len()),
+                    },
+                )?,
             )
         };
 
@@ -369,7 +399,12 @@ impl Tokenizer {
     /// Like [`Tokenizer::encode`], choosing whether control tokens written in the text
     /// (`<|im_start|>`, `<start_of_turn>`, ...) become those tokens (`parse_special`, the
     /// default of the `llama-tokenize` tool) or are tokenized as plain text.
-    pub fn encode_with(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>> {
+    pub fn encode_with(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>> {
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         let fragments = self.partition(text, parse_special);
         if add_special && self.add_bos {
@@ -573,7 +608,10 @@ fn fix_attributes(vocab: &mut Vocab, metadata: &Metadata, pre: Option<&str>) {
         set(vocab, t, &|a| a | ATTR_CONTROL);
     }
     for (keys, texts) in FIM_TEXTS {
-        if keys.iter().any(|k| opt_id(metadata, k).is_some_and(|id| id < vocab.texts.len() as u64)) {
+        if keys
+            .iter()
+            .any(|k| opt_id(metadata, k).is_some_and(|id| id < vocab.texts.len() as u64))
+        {
             continue;
         }
         for t in *texts {
@@ -585,7 +623,7 @@ fn fix_attributes(vocab: &mut Vocab, metadata: &Metadata, pre: Option<&str>) {
     }
     let has = |vocab: &Vocab, t: &str| vocab.ids.contains_key(t.as_bytes());
     let has_call = has(vocab, "<|call|>") || has(vocab, "<|calls|>");
-    if has(vocab, "<|end|>") && ((has(vocab, "<|return|>") && has_call) || (has_call && has(vocab, "<|flush|>"))) {
+    if has_call && has(vocab, "<|end|>") && (has(vocab, "<|return|>") || has(vocab, "<|flush|>")) {
         set(vocab, "<|end|>", &|_| ATTR_USER_DEFINED);
     }
     let eos_is_plamo = opt_id(metadata, "eos_token_id")
@@ -595,11 +633,18 @@ fn fix_attributes(vocab: &mut Vocab, metadata: &Metadata, pre: Option<&str>) {
         set(vocab, "</s>", &|_| ATTR_NORMAL);
     }
 
-    let name = metadata.get_str("general.name").unwrap_or("").to_lowercase();
+    let name = metadata
+        .get_str("general.name")
+        .unwrap_or("")
+        .to_lowercase();
     let arch = metadata.get_str("general.architecture").unwrap_or("");
     let pre = pre.unwrap_or("");
-    if ["jina-v2-de", "jina-v2-es", "jina-v2-code"].iter().any(|p| pre.contains(p))
-        || ["nomic-bert-moe", "jina-bert-v3"].iter().any(|a| arch.contains(a))
+    if ["jina-v2-de", "jina-v2-es", "jina-v2-code"]
+        .iter()
+        .any(|p| pre.contains(p))
+        || ["nomic-bert-moe", "jina-bert-v3"]
+            .iter()
+            .any(|a| arch.contains(a))
     {
         set(vocab, "<mask>", &|a| a | ATTR_LSTRIP);
     } else if name.contains("phi-3") || name.contains("phi3") {

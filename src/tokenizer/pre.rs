@@ -50,7 +50,8 @@ const THREE_DIGITS: &str = r"[0-9][0-9][0-9]";
 const CJK: &str = "[\u{4E00}-\u{9FA5}\u{0800}-\u{4E00}\u{AC00}-\u{D7FF}]+";
 // From DeepSeek's tokenizer.json: letters of the scripts DeepSeek-LLM splits as words.
 const DEEPSEEK_LETTERS: &str = "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+";
-const DEEPSEEK_PUNCT: &str = "\\s?[!-/:-~\u{FF01}-\u{FF0F}\u{FF1A}-\u{FF5E}\u{2018}-\u{201F}\u{3000}-\u{3002}]+";
+const DEEPSEEK_PUNCT: &str =
+    "\\s?[!-/:-~\u{FF01}-\u{FF0F}\u{FF1A}-\u{FF5E}\u{2018}-\u{201F}\u{3000}-\u{3002}]+";
 const PORO: &str = " ?[^(\\s|.,!?\u{2026}\u{3002}\u{FF0C}\u{3001}\u{0964}\u{06D4}\u{060C})]+";
 const DEEPSEEK3_CJK: &str = "[\u{4E00}-\u{9FA5}\u{3040}-\u{309F}\u{30A0}-\u{30FF}]+";
 const DEEPSEEK3_MAIN: &str = r##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"##;
@@ -58,7 +59,8 @@ const TEKKEN: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-
 const GPT4O: &str = r"[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const SEED_CODER: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1}| ?[^\s\p{L}\p{N}\r\n]+|\s*[\r\n]+|\s+(?!\S)|\s+";
 const BAILING: &str = r"'(?:[sSdDmMtT]|[lL][lL]|[vV][eE]|[rR][eE])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+";
-const UFAKZEKA: &str = r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const UFAKZEKA: &str =
+    r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const MINICPM5: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}+| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The regex list and flags for a `tokenizer.ggml.pre` value, as llama.cpp's vocabulary
@@ -70,9 +72,12 @@ fn spec(pre: &str) -> Option<(Vec<StepSpec>, PreFlags)> {
         ..plain
     };
     Some(match pre {
-        "default" => (vec![Re(DEFAULT_PUNCT), Gpt2, Re(r"\p{N}+"), Re(THREE_DIGITS)], plain),
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2"
-        | "jina-v5-nano" => (
+        "default" => (
+            vec![Re(DEFAULT_PUNCT), Gpt2, Re(r"\p{N}+"), Re(THREE_DIGITS)],
+            plain,
+        ),
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
+        | "lfm2" | "jina-v5-nano" => (
             vec![Llama3],
             PreFlags {
                 ignore_merges: true,
@@ -93,20 +98,32 @@ fn spec(pre: &str) -> Option<(Vec<StepSpec>, PreFlags)> {
             plain,
         ),
         "deepseek-coder" => (
-            vec![Re("[\r\n]"), Re(r"\s?\p{L}+"), Re(r"\s?\p{P}+"), Re(CJK), Re(r"\p{N}")],
+            vec![
+                Re("[\r\n]"),
+                Re(r"\s?\p{L}+"),
+                Re(r"\s?\p{P}+"),
+                Re(CJK),
+                Re(r"\p{N}"),
+            ],
             plain,
         ),
-        "deepseek-v3" | "hunyuan-dense" | "joyai-llm" | "hy_v4" => {
-            (vec![Re(r"\p{N}{1,3}"), Re(DEEPSEEK3_CJK), Re(DEEPSEEK3_MAIN)], plain)
-        }
-        "falcon" => (vec![Re(r"[\p{P}\$\+<=>\^~\|`]+"), Gpt2, Re(THREE_DIGITS)], plain),
+        "deepseek-v3" | "hunyuan-dense" | "joyai-llm" | "hy_v4" => (
+            vec![Re(r"\p{N}{1,3}"), Re(DEEPSEEK3_CJK), Re(DEEPSEEK3_MAIN)],
+            plain,
+        ),
+        "falcon" => (
+            vec![Re(r"[\p{P}\$\+<=>\^~\|`]+"), Gpt2, Re(THREE_DIGITS)],
+            plain,
+        ),
         "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone" | "minerva-7b"
         | "mellum2" => (vec![Re(r"\p{N}"), Gpt2], plain),
-        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de" | "a.x-4.0"
-        | "mellum" | "modern-bert" | "mpt" | "olmo" | "jais" | "trillion" | "granite-docling"
-        | "exaone4" | "jina-v1-en" | "jina-v2-code" | "roberta-bpe" => (vec![Gpt2], plain),
-        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "stablelm2" | "hunyuan" | "solar-open"
-        | "megrez" | "grok-2" => (vec![Qwen2], plain),
+        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de"
+        | "a.x-4.0" | "mellum" | "modern-bert" | "mpt" | "olmo" | "jais" | "trillion"
+        | "granite-docling" | "exaone4" | "jina-v1-en" | "jina-v2-code" | "roberta-bpe" => {
+            (vec![Gpt2], plain)
+        }
+        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "stablelm2" | "hunyuan"
+        | "solar-open" | "megrez" | "grok-2" => (vec![Qwen2], plain),
         "qwen35" => (vec![Qwen35], plain),
         "poro-chat" | "bloom" | "gpt3-finnish" => (vec![Re(PORO)], plain),
         "viking" => (vec![Re(PORO), Re(r"\p{N}")], plain),
@@ -145,24 +162,97 @@ fn spec(pre: &str) -> Option<(Vec<StepSpec>, PreFlags)> {
 
 /// Every `tokenizer.ggml.pre` value this tokenizer accepts.
 pub const KNOWN: &[&str] = &[
-    "default", "llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2",
-    "jina-v5-nano", "dbrx", "smaug-bpe", "deepseek-llm", "deepseek-coder", "deepseek-v3", "hunyuan-dense",
-    "joyai-llm", "hy_v4", "falcon", "starcoder", "refact", "command-r", "smollm", "codeshell", "exaone",
-    "minerva-7b", "mellum2", "gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es",
-    "jina-v2-de", "a.x-4.0", "mellum", "modern-bert", "mpt", "olmo", "jais", "trillion",
-    "granite-docling", "exaone4", "jina-v1-en", "jina-v2-code", "roberta-bpe", "qwen2",
-    "deepseek-r1-qwen", "kormo", "f2llmv2", "stablelm2", "hunyuan", "solar-open", "megrez", "grok-2",
-    "qwen35", "poro-chat", "bloom", "gpt3-finnish", "viking", "chatglm-bpe", "glm4", "glm5", "tekken",
-    "gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2", "seed-coder", "bailingmoe", "bailingmoe2",
-    "llada-moe", "ufakzeka", "minicpm5", "laguna",
+    "default",
+    "llama3",
+    "llama-v3",
+    "llama-bpe",
+    "falcon3",
+    "falcon-h1",
+    "pixtral",
+    "midm-2.0",
+    "lfm2",
+    "jina-v5-nano",
+    "dbrx",
+    "smaug-bpe",
+    "deepseek-llm",
+    "deepseek-coder",
+    "deepseek-v3",
+    "hunyuan-dense",
+    "joyai-llm",
+    "hy_v4",
+    "falcon",
+    "starcoder",
+    "refact",
+    "command-r",
+    "smollm",
+    "codeshell",
+    "exaone",
+    "minerva-7b",
+    "mellum2",
+    "gpt-2",
+    "phi-2",
+    "jina-es",
+    "jina-de",
+    "gigachat",
+    "jina-v2-es",
+    "jina-v2-de",
+    "a.x-4.0",
+    "mellum",
+    "modern-bert",
+    "mpt",
+    "olmo",
+    "jais",
+    "trillion",
+    "granite-docling",
+    "exaone4",
+    "jina-v1-en",
+    "jina-v2-code",
+    "roberta-bpe",
+    "qwen2",
+    "deepseek-r1-qwen",
+    "kormo",
+    "f2llmv2",
+    "stablelm2",
+    "hunyuan",
+    "solar-open",
+    "megrez",
+    "grok-2",
+    "qwen35",
+    "poro-chat",
+    "bloom",
+    "gpt3-finnish",
+    "viking",
+    "chatglm-bpe",
+    "glm4",
+    "glm5",
+    "tekken",
+    "gpt-4o",
+    "llama4",
+    "kanana2",
+    "talkie",
+    "minimax-m2",
+    "seed-coder",
+    "bailingmoe",
+    "bailingmoe2",
+    "llada-moe",
+    "ufakzeka",
+    "minicpm5",
+    "laguna",
 ];
 
 enum Step {
     Gpt2,
     /// Llama 3 family scanner: digits per number group (3 or 1), marks joining letters.
-    Llama3 { max_digits: usize, marks: bool },
+    Llama3 {
+        max_digits: usize,
+        marks: bool,
+    },
     Newlines,
-    Regex { re: fancy_regex::Regex, collapsed: bool, source: &'static str },
+    Regex {
+        re: fancy_regex::Regex,
+        collapsed: bool,
+        source: &'static str,
+    },
 }
 
 /// A compiled pre-tokenizer.
@@ -199,13 +289,21 @@ impl PreTokenizer {
                 StepSpec::Re(source) => {
                     let (pattern, collapsed) = translate(source);
                     let re = fancy_regex::Regex::new(&pattern).map_err(|e| Error::Tokenize {
-                        what: format!("pre-tokenizer {name:?}: regex {source:?} does not compile: {e}"),
+                        what: format!(
+                            "pre-tokenizer {name:?}: regex {source:?} does not compile: {e}"
+                        ),
                     })?;
-                    Step::Regex { re, collapsed, source }
+                    Step::Regex {
+                        re,
+                        collapsed,
+                        source,
+                    }
                 }
             });
         }
-        let needs_flags = steps.iter().any(|s| matches!(s, Step::Gpt2 | Step::Llama3 { .. }));
+        let needs_flags = steps
+            .iter()
+            .any(|s| matches!(s, Step::Gpt2 | Step::Llama3 { .. }));
         Ok((PreTokenizer { steps, needs_flags }, flags))
     }
 
@@ -223,16 +321,34 @@ impl PreTokenizer {
         for step in &self.steps {
             pieces = match step {
                 Step::Gpt2 => split_gpt2(&cpts, &flags, &pieces),
-                Step::Llama3 { max_digits, marks } => split_llama3(&cpts, &flags, &pieces, *max_digits, *marks),
+                Step::Llama3 { max_digits, marks } => {
+                    split_llama3(&cpts, &flags, &pieces, *max_digits, *marks)
+                }
                 Step::Newlines => split_newlines(&cpts, &pieces),
-                Step::Regex { re, collapsed: true, source } => {
-                    let view = collapsed.get_or_insert_with(|| cpts.iter().map(|&c| unicode::collapsed(c)).collect());
+                Step::Regex {
+                    re,
+                    collapsed: true,
+                    source,
+                } => {
+                    let view = collapsed.get_or_insert_with(|| {
+                        cpts.iter().map(|&c| unicode::collapsed(c)).collect()
+                    });
                     split_regex(re, source, view, &pieces)?
                 }
-                Step::Regex { re, collapsed: false, source } => {
+                Step::Regex {
+                    re,
+                    collapsed: false,
+                    source,
+                } => {
                     let view = spaced.get_or_insert_with(|| {
                         cpts.iter()
-                            .map(|&c| if !c.is_ascii() && c.is_whitespace() { '\u{0B}' } else { c })
+                            .map(|&c| {
+                                if !c.is_ascii() && c.is_whitespace() {
+                                    '\u{0B}'
+                                } else {
+                                    c
+                                }
+                            })
                             .collect()
                     });
                     split_regex(re, source, view, &pieces)?
@@ -241,7 +357,10 @@ impl PreTokenizer {
         }
         // Code point counts to byte ranges.
         let mut out = Vec::with_capacity(pieces.len());
-        let mut chars = text.char_indices().map(|(i, _)| i).chain(std::iter::once(text.len()));
+        let mut chars = text
+            .char_indices()
+            .map(|(i, _)| i)
+            .chain(std::iter::once(text.len()));
         let mut start_byte = chars.next().unwrap_or(0);
         for len in pieces {
             if len == 0 {
@@ -360,7 +479,10 @@ fn split_gpt2(cpts: &[char], flags: &[Flags], lengths: &[usize]) -> Vec<usize> {
     for (ini, end) in pieces(lengths) {
         let get = |p: usize| if p < end { Some(cpts[p]) } else { None };
         let fl = |p: usize| if p < end { flags[p] } else { Flags::OUTSIDE };
-        let mut w = Cutter { out: &mut out, prev_end: ini };
+        let mut w = Cutter {
+            out: &mut out,
+            prev_end: ini,
+        };
         let mut pos = ini;
         while pos < end {
             let c = cpts[pos];
@@ -432,13 +554,22 @@ fn split_gpt2(cpts: &[char], flags: &[Flags], lengths: &[usize]) -> Vec<usize> {
 
 /// Llama 3's split (and Qwen2's with `max_digits` 1, Qwen3.5's with `marks`) as llama.cpp's
 /// scanner does it.
-fn split_llama3(cpts: &[char], flags: &[Flags], lengths: &[usize], max_digits: usize, marks: bool) -> Vec<usize> {
+fn split_llama3(
+    cpts: &[char],
+    flags: &[Flags],
+    lengths: &[usize],
+    max_digits: usize,
+    marks: bool,
+) -> Vec<usize> {
     let mut out = Vec::with_capacity(lengths.len());
     for (ini, end) in pieces(lengths) {
         let get = |p: usize| if p < end { Some(cpts[p]) } else { None };
         let fl = |p: usize| if p < end { flags[p] } else { Flags::OUTSIDE };
         let wordy = |f: Flags| f.letter() || (marks && f.mark());
-        let mut w = Cutter { out: &mut out, prev_end: ini };
+        let mut w = Cutter {
+            out: &mut out,
+            prev_end: ini,
+        };
         let mut pos = ini;
         while pos < end {
             let c = cpts[pos];
@@ -481,7 +612,8 @@ fn split_llama3(cpts: &[char], flags: &[Flags], lengths: &[usize], max_digits: u
             }
             // <space>?[^\s\p{L}\p{N}]+[\r\n]*
             let mut f2 = if c == ' ' { fl(pos + 1) } else { f };
-            let other = |f: Flags| !(f.whitespace || f.letter() || f.number() || (marks && f.mark()));
+            let other =
+                |f: Flags| !(f.whitespace || f.letter() || f.number() || (marks && f.mark()));
             if other(f2) && f.valid {
                 pos += usize::from(c == ' ');
                 while other(f2) && f2.valid {
@@ -546,7 +678,12 @@ fn split_newlines(cpts: &[char], lengths: &[usize]) -> Vec<usize> {
 
 /// Runs a general regex over each piece of `view` (the text as the regex sees it): matches and
 /// the gaps between them become words.
-fn split_regex(re: &fancy_regex::Regex, source: &str, view: &[char], lengths: &[usize]) -> Result<Vec<usize>> {
+fn split_regex(
+    re: &fancy_regex::Regex,
+    source: &str,
+    view: &[char],
+    lengths: &[usize],
+) -> Result<Vec<usize>> {
     let mut out = Vec::with_capacity(lengths.len());
     let mut hay = String::new();
     for (ini, end) in pieces(lengths) {
@@ -593,7 +730,11 @@ mod tests {
 
     fn words(pre: &str, text: &str) -> Vec<String> {
         let (p, _) = PreTokenizer::new(Some(pre)).unwrap();
-        p.split(text).unwrap().into_iter().map(|r| text[r].to_string()).collect()
+        p.split(text)
+            .unwrap()
+            .into_iter()
+            .map(|r| text[r].to_string())
+            .collect()
     }
 
     #[test]
@@ -609,18 +750,27 @@ mod tests {
 
     #[test]
     fn gpt2_words() {
-        assert_eq!(words("gpt-2", "Hello world's  end 123"), ["Hello", " world", "'s", " ", " end", " 123"]);
+        assert_eq!(
+            words("gpt-2", "Hello world's  end 123"),
+            ["Hello", " world", "'s", " ", " end", " 123"]
+        );
         // Trailing white space stays whole at the end of a piece.
         assert_eq!(words("gpt-2", "a  "), ["a", "  "]);
     }
 
     #[test]
     fn smollm_splits_digits_first() {
-        assert_eq!(words("smollm", "in 2024 x"), ["in", " ", "2", "0", "2", "4", " x"]);
+        assert_eq!(
+            words("smollm", "in 2024 x"),
+            ["in", " ", "2", "0", "2", "4", " x"]
+        );
     }
 
     #[test]
     fn llama3_groups_digits_by_three() {
-        assert_eq!(words("llama-bpe", "12345 I'M ok\n\n x"), ["123", "45", " I", "'M", " ok", "\n\n", " x"]);
+        assert_eq!(
+            words("llama-bpe", "12345 I'M ok\n\n x"),
+            ["123", "45", " I", "'M", " ok", "\n\n", " x"]
+        );
     }
 }

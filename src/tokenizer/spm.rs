@@ -49,7 +49,12 @@ impl Ord for Pair {
 }
 
 /// Appends the ids of `text` (already escaped: spaces as U+2581).
-pub(crate) fn encode(vocab: &Vocab, byte_tokens: &[Option<u32>; 256], text: &str, out: &mut Vec<u32>) -> Result<()> {
+pub(crate) fn encode(
+    vocab: &Vocab,
+    byte_tokens: &[Option<u32>; 256],
+    text: &str,
+    out: &mut Vec<u32>,
+) -> Result<()> {
     let bytes = text.as_bytes();
     let mut symbols: Vec<Symbol> = Vec::with_capacity(text.len());
     for (start, c) in text.char_indices() {

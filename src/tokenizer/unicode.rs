@@ -99,7 +99,9 @@ pub fn to_lower(c: char) -> char {
 /// GPT-2's reversible byte-to-character map used by byte-level BPE: printable Latin-1 bytes
 /// stand for themselves, the other 68 bytes take the code points 256, 257, ... in byte order.
 pub fn byte_chars() -> [char; 256] {
-    let printable = |b: u32| (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+    let printable = |b: u32| {
+        (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
+    };
     let mut out = ['\0'; 256];
     let mut next = 256u32;
     for (b, slot) in out.iter_mut().enumerate() {
