@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use gguf_prune::gguf::{write_model, Array, Metadata, Model, Value, WriteOptions};
-use gguf_prune::tokenizer::Tokenizer;
+use gguf_prune::tokenizer::{process_escapes, prompt_from_file, Tokenizer};
 
 /// Strings that exercise the split rules: digits, contractions, Unicode classes, white space
 /// runs, newlines, emoji, byte fallback, special-token texts.
@@ -36,10 +36,24 @@ const TRICKY: &[&str] = &[
 
 /// `llama-tokenize` ids for `text` (passed verbatim on stdin).
 fn llama_ids(model: &Path, text: &str, add_special: bool, parse_special: bool) -> Vec<u32> {
+    llama_ids_escaped(model, text, add_special, parse_special, false)
+}
+
+/// `llama-tokenize` ids for `text` on stdin, with its escape processing on or off.
+fn llama_ids_escaped(
+    model: &Path,
+    text: &str,
+    add_special: bool,
+    parse_special: bool,
+    escape: bool,
+) -> Vec<u32> {
     let mut cmd = Command::new(common::llama_tool("llama-tokenize"));
     cmd.arg("-m")
         .arg(model)
-        .args(["--stdin", "--ids", "--log-disable", "--no-escape"]);
+        .args(["--stdin", "--ids", "--log-disable"]);
+    if !escape {
+        cmd.arg("--no-escape");
+    }
     if !add_special {
         cmd.arg("--no-bos");
     }
@@ -147,6 +161,21 @@ fn smollm2_hello_world() {
     assert_eq!(tok.bos_id(), Some(1));
     assert_eq!(tok.eos_id(), Some(2));
     assert_eq!(tok.decode(&[19556, 905]), "Hello world");
+}
+
+/// What llama-perplexity tokenizes: escapes processed as llama.cpp's tools do, one trailing
+/// newline dropped.
+#[test]
+fn escapes_and_prompt_files_follow_llama_cpp() {
+    let model = common::smollm2();
+    let tok = tokenizer(&model);
+    let raw = r#"a\nb\tc\\d\'e\"f\x41\x4g\x 7\q\"#;
+    let ours = tok.encode(&process_escapes(raw), true).unwrap();
+    let theirs = llama_ids_escaped(&model, raw, true, false, true);
+    assert_same(&tok, "escapes", &ours, &theirs);
+    assert_eq!(process_escapes(r"x\n\x41\zy\"), "x\nA\\zy\\");
+    assert_eq!(prompt_from_file("line\n\n"), "line\n");
+    assert_eq!(prompt_from_file("no newline"), "no newline");
 }
 
 #[test]
