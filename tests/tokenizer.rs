@@ -500,3 +500,35 @@ fn spm_without_byte_tokens_errors_on_unknown_text() {
         err(&md)
     );
 }
+
+/// SentencePiece's space prefix (Llama 2 style: on by default, gemma3 turns it off), including
+/// after special tokens: gemma3's vocabulary with `add_space_prefix` removed.
+#[test]
+fn spm_space_prefix_matches_llama_tokenize() {
+    let dir = common::workdir();
+    let source = Model::open(common::gemma3()).unwrap();
+    let mut md = source.metadata().clone();
+    md.remove("tokenizer.ggml.add_space_prefix");
+    let path = dir.path().join("gemma3-space-prefix.gguf");
+    write_model(
+        &path,
+        3,
+        &md,
+        Vec::new(),
+        &WriteOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let tok = Tokenizer::from_metadata(&md).unwrap();
+    let joined = TRICKY.join("\n");
+    for parse_special in [false, true] {
+        let ours = tok.encode_with(&joined, true, parse_special).unwrap();
+        let theirs = llama_ids(&path, &joined, true, parse_special);
+        assert_same(
+            &tok,
+            &format!("space prefix, parse_special {parse_special}"),
+            &ours,
+            &theirs,
+        );
+    }
+}
