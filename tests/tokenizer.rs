@@ -313,6 +313,12 @@ const PRE_TYPES: &[&str] = &[
     "ufakzeka",
     "minicpm5",
     "laguna",
+    "jais-2",
+    "spark2_5",
+    "youtu",
+    "exaone-moe",
+    "granite-embed-multi-97m",
+    "chameleon",
 ];
 
 /// Every kind of pre-tokenizer against llama-tokenize, on SmolLM2's vocabulary and merges with

@@ -63,6 +63,15 @@ const UFAKZEKA: &str =
     r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const MINICPM5: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}+| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+const JAIS2: &str = r##"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s{512}(?!\S)|\s{256}(?!\S)|\s{128}(?!\S)|\s{64}(?!\S)|\s{32}(?!\S)|\s{16}(?!\S)|\s{8}(?!\S)|\s{4}(?!\S)|\s{1,2}(?!\S)|\s{1}"##;
+const SPARK_MAIN: &str = r##"[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+|[\r\n]|\s+(?!\S)|\s+"##;
+// From Youtu's tokenizer.json: Hangul, CJK punctuation, Bopomofo and CJK runs.
+const YOUTU_CJK: &str = r##"[가-힣ㄱ-ㆎ]+|[！…“”‘’—：；，、-〿︰-﹏]+|[ㄅ-ㄯ]+|[一-龥぀-ゟ゠-ヿ]+"##;
+const YOUTU: &str = r##"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"##;
+const EXAONE_MOE: &str = r##"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?(?:\p{L}\p{M}*(?: \p{L}\p{M}*)*)+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]?|\s*[\r\n]|\s+(?!\S)|\s+"##;
+const GRANITE_MULTI: &str = r##"[^\r\n\p{L}\p{N}]?((?=[\p{L}\p{M}])([^a-z]))*((?=[\p{L}\p{M}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}\p{M}])([^a-z]))+((?=[\p{L}\p{M}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"##;
+const CHAMELEON_PUNCT: &str = r##"[\p{P}!-/:-@\[-`{-~]"##;
+
 /// The regex list and flags for a `tokenizer.ggml.pre` value, as llama.cpp's vocabulary
 /// loader maps them (`None` = a type this tokenizer does not know).
 fn spec(pre: &str) -> Option<(Vec<StepSpec>, PreFlags)> {
@@ -156,6 +165,33 @@ fn spec(pre: &str) -> Option<(Vec<StepSpec>, PreFlags)> {
         "ufakzeka" => (vec![Re(UFAKZEKA)], plain),
         "minicpm5" => (vec![Re(r"\p{N}{1,3}"), Re(MINICPM5)], ignore),
         "laguna" => (vec![Newlines, Qwen2], plain),
+        "jais-2" => (vec![Re(JAIS2)], plain),
+        "spark2_5" => (
+            vec![
+                Re(r"\p{N}{1,3}"),
+                Re(DEEPSEEK3_CJK),
+                Re(SPARK_MAIN),
+                Re(r"\p{N}"),
+            ],
+            plain,
+        ),
+        "youtu" => (vec![Re(YOUTU_CJK), Re(YOUTU)], ignore),
+        "exaone-moe" => (vec![Re(EXAONE_MOE)], plain),
+        "granite-embed-multi-97m" => (vec![Re(GRANITE_MULTI)], ignore),
+        "chameleon" => (
+            vec![
+                Re(r"<sentinel:[0-9]+>"),
+                Re(r"(IMGIMG)((A|B|C|D|E|F|G|H|I){1,4})Z"),
+                Re(r"([\t\n]|    |  )"),
+                Re(r"\p{N}"),
+                Re(CHAMELEON_PUNCT),
+                Gpt2,
+            ],
+            PreFlags {
+                add_bos: true,
+                ..plain
+            },
+        ),
         _ => return None,
     })
 }
@@ -238,6 +274,12 @@ pub const KNOWN: &[&str] = &[
     "ufakzeka",
     "minicpm5",
     "laguna",
+    "jais-2",
+    "spark2_5",
+    "youtu",
+    "exaone-moe",
+    "granite-embed-multi-97m",
+    "chameleon",
 ];
 
 enum Step {
