@@ -336,7 +336,12 @@ fn pre_tokenizer_types_match_llama_tokenize() {
     while !wiki.is_char_boundary(cut) {
         cut += 1;
     }
-    let text = format!("{}\n{}", TRICKY.join("\n"), &wiki[..cut]);
+    let text = format!(
+        "{}\n{}\n{}",
+        TRICKY.join("\n"),
+        random_text(7, 3000),
+        &wiki[..cut]
+    );
     for pre in PRE_TYPES {
         let path = vocab_only(&md, pre, dir.path());
         let m = Model::open(&path).unwrap();
@@ -536,5 +541,104 @@ fn spm_space_prefix_matches_llama_tokenize() {
             &ours,
             &theirs,
         );
+    }
+}
+
+/// Pseudo-random text from pieces that stress the split rules and the special-token cut
+/// (a fixed seed, so a failure reproduces).
+fn random_text(seed: u64, pieces: usize) -> String {
+    const POOL: &[&str] = &[
+        " ",
+        "  ",
+        "   ",
+        "\n",
+        "\n\n",
+        "\r\n",
+        "\t",
+        "\u{a0}",
+        "\u{3000}",
+        "a",
+        "the",
+        "The",
+        "ing",
+        "Hello",
+        " world",
+        "'s",
+        "'S",
+        "'ll",
+        "'",
+        "0",
+        "12",
+        "345",
+        "6789",
+        ".",
+        ",",
+        "...",
+        "!?",
+        "(",
+        ")",
+        "-",
+        "--",
+        "\"",
+        "<",
+        ">",
+        "/",
+        "\\",
+        "_",
+        "é",
+        "e\u{301}",
+        "ß",
+        "Ω",
+        "д",
+        "日本",
+        "語",
+        "한",
+        "🙂",
+        "👍🏽",
+        "\u{200d}",
+        "\u{fe0f}",
+        "²",
+        "½",
+        "٣",
+        "<|im_start|>",
+        "<|endoftext|>",
+        "<start_of_turn>",
+        "<eos>",
+        "<unused1>",
+        "[multimodal]",
+        "\u{2581}",
+        "\u{fffd}",
+        "\u{1}",
+    ];
+    let mut state = seed;
+    let mut out = String::new();
+    for _ in 0..pieces {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        out.push_str(POOL[(state >> 33) as usize % POOL.len()]);
+    }
+    out
+}
+
+#[test]
+fn random_text_matches_llama_tokenize() {
+    for (model, label) in [(common::smollm2(), "SmolLM2"), (common::gemma3(), "gemma3")] {
+        let tok = tokenizer(&model);
+        let seed: u64 = std::env::var("SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0x5eed);
+        let text = random_text(seed, 6000);
+        for parse_special in [false, true] {
+            let ours = tok.encode_with(&text, true, parse_special).unwrap();
+            let theirs = llama_ids(&model, &text, true, parse_special);
+            assert_same(
+                &tok,
+                &format!("{label} random text, parse_special {parse_special}"),
+                &ours,
+                &theirs,
+            );
+        }
     }
 }
