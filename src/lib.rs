@@ -7,5 +7,6 @@
 pub mod error;
 pub mod gguf;
 pub mod interrupt;
+pub mod quant;
 
 pub use error::{Error, Result};
