@@ -11,18 +11,29 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use gguf_prune::gguf::{GgmlType, Model};
+use gguf_prune::gguf::Model;
 use gguf_prune::quant::{self, ImatrixData};
 
-const FILE_TYPES: &[&str] = &[
-    "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L", "Q4_K_S",
-    "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K",
+/// (file type, extra flag). SmolLM2 and gemma3 rows are 576 and 640 wide, so their attention
+/// and FFN-input tensors fall back to 32-blocks; `--pure` cases put the low-bit K kernels on
+/// every tensor whose rows allow them (ffn_down, and gemma3's attn_output).
+const SMOLLM2_CASES: &[(&str, &str)] = &[
+    ("Q8_0", ""), ("Q4_0", ""), ("Q4_1", ""), ("Q5_0", ""), ("Q5_1", ""),
+    ("Q2_K", ""), ("Q3_K_S", ""), ("Q3_K_M", ""), ("Q3_K_L", ""), ("Q4_K_S", ""),
+    ("Q4_K_M", ""), ("Q5_K_S", ""), ("Q5_K_M", ""), ("Q6_K", ""),
+    ("Q2_K", "--pure"), ("Q3_K_S", "--pure"),
 ];
 
-fn file_types() -> Vec<String> {
+/// gemma3 is twice SmolLM2's size: a subset that still runs every kernel and every fallback.
+const GEMMA3_CASES: &[(&str, &str)] = &[
+    ("Q8_0", ""), ("Q4_0", ""), ("Q2_K", ""), ("Q3_K_S", ""), ("Q3_K_M", ""),
+    ("Q4_K_M", ""), ("Q5_K_S", ""), ("Q5_K_M", ""), ("Q6_K", ""), ("Q2_K", "--pure"),
+];
+
+fn cases(default: &[(&'static str, &'static str)]) -> Vec<(String, String)> {
     match std::env::var("GGUF_PRUNE_QUANT_TYPES") {
-        Ok(s) => s.split(',').map(str::to_string).collect(),
-        Err(_) => FILE_TYPES.iter().map(|s| s.to_string()).collect(),
+        Ok(s) => s.split(',').map(|t| (t.to_string(), String::new())).collect(),
+        Err(_) => default.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
     }
 }
 
@@ -100,51 +111,176 @@ fn compare(source: &Model, ours: &Path, theirs: &Path) -> Diff {
     d
 }
 
-fn check_model(model: &Path, label: &str) {
+fn check_model(model: &Path, label: &str, default_cases: &[(&'static str, &'static str)]) {
     let dir = common::workdir();
     let f16 = f16_copy(model, dir.path());
     let source = Model::open(&f16).unwrap();
-    let mut table = BTreeMap::new();
-    for ft in file_types() {
-        let (o, t) = (dir.path().join(format!("ours.{ft}.gguf")), dir.path().join(format!("ref.{ft}.gguf")));
-        llama_quantize(&[], &f16, &t, &ft);
-        ours(&[], &f16, &o, &ft);
-        let d = compare(&source, &o, &t);
-        // general.file_type is set as llama-quantize sets it
-        let (mo, mt) = (Model::open(&o).unwrap(), Model::open(&t).unwrap());
-        for key in ["general.file_type", "general.quantization_version"] {
-            assert_eq!(mo.metadata().get(key), mt.metadata().get(key), "{ft}: {key}");
+    let mut table = Vec::new();
+    for (ft, flag) in cases(default_cases) {
+        let extra: Vec<&str> = if flag.is_empty() { vec![] } else { vec![flag.as_str()] };
+        let tag = format!("{ft}{flag}");
+        let d = both(dir.path(), &source, &f16, &ft, &extra, &tag);
+        for f in ["ours", "ref"] {
+            std::fs::remove_file(dir.path().join(format!("{f}.{tag}.gguf"))).unwrap();
         }
-        std::fs::remove_file(&o).unwrap();
-        std::fs::remove_file(&t).unwrap();
-        table.insert(ft, d);
+        table.push((format!("{ft} {flag}"), d));
     }
     eprintln!("\n{label}: ours vs llama-quantize (from an F16 copy)");
-    eprintln!("{:<8} {:>8} {:>10} {:>14} {:>12} {:>12}", "type", "tensors", "differ", "blocks differ", "our err", "their err");
+    eprintln!("{:<14} {:>8} {:>8} {:>18} {:>12} {:>12}", "type", "tensors", "differ", "blocks differ", "our err", "their err");
     for (ft, d) in &table {
         eprintln!(
-            "{ft:<8} {:>8} {:>10} {:>7}/{:<7} {:>12.4e} {:>12.4e}",
+            "{ft:<14} {:>8} {:>8} {:>8}/{:<9} {:>12.4e} {:>12.4e}",
             d.tensors, d.differing_tensors, d.differing_blocks, d.blocks, d.our_err, d.their_err
         );
     }
     for (ft, d) in &table {
-        assert!(
-            d.our_err <= d.their_err,
-            "{label} {ft}: {} of {} blocks differ and our squared error {} exceeds llama-quantize's {}",
-            d.differing_blocks,
-            d.blocks,
-            d.our_err,
-            d.their_err
-        );
+        assert_no_worse(d, &format!("{label} {ft}"));
     }
+}
+
+/// Quantizes with both tools and compares, asserting the same metadata the mix depends on.
+fn both(dir: &Path, source: &Model, input: &Path, ft: &str, extra: &[&str], tag: &str) -> Diff {
+    let (o, t) = (dir.join(format!("ours.{tag}.gguf")), dir.join(format!("ref.{tag}.gguf")));
+    llama_quantize(extra, input, &t, ft);
+    ours(extra, input, &o, ft);
+    let d = compare(source, &o, &t);
+    let (mo, mt) = (Model::open(&o).unwrap(), Model::open(&t).unwrap());
+    for key in [
+        "general.file_type",
+        "general.quantization_version",
+        "quantize.imatrix.file",
+        "quantize.imatrix.dataset",
+        "quantize.imatrix.entries_count",
+        "quantize.imatrix.chunks_count",
+    ] {
+        assert_eq!(mo.metadata().get(key), mt.metadata().get(key), "{tag}: {key}");
+    }
+    d
+}
+
+fn assert_no_worse(d: &Diff, what: &str) {
+    eprintln!(
+        "{what}: {} of {} tensors differ, {} of {} blocks; squared error ours {:.4e}, llama-quantize {:.4e}",
+        d.differing_tensors, d.tensors, d.differing_blocks, d.blocks, d.our_err, d.their_err
+    );
+    assert!(d.our_err <= d.their_err, "{what}: our error {} > llama-quantize's {}", d.our_err, d.their_err);
+}
+
+/// Bytes of every tensor of a file, by name.
+fn tensor_bytes(path: &Path) -> BTreeMap<String, Vec<u8>> {
+    let m = Model::open(path).unwrap();
+    m.tensors.iter().map(|t| (t.info.name.clone(), m.data(t).to_vec())).collect()
+}
+
+fn n_differing(a: &Path, b: &Path) -> usize {
+    let (a, b) = (tensor_bytes(a), tensor_bytes(b));
+    a.iter().filter(|(k, v)| b.get(*k) != Some(*v)).count()
+}
+
+/// llama-imatrix's file is read by us and steers our kernels exactly as it steers
+/// llama-quantize's; the files we write (GGUF and legacy .dat) are accepted by llama-quantize
+/// and steer it the same way as the original.
+#[test]
+fn imatrix_files_steer_both_quantizers_identically() {
+    let dir = common::workdir();
+    let d = dir.path();
+    let f16 = f16_copy(&common::smollm2(), d);
+    let source = Model::open(&f16).unwrap();
+    // two 512-token chunks need only the start of the calibration text
+    let text = std::fs::read(common::wikitext("wiki.valid.raw")).unwrap();
+    let calib = d.join("calib.txt");
+    std::fs::write(&calib, &text[..60_000]).unwrap();
+    let im_path = d.join("llama.imatrix.gguf");
+    let mut cmd = Command::new(common::llama_tool("llama-imatrix"));
+    cmd.arg("-m").arg(&f16).arg("-f").arg(&calib).args(["-c", "512", "--chunks", "2", "-t", "2"]);
+    cmd.arg("-o").arg(&im_path);
+    common::run_ok(&mut cmd);
+
+    let im = ImatrixData::read(&im_path).unwrap();
+    assert!(!im.legacy);
+    assert_eq!(im.chunk_size, 512);
+    let down = im.get("blk.0.ffn_down.weight").expect("ffn_down entry");
+    assert_eq!(down.len(), 1536);
+    assert!(down.iter().all(|v| v.is_finite() && *v >= 0.0) && down.iter().any(|v| *v > 0.0));
+
+    let im_arg = im_path.to_str().unwrap();
+    // Every importance-matrix kernel: Q4_K_M has Q4_K, Q6_K, and Q5_0 as the fallback of
+    // 576-wide rows; Q4_0 gives the first ffn_down eighth Q4_1 when an imatrix is present.
+    for (ft, flag) in [
+        ("Q4_K_M", ""),
+        ("Q4_0", ""),
+        ("Q5_1", ""),
+        ("Q5_K_M", ""),
+        ("Q2_K", "--pure"),
+        ("Q3_K_S", "--pure"),
+    ] {
+        let mut extra = vec!["--imatrix", im_arg];
+        if !flag.is_empty() {
+            extra.push(flag);
+        }
+        let diff = both(d, &source, &f16, ft, &extra, &format!("im.{ft}{flag}"));
+        assert_no_worse(&diff, &format!("SmolLM2 {ft} {flag} with llama-imatrix's file"));
+    }
+    // the imatrix changes our Q4_K_M output
+    ours(&[], &f16, &d.join("plain.gguf"), "Q4_K_M");
+    let changed = n_differing(&d.join("plain.gguf"), &d.join("ours.im.Q4_K_M.gguf"));
+    assert!(changed > 100, "imatrix changed only {changed} tensors");
+
+    // our GGUF writer: llama-quantize reads it and gives the same bytes as with the original
+    let ours_gguf = d.join("ours.imatrix.gguf");
+    im.write_gguf(&ours_gguf, false).unwrap();
+    let t = d.join("ref.ours-im.gguf");
+    llama_quantize(&["--imatrix", ours_gguf.to_str().unwrap()], &f16, &t, "Q4_K_M");
+    assert_eq!(tensor_bytes(&t), tensor_bytes(&d.join("ref.im.Q4_K_M.gguf")));
+
+    // our legacy writer: llama-quantize reads it, and it steers both tools alike
+    let dat = d.join("ours.imatrix.dat");
+    im.write_dat(&dat).unwrap();
+    let diff = both(d, &source, &f16, "Q4_K_M", &["--imatrix", dat.to_str().unwrap()], "dat.Q4_K_M");
+    assert_no_worse(&diff, "SmolLM2 Q4_K_M with our .dat");
+    let changed = n_differing(&d.join("plain.gguf"), &d.join("ref.dat.Q4_K_M.gguf"));
+    assert!(changed > 100, "our .dat changed only {changed} tensors in llama-quantize's output");
+}
+
+/// The mix at a pruned depth: a model pruned from 30 to 22 layers gets, from us, exactly the
+/// types (and bytes) llama-quantize gives a file that truly has 22 layers, which is the same
+/// file here, made by `llama-quantize --prune-layers ... COPY`. The check has teeth: quantizing
+/// in the same pass as pruning (`--prune-layers` with Q4_K_M) makes llama-quantize decide by the
+/// original 30-layer depth, and its types differ.
+#[test]
+fn mix_at_pruned_depth_matches_a_truly_shallower_model() {
+    let dir = common::workdir();
+    let d = dir.path();
+    let f16 = f16_copy(&common::smollm2(), d);
+    let removed = "10,11,12,13,14,15,16,17";
+    let pruned = d.join("pruned.F16.gguf");
+    llama_quantize(&["--prune-layers", removed], &f16, &pruned, "COPY");
+    let pm = Model::open(&pruned).unwrap();
+    assert_eq!(pm.metadata().get_u64("llama.block_count").unwrap(), 22);
+    for ft in ["Q4_K_M", "Q3_K_M", "Q5_K_M"] {
+        let diff = both(d, &pm, &pruned, ft, &[], &format!("pruned.{ft}"));
+        assert_no_worse(&diff, &format!("SmolLM2 pruned to 22 layers, {ft}"));
+        assert_eq!(diff.differing_blocks, 0, "{ft}: bytes differ");
+    }
+    let one_pass = d.join("onepass.Q4_K_M.gguf");
+    llama_quantize(&["--prune-layers", removed], &f16, &one_pass, "Q4_K_M");
+    let (a, b) = (Model::open(&one_pass).unwrap(), Model::open(&d.join("ours.pruned.Q4_K_M.gguf")).unwrap());
+    let differ: Vec<&str> = b
+        .tensors
+        .iter()
+        .filter(|t| a.tensor(&t.info.name).unwrap().info.ggml_type != t.info.ggml_type)
+        .map(|t| t.info.name.as_str())
+        .collect();
+    eprintln!("types that depend on the depth used (30 vs 22): {differ:?}");
+    assert!(!differ.is_empty());
 }
 
 #[test]
 fn smollm2_matches_llama_quantize_for_every_file_type() {
-    check_model(&common::smollm2(), "SmolLM2-135M");
+    check_model(&common::smollm2(), "SmolLM2-135M", SMOLLM2_CASES);
 }
 
 #[test]
 fn gemma3_matches_llama_quantize_for_every_file_type() {
-    check_model(&common::gemma3(), "gemma-3-270m");
+    check_model(&common::gemma3(), "gemma-3-270m", GEMMA3_CASES);
 }

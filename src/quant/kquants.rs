@@ -613,7 +613,8 @@ pub fn quantize_q3_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
     let mut l = [0i8; QK_K];
     let mut scales = [0f32; 16];
     for (ib, (x, y)) in row.chunks_exact(QK_K).zip(out.chunks_exact_mut(110)).enumerate() {
-        let mut packed = [0i32; 16];
+        // The 6-bit sub-block scales (offset by 32), or None where ggml leaves them zero.
+        let packed: Option<[i32; 16]>;
         let d_out;
         if let Some(qw_row) = imatrix {
             let qw_block = &qw_row[QK_K * ib..QK_K * (ib + 1)];
@@ -638,9 +639,7 @@ pub fn quantize_q3_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
             }
             let mut ls = [0i8; 16];
             let d_block = make_qx_quants(16, 32, &scales, &mut ls, Some(&sw));
-            for j in 0..16 {
-                packed[j] = ls[j] as i32;
-            }
+            packed = Some(ls.map(|v| v as i32));
             d_out = f16_bits(d_block);
         } else {
             let (mut max_scale, mut amax) = (0.0f32, 0.0f32);
@@ -654,24 +653,17 @@ pub fn quantize_q3_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
             }
             if max_scale != 0.0 {
                 let iscale = -32.0 / max_scale;
-                for j in 0..16 {
-                    let li = nearest_int(iscale * scales[j]) as i8 as i32;
-                    packed[j] = li.clamp(-32, 31) + 32;
-                }
+                // ggml stores nearest_int in an int8_t before clamping
+                packed = Some(scales.map(|s| (nearest_int(iscale * s) as i8 as i32).clamp(-32, 31) + 32));
                 d_out = f16_bits(1.0 / iscale);
             } else {
-                // ggml leaves the packed scales zero here
-                packed = [i32::MIN; 16];
+                packed = None;
                 d_out = f16_bits(0.0);
             }
         }
-        {
-            let sc = &mut y[96..108];
-            if packed[0] == i32::MIN {
-                sc.fill(0);
-            } else {
-                pack_scales_q3(&packed, sc);
-            }
+        match &packed {
+            Some(p) => pack_scales_q3(p, &mut y[96..108]),
+            None => y[96..108].fill(0),
         }
         y[108..110].copy_from_slice(&d_out);
         finish_q3(x, &mut l, y);
