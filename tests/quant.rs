@@ -18,22 +18,48 @@ use gguf_prune::quant::{self, ImatrixData};
 /// and FFN-input tensors fall back to 32-blocks; `--pure` cases put the low-bit K kernels on
 /// every tensor whose rows allow them (ffn_down, and gemma3's attn_output).
 const SMOLLM2_CASES: &[(&str, &str)] = &[
-    ("Q8_0", ""), ("Q4_0", ""), ("Q4_1", ""), ("Q5_0", ""), ("Q5_1", ""),
-    ("Q2_K", ""), ("Q3_K_S", ""), ("Q3_K_M", ""), ("Q3_K_L", ""), ("Q4_K_S", ""),
-    ("Q4_K_M", ""), ("Q5_K_S", ""), ("Q5_K_M", ""), ("Q6_K", ""),
-    ("Q2_K", "--pure"), ("Q3_K_S", "--pure"),
+    ("Q8_0", ""),
+    ("Q4_0", ""),
+    ("Q4_1", ""),
+    ("Q5_0", ""),
+    ("Q5_1", ""),
+    ("Q2_K", ""),
+    ("Q3_K_S", ""),
+    ("Q3_K_M", ""),
+    ("Q3_K_L", ""),
+    ("Q4_K_S", ""),
+    ("Q4_K_M", ""),
+    ("Q5_K_S", ""),
+    ("Q5_K_M", ""),
+    ("Q6_K", ""),
+    ("Q2_K", "--pure"),
+    ("Q3_K_S", "--pure"),
 ];
 
 /// gemma3 is twice SmolLM2's size: a subset that still runs every kernel and every fallback.
 const GEMMA3_CASES: &[(&str, &str)] = &[
-    ("Q8_0", ""), ("Q4_0", ""), ("Q2_K", ""), ("Q3_K_S", ""), ("Q3_K_M", ""),
-    ("Q4_K_M", ""), ("Q5_K_S", ""), ("Q5_K_M", ""), ("Q6_K", ""), ("Q2_K", "--pure"),
+    ("Q8_0", ""),
+    ("Q4_0", ""),
+    ("Q2_K", ""),
+    ("Q3_K_S", ""),
+    ("Q3_K_M", ""),
+    ("Q4_K_M", ""),
+    ("Q5_K_S", ""),
+    ("Q5_K_M", ""),
+    ("Q6_K", ""),
+    ("Q2_K", "--pure"),
 ];
 
 fn cases(default: &[(&'static str, &'static str)]) -> Vec<(String, String)> {
     match std::env::var("GGUF_PRUNE_QUANT_TYPES") {
-        Ok(s) => s.split(',').map(|t| (t.to_string(), String::new())).collect(),
-        Err(_) => default.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+        Ok(s) => s
+            .split(',')
+            .map(|t| (t.to_string(), String::new()))
+            .collect(),
+        Err(_) => default
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
     }
 }
 
@@ -45,7 +71,12 @@ fn llama_quantize(args: &[&str], input: &Path, output: &Path, ftype: &str) {
 
 fn ours(args: &[&str], input: &Path, output: &Path, ftype: &str) {
     let mut cmd = common::gguf_prune();
-    cmd.arg("quantize").arg(input).arg(output).arg(ftype).args(["-t", "2"]).args(args);
+    cmd.arg("quantize")
+        .arg(input)
+        .arg(output)
+        .arg(ftype)
+        .args(["-t", "2"])
+        .args(args);
     common::run_ok(&mut cmd);
 }
 
@@ -87,7 +118,9 @@ fn compare(source: &Model, ours: &Path, theirs: &Path) -> Diff {
     let mut d = Diff::default();
     for tb in &b.tensors {
         let name = &tb.info.name;
-        let ta = a.tensor(name).unwrap_or_else(|| panic!("{name} missing from ours"));
+        let ta = a
+            .tensor(name)
+            .unwrap_or_else(|| panic!("{name} missing from ours"));
         assert_eq!(ta.info.ggml_type, tb.info.ggml_type, "type of {name}");
         assert_eq!(ta.info.dims, tb.info.dims, "dims of {name}");
         d.tensors += 1;
@@ -117,7 +150,11 @@ fn check_model(model: &Path, label: &str, default_cases: &[(&'static str, &'stat
     let source = Model::open(&f16).unwrap();
     let mut table = Vec::new();
     for (ft, flag) in cases(default_cases) {
-        let extra: Vec<&str> = if flag.is_empty() { vec![] } else { vec![flag.as_str()] };
+        let extra: Vec<&str> = if flag.is_empty() {
+            vec![]
+        } else {
+            vec![flag.as_str()]
+        };
         let tag = format!("{ft}{flag}");
         let d = both(dir.path(), &source, &f16, &ft, &extra, &tag);
         for f in ["ours", "ref"] {
@@ -126,7 +163,10 @@ fn check_model(model: &Path, label: &str, default_cases: &[(&'static str, &'stat
         table.push((format!("{ft} {flag}"), d));
     }
     eprintln!("\n{label}: ours vs llama-quantize (from an F16 copy)");
-    eprintln!("{:<14} {:>8} {:>8} {:>18} {:>12} {:>12}", "type", "tensors", "differ", "blocks differ", "our err", "their err");
+    eprintln!(
+        "{:<14} {:>8} {:>8} {:>18} {:>12} {:>12}",
+        "type", "tensors", "differ", "blocks differ", "our err", "their err"
+    );
     for (ft, d) in &table {
         eprintln!(
             "{ft:<14} {:>8} {:>8} {:>8}/{:<9} {:>12.4e} {:>12.4e}",
@@ -140,7 +180,10 @@ fn check_model(model: &Path, label: &str, default_cases: &[(&'static str, &'stat
 
 /// Quantizes with both tools and compares, asserting the same metadata the mix depends on.
 fn both(dir: &Path, source: &Model, input: &Path, ft: &str, extra: &[&str], tag: &str) -> Diff {
-    let (o, t) = (dir.join(format!("ours.{tag}.gguf")), dir.join(format!("ref.{tag}.gguf")));
+    let (o, t) = (
+        dir.join(format!("ours.{tag}.gguf")),
+        dir.join(format!("ref.{tag}.gguf")),
+    );
     llama_quantize(extra, input, &t, ft);
     ours(extra, input, &o, ft);
     let d = compare(source, &o, &t);
@@ -153,7 +196,11 @@ fn both(dir: &Path, source: &Model, input: &Path, ft: &str, extra: &[&str], tag:
         "quantize.imatrix.entries_count",
         "quantize.imatrix.chunks_count",
     ] {
-        assert_eq!(mo.metadata().get(key), mt.metadata().get(key), "{tag}: {key}");
+        assert_eq!(
+            mo.metadata().get(key),
+            mt.metadata().get(key),
+            "{tag}: {key}"
+        );
     }
     d
 }
@@ -163,13 +210,21 @@ fn assert_no_worse(d: &Diff, what: &str) {
         "{what}: {} of {} tensors differ, {} of {} blocks; squared error ours {:.4e}, llama-quantize {:.4e}",
         d.differing_tensors, d.tensors, d.differing_blocks, d.blocks, d.our_err, d.their_err
     );
-    assert!(d.our_err <= d.their_err, "{what}: our error {} > llama-quantize's {}", d.our_err, d.their_err);
+    assert!(
+        d.our_err <= d.their_err,
+        "{what}: our error {} > llama-quantize's {}",
+        d.our_err,
+        d.their_err
+    );
 }
 
 /// Bytes of every tensor of a file, by name.
 fn tensor_bytes(path: &Path) -> BTreeMap<String, Vec<u8>> {
     let m = Model::open(path).unwrap();
-    m.tensors.iter().map(|t| (t.info.name.clone(), m.data(t).to_vec())).collect()
+    m.tensors
+        .iter()
+        .map(|t| (t.info.name.clone(), m.data(t).to_vec()))
+        .collect()
 }
 
 fn n_differing(a: &Path, b: &Path) -> usize {
@@ -192,7 +247,11 @@ fn imatrix_files_steer_both_quantizers_identically() {
     std::fs::write(&calib, &text[..60_000]).unwrap();
     let im_path = d.join("llama.imatrix.gguf");
     let mut cmd = Command::new(common::llama_tool("llama-imatrix"));
-    cmd.arg("-m").arg(&f16).arg("-f").arg(&calib).args(["-c", "512", "--chunks", "2", "-t", "2"]);
+    cmd.arg("-m")
+        .arg(&f16)
+        .arg("-f")
+        .arg(&calib)
+        .args(["-c", "512", "--chunks", "2", "-t", "2"]);
     cmd.arg("-o").arg(&im_path);
     common::run_ok(&mut cmd);
 
@@ -219,7 +278,10 @@ fn imatrix_files_steer_both_quantizers_identically() {
             extra.push(flag);
         }
         let diff = both(d, &source, &f16, ft, &extra, &format!("im.{ft}{flag}"));
-        assert_no_worse(&diff, &format!("SmolLM2 {ft} {flag} with llama-imatrix's file"));
+        assert_no_worse(
+            &diff,
+            &format!("SmolLM2 {ft} {flag} with llama-imatrix's file"),
+        );
     }
     // the imatrix changes our Q4_K_M output
     ours(&[], &f16, &d.join("plain.gguf"), "Q4_K_M");
@@ -230,16 +292,34 @@ fn imatrix_files_steer_both_quantizers_identically() {
     let ours_gguf = d.join("ours.imatrix.gguf");
     im.write_gguf(&ours_gguf, false).unwrap();
     let t = d.join("ref.ours-im.gguf");
-    llama_quantize(&["--imatrix", ours_gguf.to_str().unwrap()], &f16, &t, "Q4_K_M");
-    assert_eq!(tensor_bytes(&t), tensor_bytes(&d.join("ref.im.Q4_K_M.gguf")));
+    llama_quantize(
+        &["--imatrix", ours_gguf.to_str().unwrap()],
+        &f16,
+        &t,
+        "Q4_K_M",
+    );
+    assert_eq!(
+        tensor_bytes(&t),
+        tensor_bytes(&d.join("ref.im.Q4_K_M.gguf"))
+    );
 
     // our legacy writer: llama-quantize reads it, and it steers both tools alike
     let dat = d.join("ours.imatrix.dat");
     im.write_dat(&dat).unwrap();
-    let diff = both(d, &source, &f16, "Q4_K_M", &["--imatrix", dat.to_str().unwrap()], "dat.Q4_K_M");
+    let diff = both(
+        d,
+        &source,
+        &f16,
+        "Q4_K_M",
+        &["--imatrix", dat.to_str().unwrap()],
+        "dat.Q4_K_M",
+    );
     assert_no_worse(&diff, "SmolLM2 Q4_K_M with our .dat");
     let changed = n_differing(&d.join("plain.gguf"), &d.join("ref.dat.Q4_K_M.gguf"));
-    assert!(changed > 100, "our .dat changed only {changed} tensors in llama-quantize's output");
+    assert!(
+        changed > 100,
+        "our .dat changed only {changed} tensors in llama-quantize's output"
+    );
 }
 
 /// The mix at a pruned depth: a model pruned from 30 to 22 layers gets, from us, exactly the
@@ -264,7 +344,10 @@ fn mix_at_pruned_depth_matches_a_truly_shallower_model() {
     }
     let one_pass = d.join("onepass.Q4_K_M.gguf");
     llama_quantize(&["--prune-layers", removed], &f16, &one_pass, "Q4_K_M");
-    let (a, b) = (Model::open(&one_pass).unwrap(), Model::open(&d.join("ours.pruned.Q4_K_M.gguf")).unwrap());
+    let (a, b) = (
+        Model::open(&one_pass).unwrap(),
+        Model::open(d.join("ours.pruned.Q4_K_M.gguf")).unwrap(),
+    );
     let differ: Vec<&str> = b
         .tensors
         .iter()

@@ -38,7 +38,11 @@ pub struct QuantizeArgs {
 pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     let ftype = FileType::from_name(&args.ftype).with_context(|| {
         let names: Vec<&str> = FileType::all().map(|f| f.name()).collect();
-        format!("unknown file type {:?}; one of {}", args.ftype, names.join(", "))
+        format!(
+            "unknown file type {:?}; one of {}",
+            args.ftype,
+            names.join(", ")
+        )
     })?;
     let model = Model::open(&args.input)?;
     let imatrix = match &args.imatrix {
@@ -61,13 +65,18 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         .build()?;
     let start = Instant::now();
     let report = pool.install(|| {
-        quantize_model(&model, &args.output, &params, &mut |i, n, name, from, to| {
-            if from == to {
-                eprintln!("[{:4}/{n}] {name:<40} {from} (copied)", i + 1);
-            } else {
-                eprintln!("[{:4}/{n}] {name:<40} {from} -> {to}", i + 1);
-            }
-        })
+        quantize_model(
+            &model,
+            &args.output,
+            &params,
+            &mut |i, n, name, from, to| {
+                if from == to {
+                    eprintln!("[{:4}/{n}] {name:<40} {from} (copied)", i + 1);
+                } else {
+                    eprintln!("[{:4}/{n}] {name:<40} {from} -> {to}", i + 1);
+                }
+            },
+        )
     })?;
     if !report.requantized.is_empty() {
         eprintln!(

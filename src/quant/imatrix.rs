@@ -179,7 +179,11 @@ impl ImatrixData {
             if c.is_empty() || s.len() % c.len() != 0 {
                 return Err(bad(
                     path,
-                    format!("{name:?}: {} sums do not split into {} matrices", s.len(), c.len()),
+                    format!(
+                        "{name:?}: {} sums do not split into {} matrices",
+                        s.len(),
+                        c.len()
+                    ),
                 ));
             }
             entries.insert(name, ImatrixEntry { sums: s, counts: c });
@@ -212,14 +216,20 @@ impl ImatrixData {
         for k in 0..n {
             let len = i32_at(&mut pos)?;
             if len < 0 || pos + len as usize > b.len() {
-                return Err(bad(path, format!("entry {k}: name length {len} at byte {pos}")));
+                return Err(bad(
+                    path,
+                    format!("entry {k}: name length {len} at byte {pos}"),
+                ));
             }
             let name = String::from_utf8_lossy(&b[pos..pos + len as usize]).into_owned();
             pos += len as usize;
             let ncall = i32_at(&mut pos)?;
             let nval = i32_at(&mut pos)?;
             if nval < 1 || pos + 4 * nval as usize > b.len() {
-                return Err(bad(path, format!("entry {name:?}: {nval} values at byte {pos}")));
+                return Err(bad(
+                    path,
+                    format!("entry {name:?}: {nval} values at byte {pos}"),
+                ));
             }
             let sums = b[pos..pos + 4 * nval as usize]
                 .chunks_exact(4)
@@ -241,7 +251,8 @@ impl ImatrixData {
             if pos + 4 <= b.len() {
                 let len = i32_at(&mut pos)?;
                 if len > 0 && pos + len as usize <= b.len() {
-                    datasets.push(String::from_utf8_lossy(&b[pos..pos + len as usize]).into_owned());
+                    datasets
+                        .push(String::from_utf8_lossy(&b[pos..pos + len as usize]).into_owned());
                 }
             }
         }
@@ -264,7 +275,10 @@ impl ImatrixData {
         meta.set(
             KEY_DATASETS,
             Value::Array(Array::String(
-                self.datasets.iter().map(|s| s.as_bytes().to_vec()).collect(),
+                self.datasets
+                    .iter()
+                    .map(|s| s.as_bytes().to_vec())
+                    .collect(),
             )),
         );
         meta.set(KEY_CHUNK_COUNT, Value::U32(self.chunk_count));
@@ -306,7 +320,10 @@ impl ImatrixData {
             out.extend_from_slice(&(name.len() as i32).to_le_bytes());
             out.extend_from_slice(name.as_bytes());
             let (ncall, values): (i32, Vec<f32>) = if self.legacy {
-                (e.counts.first().copied().unwrap_or(0) as i32, e.sums.clone())
+                (
+                    e.counts.first().copied().unwrap_or(0) as i32,
+                    e.sums.clone(),
+                )
             } else {
                 // as llama-imatrix: ncall rounds the largest count up to whole chunks
                 let max = e.counts.iter().copied().max().unwrap_or(0);
@@ -410,7 +427,10 @@ mod tests {
     #[test]
     fn means_follow_llama_quantize() {
         let d = sample();
-        assert_eq!(d.get("blk.1.ffn_down.weight").unwrap(), &[2.0, 2.0, 0.0, 4.0]);
+        assert_eq!(
+            d.get("blk.1.ffn_down.weight").unwrap(),
+            &[2.0, 2.0, 0.0, 4.0]
+        );
         // a matrix with count 0 gets importance 1
         assert_eq!(d.get("output.weight").unwrap(), &[0.5, 1.0, 1.0, 1.0]);
     }
@@ -429,15 +449,24 @@ mod tests {
         d.write_dat(&dat).unwrap();
         let back = ImatrixData::read(&dat).unwrap();
         assert!(back.legacy);
-        assert_eq!(back.get("blk.3.ffn_down.weight"), d.get("blk.3.ffn_down.weight"));
+        assert_eq!(
+            back.get("blk.3.ffn_down.weight"),
+            d.get("blk.3.ffn_down.weight")
+        );
     }
 
     #[test]
     fn layer_removal_renumbers_and_drops() {
-        assert_eq!(renumber_layer("blk.3.attn_v.weight", &[1, 2]).as_deref(), Some("blk.1.attn_v.weight"));
+        assert_eq!(
+            renumber_layer("blk.3.attn_v.weight", &[1, 2]).as_deref(),
+            Some("blk.1.attn_v.weight")
+        );
         assert_eq!(renumber_layer("blk.2.attn_v.weight", &[1, 2]), None);
         assert_eq!(renumber_layer("blk.0.x", &[1]).as_deref(), Some("blk.0.x"));
-        assert_eq!(renumber_layer("output.weight", &[0]).as_deref(), Some("output.weight"));
+        assert_eq!(
+            renumber_layer("output.weight", &[0]).as_deref(),
+            Some("output.weight")
+        );
         let d = sample().after_layer_removal(&[1]);
         assert_eq!(d.len(), 4);
         assert_eq!(d.get("blk.1.ffn_down.weight").unwrap()[0], 3.0);

@@ -6,6 +6,10 @@
 //! when there is one. Every float expression keeps ggml's evaluation order (`w*x*l` is
 //! `(w*x)*l`), since ggml-base is built without FMA contraction and any change moves bytes.
 
+// The loops index several arrays with one counter, as ggml does, so that the port can be
+// checked against the C line by line.
+#![allow(clippy::needless_range_loop)]
+
 use super::{f16_bits, f16_value};
 
 pub const QK_K: usize = 256;
@@ -426,7 +430,8 @@ fn pack_scales_k4(ls: &[u8; 8], lm: &[u8; 8], s: &mut [u8]) {
 fn pack_2bit(l: &[u8], qs: &mut [u8]) {
     for j in (0..QK_K).step_by(128) {
         for i in 0..32 {
-            qs[j / 4 + i] = l[j + i] | (l[j + i + 32] << 2) | (l[j + i + 64] << 4) | (l[j + i + 96] << 6);
+            qs[j / 4 + i] =
+                l[j + i] | (l[j + i + 32] << 2) | (l[j + i + 64] << 4) | (l[j + i + 96] << 6);
         }
     }
 }
@@ -440,7 +445,11 @@ pub fn quantize_q2_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
     let mut weights = [0f32; 16];
     let mut mins = [0f32; 16];
     let mut scales = [0f32; 16];
-    for (ib, (x, y)) in row.chunks_exact(QK_K).zip(out.chunks_exact_mut(84)).enumerate() {
+    for (ib, (x, y)) in row
+        .chunks_exact(QK_K)
+        .zip(out.chunks_exact_mut(84))
+        .enumerate()
+    {
         let (sc, rest) = y.split_at_mut(16);
         let (qs, dd) = rest.split_at_mut(64);
         if let Some(qw_row) = imatrix {
@@ -459,7 +468,19 @@ pub fn quantize_q2_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
                 for &w in &weights {
                     sw[j] += w;
                 }
-                scales[j] = make_qkx3_quants(16, 3, &x[16 * j..], &weights, &mut l[16 * j..], &mut mins[j], &mut laux, -0.9, 0.05, 36, false);
+                scales[j] = make_qkx3_quants(
+                    16,
+                    3,
+                    &x[16 * j..],
+                    &weights,
+                    &mut l[16 * j..],
+                    &mut mins[j],
+                    &mut laux,
+                    -0.9,
+                    0.05,
+                    36,
+                    false,
+                );
             }
             let (mut ls, mut lm) = ([0u8; 16], [0u8; 16]);
             let dm = make_qp_quants(16, 15, &scales, &mut ls, &sw);
@@ -487,7 +508,19 @@ pub fn quantize_q2_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
                 for i in 0..16 {
                     weights[i] = x[16 * j + i].abs();
                 }
-                scales[j] = make_qkx2_quants(16, 3, &x[16 * j..], &weights, &mut l[16 * j..], &mut mins[j], &mut laux, -0.5, 0.1, 15, true);
+                scales[j] = make_qkx2_quants(
+                    16,
+                    3,
+                    &x[16 * j..],
+                    &weights,
+                    &mut l[16 * j..],
+                    &mut mins[j],
+                    &mut laux,
+                    -0.5,
+                    0.1,
+                    15,
+                    true,
+                );
                 if scales[j] > max_scale {
                     max_scale = scales[j];
                 }
@@ -612,7 +645,11 @@ fn finish_q3(x: &[f32], l: &mut [i8; QK_K], y: &mut [u8]) {
 pub fn quantize_q3_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
     let mut l = [0i8; QK_K];
     let mut scales = [0f32; 16];
-    for (ib, (x, y)) in row.chunks_exact(QK_K).zip(out.chunks_exact_mut(110)).enumerate() {
+    for (ib, (x, y)) in row
+        .chunks_exact(QK_K)
+        .zip(out.chunks_exact_mut(110))
+        .enumerate()
+    {
         // The 6-bit sub-block scales (offset by 32), or None where ggml leaves them zero.
         let packed: Option<[i32; 16]>;
         let d_out;
@@ -654,7 +691,9 @@ pub fn quantize_q3_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
             if max_scale != 0.0 {
                 let iscale = -32.0 / max_scale;
                 // ggml stores nearest_int in an int8_t before clamping
-                packed = Some(scales.map(|s| (nearest_int(iscale * s) as i8 as i32).clamp(-32, 31) + 32));
+                packed = Some(
+                    scales.map(|s| (nearest_int(iscale * s) as i8 as i32).clamp(-32, 31) + 32),
+                );
                 d_out = f16_bits(1.0 / iscale);
             } else {
                 packed = None;
@@ -726,7 +765,19 @@ fn kx_scales(x: &[f32], qw_block: Option<&[f32]>, nmax: i32, l: &mut [u8; QK_K],
                 sumw += w;
             }
             sw[j] = sumw;
-            scales[j] = make_qkx3_quants(32, nmax, &x[32 * j..], &weights, &mut l[32 * j..], &mut mins[j], &mut laux, -0.9, 0.05, 36, false);
+            scales[j] = make_qkx3_quants(
+                32,
+                nmax,
+                &x[32 * j..],
+                &weights,
+                &mut l[32 * j..],
+                &mut mins[j],
+                &mut laux,
+                -0.9,
+                0.05,
+                36,
+                false,
+            );
         }
         let d_block = make_qp_quants(8, 63, &scales, &mut ls, &sw);
         let m_block = make_qp_quants(8, 63, &mins, &mut lm, &sw);
@@ -752,7 +803,19 @@ fn kx_scales(x: &[f32], qw_block: Option<&[f32]>, nmax: i32, l: &mut [u8; QK_K],
             for i in 0..32 {
                 weights[i] = av_x + xs[i].abs();
             }
-            scales[j] = make_qkx2_quants(32, nmax, xs, &weights, &mut l[32 * j..], &mut mins[j], &mut laux, rmin, 0.1, nstep, false);
+            scales[j] = make_qkx2_quants(
+                32,
+                nmax,
+                xs,
+                &weights,
+                &mut l[32 * j..],
+                &mut mins[j],
+                &mut laux,
+                rmin,
+                0.1,
+                nstep,
+                false,
+            );
             if scales[j] > max_scale {
                 max_scale = scales[j];
             }
@@ -760,7 +823,11 @@ fn kx_scales(x: &[f32], qw_block: Option<&[f32]>, nmax: i32, l: &mut [u8; QK_K],
                 max_min = mins[j];
             }
         }
-        let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+        let inv_scale = if max_scale > 0.0 {
+            63.0 / max_scale
+        } else {
+            0.0
+        };
         let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
         for j in 0..8 {
             ls[j] = (nearest_int(inv_scale * scales[j]) as u8).min(63);
@@ -788,7 +855,11 @@ fn kx_scales(x: &[f32], qw_block: Option<&[f32]>, nmax: i32, l: &mut [u8; QK_K],
 
 pub fn quantize_q4_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
     let mut l = [0u8; QK_K];
-    for (ib, (x, y)) in row.chunks_exact(QK_K).zip(out.chunks_exact_mut(144)).enumerate() {
+    for (ib, (x, y)) in row
+        .chunks_exact(QK_K)
+        .zip(out.chunks_exact_mut(144))
+        .enumerate()
+    {
         let qwb = imatrix.map(|q| &q[QK_K * ib..QK_K * (ib + 1)]);
         kx_scales(x, qwb, 15, &mut l, &mut y[0..16]);
         let q = &mut y[16..144];
@@ -802,7 +873,11 @@ pub fn quantize_q4_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
 
 pub fn quantize_q5_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
     let mut l = [0u8; QK_K];
-    for (ib, (x, y)) in row.chunks_exact(QK_K).zip(out.chunks_exact_mut(176)).enumerate() {
+    for (ib, (x, y)) in row
+        .chunks_exact(QK_K)
+        .zip(out.chunks_exact_mut(176))
+        .enumerate()
+    {
         let qwb = imatrix.map(|q| &q[QK_K * ib..QK_K * (ib + 1)]);
         kx_scales(x, qwb, 31, &mut l, &mut y[0..16]);
         let (qh, ql) = y[16..176].split_at_mut(32);
@@ -878,7 +953,11 @@ pub fn dequantize_q5_k(blocks: &[u8], out: &mut [f32]) {
 pub fn quantize_q6_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
     let mut l = [0i8; QK_K];
     let mut scales = [0f32; 16];
-    for (ib, (x, y)) in row.chunks_exact(QK_K).zip(out.chunks_exact_mut(210)).enumerate() {
+    for (ib, (x, y)) in row
+        .chunks_exact(QK_K)
+        .zip(out.chunks_exact_mut(210))
+        .enumerate()
+    {
         let (mut max_scale, mut max_abs_scale) = (0.0f32, 0.0f32);
         for j in 0..16 {
             // with an importance matrix ggml passes it raw, without the sigma2 weighting
@@ -917,7 +996,10 @@ pub fn quantize_q6_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
                 let lv = |k: usize| l[j + i + k] as u8;
                 ql[64 * n + i] = (lv(0) & 0x0f) | ((lv(64) & 0x0f) << 4);
                 ql[64 * n + i + 32] = (lv(32) & 0x0f) | ((lv(96) & 0x0f) << 4);
-                qh[32 * n + i] = (lv(0) >> 4) | ((lv(32) >> 4) << 2) | ((lv(64) >> 4) << 4) | ((lv(96) >> 4) << 6);
+                qh[32 * n + i] = (lv(0) >> 4)
+                    | ((lv(32) >> 4) << 2)
+                    | ((lv(64) >> 4) << 4)
+                    | ((lv(96) >> 4) << 6);
             }
         }
     }

@@ -6,6 +6,10 @@
 //! order as there, because the C build of ggml-base uses plain SSE2 without FMA contraction, and
 //! any reordering changes the rounding and so the bytes.
 
+// The loops index several arrays with one counter, as ggml does, so that the port can be
+// checked against the C line by line.
+#![allow(clippy::needless_range_loop)]
+
 use super::kquants::{make_qkx3_quants, make_qx_quants};
 use super::{f16_bits, f16_value};
 
@@ -61,7 +65,11 @@ pub fn quantize_q4_0(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
         let sigma2 = sigma2_of_row(row);
         let mut weight = [0f32; QK];
         let mut l = [0i8; QK];
-        for (ib, (xb, y)) in row.chunks_exact(QK).zip(out.chunks_exact_mut(18)).enumerate() {
+        for (ib, (xb, y)) in row
+            .chunks_exact(QK)
+            .zip(out.chunks_exact_mut(18))
+            .enumerate()
+        {
             importance(xb, &qw[QK * ib..QK * (ib + 1)], sigma2, &mut weight);
             let d = make_qx_quants(QK, 8, xb, &mut l, Some(&weight));
             y[0..2].copy_from_slice(&f16_bits(d));
@@ -89,10 +97,16 @@ pub fn quantize_q4_1(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
         let sigma2 = sigma2_of_row(row);
         let mut weight = [0f32; QK];
         let (mut l, mut laux) = ([0u8; QK], [0u8; QK]);
-        for (ib, (xb, y)) in row.chunks_exact(QK).zip(out.chunks_exact_mut(20)).enumerate() {
+        for (ib, (xb, y)) in row
+            .chunks_exact(QK)
+            .zip(out.chunks_exact_mut(20))
+            .enumerate()
+        {
             importance(xb, &qw[QK * ib..QK * (ib + 1)], sigma2, &mut weight);
             let mut min = 0.0;
-            let d = make_qkx3_quants(QK, 15, xb, &weight, &mut l, &mut min, &mut laux, -0.9, 0.05, 36, false);
+            let d = make_qkx3_quants(
+                QK, 15, xb, &weight, &mut l, &mut min, &mut laux, -0.9, 0.05, 36, false,
+            );
             y[0..2].copy_from_slice(&f16_bits(d));
             y[2..4].copy_from_slice(&f16_bits(-min));
             for j in 0..16 {
@@ -132,7 +146,11 @@ pub fn quantize_q5_0(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
         let sigma2 = sigma2_of_row(row);
         let mut weight = [0f32; QK];
         let mut li = [0i8; QK];
-        for (ib, (xb, y)) in row.chunks_exact(QK).zip(out.chunks_exact_mut(22)).enumerate() {
+        for (ib, (xb, y)) in row
+            .chunks_exact(QK)
+            .zip(out.chunks_exact_mut(22))
+            .enumerate()
+        {
             importance(xb, &qw[QK * ib..QK * (ib + 1)], sigma2, &mut weight);
             let d = make_qx_quants(QK, 16, xb, &mut li, Some(&weight));
             y[0..2].copy_from_slice(&f16_bits(d));
@@ -163,10 +181,16 @@ pub fn quantize_q5_1(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
         let sigma2 = sigma2_of_row(row);
         let mut weight = [0f32; QK];
         let mut laux = [0u8; QK];
-        for (ib, (xb, y)) in row.chunks_exact(QK).zip(out.chunks_exact_mut(24)).enumerate() {
+        for (ib, (xb, y)) in row
+            .chunks_exact(QK)
+            .zip(out.chunks_exact_mut(24))
+            .enumerate()
+        {
             importance(xb, &qw[QK * ib..QK * (ib + 1)], sigma2, &mut weight);
             let mut min = 0.0;
-            let d = make_qkx3_quants(QK, 31, xb, &weight, &mut l, &mut min, &mut laux, -0.9, 0.05, 36, false);
+            let d = make_qkx3_quants(
+                QK, 31, xb, &weight, &mut l, &mut min, &mut laux, -0.9, 0.05, 36, false,
+            );
             y[0..2].copy_from_slice(&f16_bits(d));
             y[2..4].copy_from_slice(&f16_bits(-min));
             let qh = pack_q5(&l, &mut y[8..24]);

@@ -147,7 +147,10 @@ impl Category {
 
     /// attn_v and the fused tensors that contain it count together in llama.cpp.
     fn is_attn_v(self) -> bool {
-        matches!(self, Category::AttnV | Category::AttnQkv | Category::AttnKvB)
+        matches!(
+            self,
+            Category::AttnV | Category::AttnQkv | Category::AttnKvB
+        )
     }
 }
 
@@ -182,7 +185,7 @@ impl MixContext {
         let n_head = first_u32(meta, &arch_key(&arch, "attention.head_count")).unwrap_or(0);
         let n_head_kv =
             first_u32(meta, &arch_key(&arch, "attention.head_count_kv")).unwrap_or(n_head);
-        let n_gqa = if n_head_kv == 0 { 0 } else { n_head / n_head_kv };
+        let n_gqa = n_head.checked_div(n_head_kv).unwrap_or(0);
         let n_expert = first_u32(meta, &arch_key(&arch, "expert_count")).unwrap_or(0);
         // llama.cpp's model-type detection for the architectures that have a 70B size.
         let is_70b = match arch.as_str() {
@@ -430,7 +433,11 @@ fn mix_type(
     };
     // Fused qkv and kv_b take the attn_v rules (llama.cpp tests `category_is_attn_v` first,
     // which makes its later attn_qkv branch unreachable).
-    let rule_cat = if cat.is_attn_v() { Category::AttnV } else { cat };
+    let rule_cat = if cat.is_attn_v() {
+        Category::AttnV
+    } else {
+        cat
+    };
     if let Some(row) = RULES
         .iter()
         .find(|r| r.0 == ftype && r.1 == rule_cat && r.2.iter().all(|&w| holds(w, ctx, i, n)))
@@ -456,7 +463,7 @@ fn mix_type(
 /// llama.cpp's `tensor_type_fallback`: a type whose blocks fit rows of `ncols` elements.
 pub fn fallback(ty: GgmlType, ncols: u64) -> GgmlType {
     let qk = ty.block_size().unwrap_or(1);
-    if ncols % qk == 0 {
+    if ncols.is_multiple_of(qk) {
         return ty;
     }
     let alt = match ty {
@@ -466,7 +473,7 @@ pub fn fallback(ty: GgmlType, ncols: u64) -> GgmlType {
         GgmlType::Q6_K => GgmlType::Q8_0,
         other => other,
     };
-    if ncols % alt.block_size().unwrap_or(1) != 0 {
+    if !ncols.is_multiple_of(alt.block_size().unwrap_or(1)) {
         GgmlType::F16
     } else {
         alt
@@ -474,7 +481,11 @@ pub fn fallback(ty: GgmlType, ncols: u64) -> GgmlType {
 }
 
 /// The type of every tensor for `ftype`, in the order given.
-pub fn choose_types(ftype: FileType, ctx: &MixContext, tensors: &[TensorDesc]) -> Result<Vec<Choice>> {
+pub fn choose_types(
+    ftype: FileType,
+    ctx: &MixContext,
+    tensors: &[TensorDesc],
+) -> Result<Vec<Choice>> {
     let mut order: Vec<usize> = (0..tensors.len()).collect();
     order.sort_by(|&a, &b| llama_order(tensors[a].name, tensors[b].name));
     let mut cnt = Counters {
@@ -484,7 +495,9 @@ pub fn choose_types(ftype: FileType, ctx: &MixContext, tensors: &[TensorDesc]) -
             .count(),
         i_attn_v: 0,
         i_ffn_down: 0,
-        tied_embeddings: !tensors.iter().any(|t| Category::of(t.name) == Category::Output),
+        tied_embeddings: !tensors
+            .iter()
+            .any(|t| Category::of(t.name) == Category::Output),
     };
     let default = ftype.default_type();
     let mut out = vec![
@@ -572,7 +585,10 @@ mod tests {
             })
             .collect();
         let ch = choose_types(ftype, c, &descs).unwrap();
-        ts.into_iter().map(|t| t.0).zip(ch.into_iter().map(|c| c.ty)).collect()
+        ts.into_iter()
+            .map(|t| t.0)
+            .zip(ch.into_iter().map(|c| c.ty))
+            .collect()
     }
 
     fn ty_of(v: &[(String, GgmlType)], name: &str) -> GgmlType {
@@ -583,7 +599,10 @@ mod tests {
     fn use_more_bits_matches_llama_cpp_for_32_layers() {
         let got: Vec<usize> = (0..32).filter(|&i| use_more_bits(i, 32)).collect();
         // first 4, last 4, and (i - 4) % 3 == 2 between
-        assert_eq!(got, vec![0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]);
+        assert_eq!(
+            got,
+            vec![0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]
+        );
     }
 
     #[test]
@@ -591,12 +610,23 @@ mod tests {
         let v = pick(FileType::Q4_K_M, &ctx(24, 3), true);
         // 24 layers: use_more_bits = i < 3 || i >= 21 || (i-3)%3 == 2
         for l in 0..24 {
-            let more = l < 3 || l >= 21 || (l as i64 - 3) % 3 == 2;
+            let more = !(3..21).contains(&l) || (l as i64 - 3) % 3 == 2;
             let want = if more { GgmlType::Q6_K } else { GgmlType::Q4_K };
-            assert_eq!(ty_of(&v, &format!("blk.{l}.attn_v.weight")), want, "attn_v {l}");
-            assert_eq!(ty_of(&v, &format!("blk.{l}.ffn_down.weight")), want, "ffn_down {l}");
+            assert_eq!(
+                ty_of(&v, &format!("blk.{l}.attn_v.weight")),
+                want,
+                "attn_v {l}"
+            );
+            assert_eq!(
+                ty_of(&v, &format!("blk.{l}.ffn_down.weight")),
+                want,
+                "ffn_down {l}"
+            );
             assert_eq!(ty_of(&v, &format!("blk.{l}.attn_q.weight")), GgmlType::Q4_K);
-            assert_eq!(ty_of(&v, &format!("blk.{l}.attn_norm.weight")), GgmlType::F16);
+            assert_eq!(
+                ty_of(&v, &format!("blk.{l}.attn_norm.weight")),
+                GgmlType::F16
+            );
         }
         // tied embeddings are quantized like the output tensor
         assert_eq!(ty_of(&v, "token_embd.weight"), GgmlType::Q6_K);

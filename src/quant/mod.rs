@@ -60,7 +60,19 @@ pub fn can_dequantize(ty: GgmlType) -> bool {
     use GgmlType::*;
     matches!(
         ty,
-        F32 | F16 | BF16 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q8_0 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | Q8_K
+        F32 | F16
+            | BF16
+            | Q4_0
+            | Q4_1
+            | Q5_0
+            | Q5_1
+            | Q8_0
+            | Q2_K
+            | Q3_K
+            | Q4_K
+            | Q5_K
+            | Q6_K
+            | Q8_K
     )
 }
 
@@ -71,12 +83,14 @@ pub fn is_quantized(ty: GgmlType) -> bool {
 }
 
 fn row_bytes(ty: GgmlType, n_per_row: usize) -> Result<usize> {
-    ty.bytes_for(n_per_row as u64).map(|b| b as usize).ok_or_else(|| {
-        Error::Invalid(format!(
-            "a row of {n_per_row} elements cannot be stored as {ty} (blocks of {})",
-            ty.block_size().unwrap_or(0)
-        ))
-    })
+    ty.bytes_for(n_per_row as u64)
+        .map(|b| b as usize)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "a row of {n_per_row} elements cannot be stored as {ty} (blocks of {})",
+                ty.block_size().unwrap_or(0)
+            ))
+        })
 }
 
 /// Rows per parallel task: enough work per task to hide scheduling (about 16k elements, as
@@ -96,7 +110,7 @@ pub fn quantize(
     n_per_row: usize,
     imatrix: Option<&[f32]>,
 ) -> Result<Vec<u8>> {
-    if n_per_row == 0 || src.len() % n_per_row != 0 {
+    if n_per_row == 0 || !src.len().is_multiple_of(n_per_row) {
         return Err(Error::Invalid(format!(
             "{} values do not make whole rows of {n_per_row}",
             src.len()
@@ -111,7 +125,10 @@ pub fn quantize(
         }
     }
     if !can_quantize(ty) {
-        return Err(Error::QuantUnsupported { ty, op: "quantize to" });
+        return Err(Error::QuantUnsupported {
+            ty,
+            op: "quantize to",
+        });
     }
     let rb = row_bytes(ty, n_per_row)?;
     let n_rows = src.len() / n_per_row;
@@ -162,7 +179,10 @@ fn quantize_row(ty: GgmlType, row: &[f32], imatrix: Option<&[f32]>, out: &mut [u
 /// Dequantizes `bytes` of type `ty` into `out` (whose length is the element count).
 pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
     if !can_dequantize(ty) {
-        return Err(Error::QuantUnsupported { ty, op: "dequantize" });
+        return Err(Error::QuantUnsupported {
+            ty,
+            op: "dequantize",
+        });
     }
     let need = ty.bytes_for(out.len() as u64).ok_or_else(|| {
         Error::Invalid(format!(
@@ -238,7 +258,9 @@ mod tests {
     #[test]
     fn every_type_round_trips_within_its_precision() {
         let n = 512;
-        let src: Vec<f32> = (0..2 * n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+        let src: Vec<f32> = (0..2 * n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+            .collect();
         let imatrix: Vec<f32> = (0..n).map(|i| 1.0 + (i % 7) as f32).collect();
         for (ty, tol) in [
             (GgmlType::F16, 1e-3),
@@ -259,7 +281,11 @@ mod tests {
                 assert_eq!(q.len() as u64, ty.bytes_for(src.len() as u64).unwrap());
                 let mut back = vec![0f32; src.len()];
                 dequantize(ty, &q, &mut back).unwrap();
-                let rmse = (src.iter().zip(&back).map(|(a, b)| (a - b) * (a - b)).sum::<f32>()
+                let rmse = (src
+                    .iter()
+                    .zip(&back)
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum::<f32>()
                     / src.len() as f32)
                     .sqrt();
                 assert!(rmse < tol, "{ty} (imatrix {}): rmse {rmse}", w.is_some());

@@ -64,7 +64,10 @@ pub fn output_metadata(input: &Metadata, ftype: FileType, params: &QuantizeParam
         meta.remove(k);
         meta.set(k, v);
     };
-    put("general.quantization_version", Value::U32(QUANTIZATION_VERSION));
+    put(
+        "general.quantization_version",
+        Value::U32(QUANTIZATION_VERSION),
+    );
     put("general.file_type", Value::U32(ftype.llama_ftype()));
     if let Some(im) = params.imatrix {
         if let Some(p) = &params.imatrix_path {
@@ -75,7 +78,10 @@ pub fn output_metadata(input: &Metadata, ftype: FileType, params: &QuantizeParam
             let s: String = ds.chars().take(127).collect();
             put("quantize.imatrix.dataset", Value::String(s.into_bytes()));
         }
-        put("quantize.imatrix.entries_count", Value::U32(im.len() as u32));
+        put(
+            "quantize.imatrix.entries_count",
+            Value::U32(im.len() as u32),
+        );
         if im.chunk_count > 0 {
             put("quantize.imatrix.chunks_count", Value::U32(im.chunk_count));
         }
@@ -99,9 +105,8 @@ pub fn convert_tensor(
     let n_per_row = *dims.first().unwrap_or(&1) as usize;
     let n: u64 = dims.iter().product();
     let mut f32s = vec![0f32; n as usize];
-    dequantize(from, bytes, &mut f32s).map_err(|e| {
-        Error::Invalid(format!("tensor {name:?}: {e}"))
-    })?;
+    dequantize(from, bytes, &mut f32s)
+        .map_err(|e| Error::Invalid(format!("tensor {name:?}: {e}")))?;
     let n_mat = dims.get(2).copied().unwrap_or(1).max(1) as usize;
     match imatrix {
         Some(w) if n_mat > 1 => {
@@ -151,11 +156,13 @@ pub fn quantize_model(
         if !can_dequantize(info.ggml_type) {
             return Err(Error::QuantUnsupported {
                 ty: info.ggml_type,
-                op: &"dequantize",
+                op: "dequantize",
             });
         }
         if is_quantized(info.ggml_type) {
-            report.requantized.push((info.name.clone(), info.ggml_type, c.ty));
+            report
+                .requantized
+                .push((info.name.clone(), info.ggml_type, c.ty));
         }
         if let Some(im) = params.imatrix {
             let want = info.dims[0] * info.dims.get(2).copied().unwrap_or(1);
@@ -181,7 +188,11 @@ pub fn quantize_model(
         let info = &t.info;
         let to = c.ty;
         let len = to.bytes_for(info.n_elements()).ok_or_else(|| {
-            Error::Invalid(format!("tensor {:?}: {} elements do not fit {to}", info.name, info.n_elements()))
+            Error::Invalid(format!(
+                "tensor {:?}: {} elements do not fit {to}",
+                info.name,
+                info.n_elements()
+            ))
         })?;
         report.bytes_out += len;
         let data = if to == info.ggml_type {
@@ -195,7 +206,9 @@ pub fn quantize_model(
             let imatrix = params
                 .imatrix
                 .and_then(|im| im.get(&info.name))
-                .filter(|w| w.len() as u64 == info.dims[0] * info.dims.get(2).copied().unwrap_or(1));
+                .filter(|w| {
+                    w.len() as u64 == info.dims[0] * info.dims.get(2).copied().unwrap_or(1)
+                });
             let from = info.ggml_type;
             let bytes = model.data(t);
             let name = info.name.clone();
@@ -208,12 +221,18 @@ pub fn quantize_model(
                 }),
             }
         };
-        tensors.push((i, info.name.clone(), info.ggml_type, to, OutTensor {
-            name: info.name.clone(),
-            dims: info.dims.clone(),
-            ggml_type: to,
-            data,
-        }));
+        tensors.push((
+            i,
+            info.name.clone(),
+            info.ggml_type,
+            to,
+            OutTensor {
+                name: info.name.clone(),
+                dims: info.dims.clone(),
+                ggml_type: to,
+                data,
+            },
+        ));
     }
     // Progress per tensor: the writer reports bytes; map them back to tensor starts.
     let starts: Vec<(u64, usize, String, GgmlType, GgmlType)> = {
@@ -231,17 +250,28 @@ pub fn quantize_model(
     let out_tensors: Vec<OutTensor> = tensors.into_iter().map(|t| t.4).collect();
     let options = WriteOptions {
         overwrite: params.overwrite,
-        protect: model.shards.iter().map(|s| s.path().to_path_buf()).collect(),
+        protect: model
+            .shards
+            .iter()
+            .map(|s| s.path().to_path_buf())
+            .collect(),
         ..Default::default()
     };
     let mut next = 0usize;
     let version = model.shards[0].content.version;
-    gguf::write_model(out, version, &meta, out_tensors, &options, &mut |done, _total| {
-        while next < starts.len() && starts[next].0 <= done {
-            let (_, i, name, from, to) = &starts[next];
-            progress(*i, n, name, *from, *to);
-            next += 1;
-        }
-    })?;
+    gguf::write_model(
+        out,
+        version,
+        &meta,
+        out_tensors,
+        &options,
+        &mut |done, _total| {
+            while next < starts.len() && starts[next].0 <= done {
+                let (_, i, name, from, to) = &starts[next];
+                progress(*i, n, name, *from, *to);
+                next += 1;
+            }
+        },
+    )?;
     Ok(report)
 }
