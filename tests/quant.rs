@@ -367,3 +367,65 @@ fn smollm2_matches_llama_quantize_for_every_file_type() {
 fn gemma3_matches_llama_quantize_for_every_file_type() {
     check_model(&common::gemma3(), "gemma-3-270m", GEMMA3_CASES);
 }
+
+/// Our dequantization equals ggml's bit for bit: llama-quantize converts our quantized files
+/// to F32 (ggml's `dequantize_row_*`), and every tensor must equal ours exactly. The five files
+/// hold all ten block types. Also our F16 and BF16 conversions of the Q4_1/Q8_0 download equal
+/// llama-quantize's.
+#[test]
+fn dequantization_matches_ggml_bit_for_bit() {
+    let dir = common::workdir();
+    let d = dir.path();
+    let original = common::smollm2();
+    for ft in ["F16", "BF16"] {
+        let (o, t) = (
+            d.join(format!("ours.{ft}.gguf")),
+            d.join(format!("ref.{ft}.gguf")),
+        );
+        llama_quantize(&["--allow-requantize"], &original, &t, ft);
+        ours(&[], &original, &o, ft);
+        assert_eq!(tensor_bytes(&o), tensor_bytes(&t), "{ft} from Q4_1/Q8_0");
+        if ft == "BF16" {
+            std::fs::remove_file(&o).unwrap();
+            std::fs::remove_file(&t).unwrap();
+        }
+    }
+    let f16 = d.join("ours.F16.gguf");
+    let mut seen = std::collections::BTreeSet::new();
+    for (ft, flag) in [
+        ("Q2_K", "--pure"),
+        ("Q3_K_S", "--pure"),
+        ("Q4_K_M", ""),
+        ("Q5_K_S", ""),
+        ("Q4_1", ""),
+    ] {
+        let q = d.join(format!("q.{ft}.gguf"));
+        let extra: Vec<&str> = if flag.is_empty() { vec![] } else { vec![flag] };
+        ours(&extra, &f16, &q, ft);
+        let f32_path = d.join("q.F32.gguf");
+        llama_quantize(&["--allow-requantize"], &q, &f32_path, "F32");
+        let (qm, fm) = (Model::open(&q).unwrap(), Model::open(&f32_path).unwrap());
+        for t in &qm.tensors {
+            let ty = t.info.ggml_type;
+            let theirs = fm.data(fm.tensor(&t.info.name).unwrap());
+            let mut mine = vec![0f32; t.info.n_elements() as usize];
+            quant::dequantize(ty, qm.data(t), &mut mine).unwrap();
+            let mine: Vec<u8> = mine.iter().flat_map(|v| v.to_le_bytes()).collect();
+            assert!(
+                mine == theirs,
+                "{} ({ty}) dequantizes differently from ggml",
+                t.info.name
+            );
+            seen.insert(ty.to_string());
+        }
+        std::fs::remove_file(&q).unwrap();
+        std::fs::remove_file(&f32_path).unwrap();
+    }
+    let seen: Vec<String> = seen.into_iter().collect();
+    eprintln!("dequantized bit-exactly: {seen:?}");
+    for ty in [
+        "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
+    ] {
+        assert!(seen.iter().any(|s| s == ty), "no {ty} tensor was checked");
+    }
+}
