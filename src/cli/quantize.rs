@@ -1,10 +1,11 @@
 //! `gguf-prune quantize`.
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
 use gguf_prune::gguf::Model;
-use gguf_prune::quant::{quantize_model, FileType, ImatrixData, QuantizeParams};
+use gguf_prune::quant::{self, quantize_model, FileType, ImatrixData, MixContext, QuantizeParams};
 
 /// Quantize a GGUF model the way llama-quantize does (same kernels, same type mixes, byte for
 /// byte), reading F32/F16/BF16 or already quantized sources.
@@ -63,6 +64,33 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads.unwrap_or(0))
         .build()?;
+    // Say up front what will happen to the precision, before the work starts.
+    let ctx = MixContext::from_metadata(model.metadata(), imatrix.is_some(), args.pure)?;
+    let choices = quant::model::plan(&model, ftype, &ctx)?;
+    let mut requantized = BTreeMap::<String, usize>::new();
+    let mut fallbacks = BTreeMap::<String, usize>::new();
+    for (t, c) in model.tensors.iter().zip(&choices) {
+        if c.ty != t.info.ggml_type && quant::is_quantized(t.info.ggml_type) {
+            *requantized.entry(t.info.ggml_type.to_string()).or_default() += 1;
+        }
+        if let Some(wanted) = c.fallback_from {
+            *fallbacks
+                .entry(format!("{wanted} -> {}", c.ty))
+                .or_default() += 1;
+        }
+    }
+    if !requantized.is_empty() {
+        eprintln!(
+            "warning: requantizing already quantized tensors ({}): the result is worse than quantizing from F16/F32",
+            counts(&requantized)
+        );
+    }
+    if !fallbacks.is_empty() {
+        eprintln!(
+            "note: rows not divisible by the block size, fallback types used as llama-quantize does: {}",
+            counts(&fallbacks)
+        );
+    }
     let start = Instant::now();
     let report = pool.install(|| {
         quantize_model(
@@ -78,16 +106,6 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
             },
         )
     })?;
-    if !report.requantized.is_empty() {
-        eprintln!(
-            "warning: {} tensors were already quantized ({}) and were requantized: quality is lower than quantizing from F16/F32",
-            report.requantized.len(),
-            report.requantized[0].1
-        );
-    }
-    for (name, wanted, got) in &report.fallbacks {
-        eprintln!("note: {name}: rows do not fit {wanted}, used {got}");
-    }
     if !report.missing_imatrix.is_empty() {
         eprintln!(
             "warning: no importance data for {} converted tensors (e.g. {})",
@@ -106,4 +124,12 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// "Q4_1 x210, Q8_0 x1".
+fn counts(m: &BTreeMap<String, usize>) -> String {
+    m.iter()
+        .map(|(k, n)| format!("{k} x{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -128,7 +128,13 @@ impl ImatrixData {
         if bytes.starts_with(b"GGUF") {
             Self::read_gguf(path)
         } else {
-            Self::parse_dat(path, &bytes)
+            Self::parse_dat(path, &bytes).map_err(|e| match e {
+                Error::Imatrix { path, what } => Error::Imatrix {
+                    path,
+                    what: format!("not GGUF, and not a legacy .dat imatrix either ({what})"),
+                },
+                e => e,
+            })
         }
     }
 
