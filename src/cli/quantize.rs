@@ -55,7 +55,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         None => None,
     };
     let params = QuantizeParams {
-        ftype: Some(ftype),
+        ftype,
         pure: args.pure,
         imatrix: imatrix.as_ref(),
         imatrix_path: args.imatrix.clone(),

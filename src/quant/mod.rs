@@ -9,6 +9,21 @@
 //! - [`mix`]: which type each tensor gets for a file type such as Q4_K_M.
 //! - [`imatrix`]: llama-imatrix's GGUF and legacy `.dat` files.
 //! - [`model`]: quantize a whole GGUF model, one tensor in memory at a time.
+//!
+//! # Example: one tensor
+//!
+//! ```
+//! use gguf_prune::gguf::GgmlType;
+//! use gguf_prune::quant::{dequantize, quantize};
+//!
+//! let rows: Vec<f32> = (0..512).map(|i| (i as f32 * 0.37).sin()).collect();
+//! let q = quantize(GgmlType::Q4_K, &rows, 256, None)?; // 2 rows of 256
+//! assert_eq!(q.len(), 2 * 144);
+//! let mut back = vec![0f32; rows.len()];
+//! dequantize(GgmlType::Q4_K, &q, &mut back)?;
+//! assert!(rows.iter().zip(&back).all(|(a, b)| (a - b).abs() < 0.1));
+//! # Ok::<(), gguf_prune::Error>(())
+//! ```
 
 pub mod imatrix;
 pub mod kquants;

@@ -15,15 +15,27 @@ use super::{can_dequantize, dequantize, is_quantized, quantize};
 pub const QUANTIZATION_VERSION: u32 = 2;
 
 /// How to quantize.
-#[derive(Default)]
 pub struct QuantizeParams<'a> {
-    pub ftype: Option<FileType>,
+    pub ftype: FileType,
     /// `--pure`: the default type everywhere (shape fallbacks still apply).
     pub pure: bool,
     pub imatrix: Option<&'a ImatrixData>,
     /// Recorded in `quantize.imatrix.file`, as llama-quantize does.
     pub imatrix_path: Option<PathBuf>,
     pub overwrite: bool,
+}
+
+impl QuantizeParams<'_> {
+    /// Plain `llama-quantize IN OUT TYPE`: the mix, no imatrix, no overwriting.
+    pub fn new(ftype: FileType) -> QuantizeParams<'static> {
+        QuantizeParams {
+            ftype,
+            pure: false,
+            imatrix: None,
+            imatrix_path: None,
+            overwrite: false,
+        }
+    }
 }
 
 /// What a run did.
@@ -134,9 +146,17 @@ pub fn quantize_model(
     params: &QuantizeParams,
     progress: &mut dyn FnMut(usize, usize, &str, GgmlType, GgmlType),
 ) -> Result<QuantizeReport> {
-    let ftype = params
-        .ftype
-        .ok_or_else(|| Error::Invalid("no file type given".into()))?;
+    let ftype = params.ftype;
+    if let Some(im) = params.imatrix {
+        // llama-quantize refuses these too: one NaN poisons every block it touches.
+        for (name, e) in &im.entries {
+            if let Some(v) = e.sums.iter().find(|v| !v.is_finite()) {
+                return Err(Error::Invalid(format!(
+                    "importance matrix entry {name:?} holds a non-finite value ({v})"
+                )));
+            }
+        }
+    }
     let ctx = MixContext::from_metadata(model.metadata(), params.imatrix.is_some(), params.pure)?;
     let choices = plan(model, ftype, &ctx)?;
     let mut report = QuantizeReport {
