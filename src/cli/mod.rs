@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 pub mod inspect;
 pub mod progress;
 pub mod prune;
+pub mod quantize;
 pub mod verify;
 
 /// Remove whole transformer layers from GGUF models (ShortGPT), for llama.cpp.
@@ -34,6 +35,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Check a GGUF file's structure: counts, offsets, alignment, ranges.
     Verify(verify::VerifyArgs),
+    /// Quantize a model as llama-quantize does (Q4_K_M, Q8_0, ...), optionally with an imatrix.
+    Quantize(quantize::QuantizeArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -41,6 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         None => prune::run(cli.prune),
         Some(Command::Inspect(args)) => inspect::run(args),
         Some(Command::Verify(args)) => verify::run(args),
+        Some(Command::Quantize(args)) => quantize::run(args),
     }
 }
 
