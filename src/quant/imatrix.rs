@@ -312,7 +312,7 @@ impl ImatrixData {
             overwrite,
             ..Default::default()
         };
-        gguf::write_model(path.as_ref(), 3, &meta, tensors, &options, &mut |_, _| {})?;
+        gguf::write_model(path.as_ref(), 3, &meta, tensors, &options, &mut |_, _| {})?.commit()?;
         Ok(())
     }
 

@@ -279,7 +279,7 @@ pub fn quantize_model(
     };
     let mut next = 0usize;
     let version = model.shards[0].content.version;
-    gguf::write_model(
+    let pending = gguf::write_model(
         out,
         version,
         &meta,
@@ -293,5 +293,10 @@ pub fn quantize_model(
             }
         },
     )?;
+    // Structure checked before the output is put in place.
+    let written = Model::open(&pending.temp_paths()[0])?;
+    crate::verify::check_structure(&written)?;
+    drop(written);
+    pending.commit()?;
     Ok(report)
 }
