@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod eval;
 pub mod inspect;
 pub mod prune;
 pub mod verify;
@@ -33,6 +34,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Check a GGUF file's structure: counts, offsets, alignment, ranges.
     Verify(verify::VerifyArgs),
+    /// Perplexity and KL divergence against a reference, computed as llama-perplexity does.
+    Eval(eval::EvalArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -40,6 +43,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         None => prune::run(cli.prune),
         Some(Command::Inspect(args)) => inspect::run(args),
         Some(Command::Verify(args)) => verify::run(args),
+        Some(Command::Eval(args)) => eval::run(args),
     }
 }
 
