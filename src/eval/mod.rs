@@ -24,6 +24,8 @@ pub mod source;
 pub use kl_base::{BaseRow, KlBase};
 pub use source::LogitsSource;
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
 
 /// How to cut the text and drive the model.
@@ -88,8 +90,23 @@ pub fn make_windows(tokens: &[u32], opts: &EvalOptions) -> Result<Vec<Vec<u32>>>
 /// max in f32, `expf` of each shifted logit summed in f64, `(logit[t] - max)` in f32 minus the f64 log.
 pub fn row_nll(logits: &[f32], target: usize) -> f64 {
     let max = logits.iter().copied().fold(logits[0], f32::max);
-    let sum_exp: f64 = logits.iter().map(|&l| (l - max).exp() as f64).sum();
+    let sum_exp = sum_exp_shifted(logits, max);
     -((logits[target] - max) as f64 - sum_exp.ln())
+}
+
+/// Rows longer than this are split across threads (llama.cpp also spreads its log-softmax over
+/// all cores): a 262144-token row costs milliseconds, comparable to the forward pass per token.
+const PAR_CHUNK: usize = 16384;
+
+/// `sum exp(l - max)`, each term in f32 (`expf`), summed in f64. Partial sums are added in a
+/// fixed order, so the result does not depend on the thread count.
+fn sum_exp_shifted(logits: &[f32], max: f32) -> f64 {
+    let part = |c: &[f32]| c.iter().map(|&l| (l - max).exp() as f64).sum::<f64>();
+    if logits.len() < 2 * PAR_CHUNK {
+        return part(logits);
+    }
+    let parts: Vec<f64> = logits.par_chunks(PAR_CHUNK).map(part).collect();
+    parts.iter().sum()
 }
 
 /// Running sums of per-token negative log-likelihoods.
@@ -315,8 +332,7 @@ impl KlAccumulator {
                 imax = i;
             }
         }
-        let sum_exp: f64 = logits.iter().map(|&l| (l - max_logit).exp() as f64).sum();
-        let log_sum_exp = sum_exp.ln() as f32;
+        let log_sum_exp = sum_exp_shifted(logits, max_logit).ln() as f32;
 
         let nll: f32 = max_logit + log_sum_exp - logits[target];
         self.sum_nll += nll as f64;
@@ -327,19 +343,7 @@ impl KlAccumulator {
         self.sum_nll_nll_base += (nll * nll_base) as f64;
 
         let log_norm = max_logit + log_sum_exp;
-        let mut kld = 0f64;
-        let mut imax_base = 0;
-        let mut max_base = f32::NEG_INFINITY;
-        for (i, (lp_base, &l)) in base.log_probs().zip(logits).enumerate() {
-            if i == 0 || lp_base > max_base {
-                max_base = lp_base;
-                imax_base = i;
-            }
-            if lp_base > -16.0 {
-                let p_base = lp_base.exp();
-                kld += (p_base * (lp_base - l + log_norm)) as f64;
-            }
-        }
+        let (kld, _, imax_base) = kl_terms(logits, base, log_norm);
         self.sum_kld += kld;
         self.sum_kld2 += kld * kld;
         self.count += 1;
@@ -428,6 +432,45 @@ impl KlAccumulator {
             n_ctx,
         }
     }
+}
+
+/// One row's KL sum `sum p_base (ln p_base - ln q)` over reference log-probabilities above -16
+/// (llama.cpp skips the rest), with the reference's top token (first maximum), by chunks across
+/// threads for long rows; chunk results are combined in order, keeping the first maximum.
+fn kl_terms(logits: &[f32], base: &BaseRow<'_>, log_norm: f32) -> (f64, f32, usize) {
+    let part = |start: usize, c: &[f32]| {
+        let mut kld = 0f64;
+        let mut max_base = f32::NEG_INFINITY;
+        let mut imax_base = start;
+        for (k, &l) in c.iter().enumerate() {
+            let lp_base = base.log_prob(start + k);
+            if k == 0 || lp_base > max_base {
+                max_base = lp_base;
+                imax_base = start + k;
+            }
+            if lp_base > -16.0 {
+                kld += (lp_base.exp() * (lp_base - l + log_norm)) as f64;
+            }
+        }
+        (kld, max_base, imax_base)
+    };
+    if logits.len() < 2 * PAR_CHUNK {
+        return part(0, logits);
+    }
+    let parts: Vec<(f64, f32, usize)> = logits
+        .par_chunks(PAR_CHUNK)
+        .enumerate()
+        .map(|(j, c)| part(j * PAR_CHUNK, c))
+        .collect();
+    let mut total = (0f64, f32::NEG_INFINITY, 0usize);
+    for (j, (kld, max_base, imax_base)) in parts.into_iter().enumerate() {
+        total.0 += kld;
+        if j == 0 || max_base > total.1 {
+            total.1 = max_base;
+            total.2 = imax_base;
+        }
+    }
+    total
 }
 
 /// llama.cpp's `mean_and_uncertainty`: the uncertainty is 0 for 10 values or fewer.

@@ -346,3 +346,38 @@ fn sources_that_break_the_contract_are_errors() {
         .to_string();
     assert!(err.contains("not below the model's n_vocab 5"), "{err}");
 }
+
+#[test]
+fn long_rows_split_across_threads_give_the_sequential_results() {
+    let n = 5 * PAR_CHUNK + 123;
+    let mut logits: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919) % 1000) as f32 * 0.01 - 5.0)
+        .collect();
+    // Two equal maxima in different thread chunks: the first one is the top token.
+    logits[PAR_CHUNK + 5] = 9.0;
+    logits[3 * PAR_CHUNK + 1] = 9.0;
+    let max = 9.0f32;
+    let seq: f64 = logits.iter().map(|&l| (l - max).exp() as f64).sum();
+    assert!((sum_exp_shifted(&logits, max) - seq).abs() < 1e-12 * seq);
+    let nll = row_nll(&logits, 77);
+    assert!((nll - (-((logits[77] - max) as f64 - seq.ln()))).abs() < 1e-12);
+
+    let mut row = vec![0u8; kl_base::row_bytes(n)];
+    kl_base::encode_row(&logits, 77, &mut row);
+    let base = BaseRow::from_bytes(&row, n);
+    let log_norm = max + seq.ln() as f32;
+    let (kld, max_base, imax_base) = kl_terms(&logits, &base, log_norm);
+    assert_eq!(imax_base, PAR_CHUNK + 5);
+    assert_eq!(max_base, base.log_prob(PAR_CHUNK + 5));
+    let mut want = 0f64;
+    for (i, &l) in logits.iter().enumerate() {
+        let lp = base.log_prob(i);
+        if lp > -16.0 {
+            want += (lp.exp() * (lp - l + log_norm)) as f64;
+        }
+    }
+    assert!((kld - want).abs() < 1e-9, "{kld} vs {want}");
+    let mut acc = KlAccumulator::default();
+    acc.add(&logits, &base, 77);
+    assert_eq!(acc.n_same_top, 1);
+}
