@@ -194,9 +194,9 @@ fn reads_llama_perplexity_kl_base_file() {
     // The replayed rows are the file's rows renormalized (their sum S is up to 1.0055 because of
     // the floor entries), so KL = sum p ln S lies between 0 and ln 1.0055.
     assert!(
-        (-1e-5..0.0055).contains(&kl.kld_mean),
+        (-1e-5..0.0055).contains(&kl.kl_mean),
         "KL of the rows with themselves: {}",
-        kl.kld_mean
+        kl.kl_mean
     );
     assert_eq!(kl.top1, 1.0);
     assert!(

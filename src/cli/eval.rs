@@ -190,7 +190,6 @@ fn report(
                     .expect("a struct serializes to an object")
                     .clone(),
             );
-            obj.insert("top1".into(), k.top1.into());
             if let Some(r) = &args.reference {
                 obj.insert("reference".into(), r.display().to_string().into());
             }
@@ -235,11 +234,11 @@ fn report(
         )?;
         writeln!(out)?;
         writeln!(out, "====== KL divergence statistics ======")?;
-        writeln!(out, "Mean    KLD: {:10.6} ± {:10.6}", k.kld_mean, k.kld_err)?;
-        writeln!(out, "Maximum KLD: {:10.6}", k.kld_max)?;
-        writeln!(out, "99.0%   KLD: {:10.6}", k.kld_p99)?;
-        writeln!(out, "90.0%   KLD: {:10.6}", k.kld_p90)?;
-        writeln!(out, "Median  KLD: {:10.6}", k.kld_median)?;
+        writeln!(out, "Mean    KLD: {:10.6} ± {:10.6}", k.kl_mean, k.kl_err)?;
+        writeln!(out, "Maximum KLD: {:10.6}", k.kl_max)?;
+        writeln!(out, "99.0%   KLD: {:10.6}", k.kl_p99)?;
+        writeln!(out, "90.0%   KLD: {:10.6}", k.kl_p90)?;
+        writeln!(out, "Median  KLD: {:10.6}", k.kl_median)?;
         writeln!(out)?;
         writeln!(out, "====== Token probability statistics ======")?;
         writeln!(out, "Mean    Δp: {:6.3} %", 100.0 * k.p_diff_mean)?;

@@ -369,7 +369,7 @@ impl KlAccumulator {
         (self.sum_nll / self.count as f64).exp()
     }
 
-    pub fn kld_mean(&self) -> f64 {
+    pub fn kl_mean(&self) -> f64 {
         self.sum_kld / self.count as f64
     }
 
@@ -385,7 +385,7 @@ impl KlAccumulator {
         let ln_ratio = log_ppl - log_ppl_base;
         let ln_ratio_unc =
             (log_ppl_unc * log_ppl_unc + log_ppl_base_unc * log_ppl_base_unc - 2.0 * cov).sqrt();
-        let (kld_mean, kld_err) = mean_and_uncertainty(self.sum_kld, self.sum_kld2, n);
+        let (kl_mean, kl_err) = mean_and_uncertainty(self.sum_kld, self.sum_kld2, n);
         let (p_diff_mean, _) = mean_and_uncertainty(self.sum_p_diff, self.sum_p_diff2, n);
         let (p_diff_mse, p_diff_mse_unc) =
             mean_and_uncertainty(self.sum_p_diff2, self.sum_p_diff4, n);
@@ -407,12 +407,12 @@ impl KlAccumulator {
             ppl_base_err: ppl_base * log_ppl_base_unc,
             ln_ppl_ratio: ln_ratio,
             ln_ppl_ratio_err: ln_ratio_unc,
-            kld_mean,
-            kld_err,
-            kld_median: median as f64,
-            kld_p90: percentile(kv, 0.90) as f64,
-            kld_p99: percentile(kv, 0.99) as f64,
-            kld_max: kv.last().copied().unwrap_or(0.0) as f64,
+            kl_mean,
+            kl_err,
+            kl_median: median as f64,
+            kl_p90: percentile(kv, 0.90) as f64,
+            kl_p99: percentile(kv, 0.99) as f64,
+            kl_max: kv.last().copied().unwrap_or(0.0) as f64,
             p_diff_mean,
             p_diff_rms,
             p_diff_rms_err: if p_diff_rms > 0.0 {
@@ -524,12 +524,12 @@ pub struct KlDivergence {
     pub ln_ppl_ratio: f64,
     pub ln_ppl_ratio_err: f64,
     /// Mean KL(reference || model) per token, in nats.
-    pub kld_mean: f64,
-    pub kld_err: f64,
-    pub kld_median: f64,
-    pub kld_p90: f64,
-    pub kld_p99: f64,
-    pub kld_max: f64,
+    pub kl_mean: f64,
+    pub kl_err: f64,
+    pub kl_median: f64,
+    pub kl_p90: f64,
+    pub kl_p99: f64,
+    pub kl_max: f64,
     /// Mean and RMS of p(model, actual token) - p(reference, actual token).
     pub p_diff_mean: f64,
     pub p_diff_rms: f64,
@@ -594,7 +594,7 @@ pub fn kl_divergence_vs_base(
                     chunk: start + w + 1,
                     n_chunks,
                     ppl: acc.ppl(),
-                    kld: Some(acc.kld_mean()),
+                    kld: Some(acc.kl_mean()),
                 };
                 progress(&done);
             }
@@ -667,7 +667,7 @@ pub fn kl_divergence_vs_model(
                     chunk: start + w + 1,
                     n_chunks,
                     ppl: acc.ppl(),
-                    kld: Some(acc.kld_mean()),
+                    kld: Some(acc.kl_mean()),
                 };
                 progress(&done);
             }

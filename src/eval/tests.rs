@@ -186,8 +186,8 @@ fn kl_of_a_source_against_itself_is_zero_with_full_top1() {
     assert_eq!(kl.top1, 1.0);
     // Only the reference's u16 quantization separates the two (steps of 6/65535 nats, so
     // per-token errors of order 1e-5 either way, as llama.cpp shows for identical models).
-    assert!(kl.kld_mean.abs() < 2e-5, "{}", kl.kld_mean);
-    assert!(kl.kld_max < 1e-4, "{}", kl.kld_max);
+    assert!(kl.kl_mean.abs() < 2e-5, "{}", kl.kl_mean);
+    assert!(kl.kl_max < 1e-4, "{}", kl.kl_max);
     assert!(
         (kl.ppl - ppl.ppl).abs() < 1e-4 * ppl.ppl,
         "{} vs {}",
@@ -218,12 +218,8 @@ fn kl_of_peaked_model_against_uniform_reference_matches_closed_form() {
     let z = (a.exp() + n_vocab as f64 - 1.0).ln();
     let mean_ln_q = (a - z + (n_vocab as f64 - 1.0) * -z) / n_vocab as f64;
     let want = -(n_vocab as f64).ln() - mean_ln_q;
-    assert!(
-        (kl.kld_mean - want).abs() < 1e-5,
-        "{} vs {want}",
-        kl.kld_mean
-    );
-    assert!((kl.kld_median - want).abs() < 1e-5);
+    assert!((kl.kl_mean - want).abs() < 1e-5, "{} vs {want}", kl.kl_mean);
+    assert!((kl.kl_median - want).abs() < 1e-5);
     // Reference ties everywhere: its top token is the first, as is the model's.
     assert_eq!(kl.top1, 1.0);
     assert!((kl.ppl_base - n_vocab as f64).abs() < 1e-3);
@@ -278,10 +274,10 @@ fn kl_against_a_written_base_file_equals_kl_against_the_model() {
     )
     .unwrap();
     assert!(
-        via_file.kld_mean > 1e-3,
+        via_file.kl_mean > 1e-3,
         "the model differs from the reference"
     );
-    assert_eq!(via_file.kld_mean, via_model.kld_mean);
+    assert_eq!(via_file.kl_mean, via_model.kl_mean);
     assert_eq!(via_file.top1, via_model.top1);
     assert_eq!(via_file.ppl_base, via_model.ppl_base);
 
@@ -295,7 +291,7 @@ fn kl_against_a_written_base_file_equals_kl_against_the_model() {
         &mut |_| {},
     )
     .unwrap();
-    assert_ne!(no_bos.kld_mean, via_file.kld_mean);
+    assert_ne!(no_bos.kl_mean, via_file.kl_mean);
     let short = kl_divergence_vs_base(
         &mut source(n_vocab, model_row),
         &base,
