@@ -111,7 +111,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
 
     let text = text.expect("clap requires --text without --kl-base");
-    let tokens = tokenize(&model, &text)?;
+    // llama.cpp's `-f` drops one trailing newline before tokenizing; so do we, for the same ids.
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    let tokens = tokenize(&model, text)?;
     let opts = EvalOptions {
         n_ctx: args.ctx_size,
         max_chunks: args.chunks,
