@@ -294,7 +294,7 @@ fn tokenize(model: &Model, text: &str) -> anyhow::Result<Vec<u32>> {
 /// derives it from the tokenizer type, which is the tokenizer module's job.
 fn bos_token(model: &Model) -> anyhow::Result<Option<u32>> {
     // At merge: let tok = gguf_prune::tokenizer::Tokenizer::from_metadata(model.metadata())?;
-    //           Ok(tok.add_bos().then(|| tok.bos_id()))
+    //           Ok(if tok.add_bos() { tok.bos_id() } else { None })
     let meta = model.metadata();
     let Some(add_bos) = meta.get("tokenizer.ggml.add_bos_token") else {
         anyhow::bail!(
@@ -318,8 +318,8 @@ fn bos_token(model: &Model) -> anyhow::Result<Option<u32>> {
 }
 
 /// The model side: the forward pass over `model`, producing full-vocabulary logits.
-fn open_logits_source(model: &Model) -> anyhow::Result<Box<dyn LogitsSource>> {
-    // At merge: Ok(Box::new(gguf_prune::forward::...(model)?))
+fn open_logits_source(model: &Model) -> anyhow::Result<Box<dyn LogitsSource + '_>> {
+    // At merge: Ok(Box::new(gguf_prune::forward::ModelLogits::new(model)?))
     anyhow::bail!(
         "{}: this build has no forward pass yet (the forward branch is not merged)",
         model.path().display()
