@@ -42,6 +42,11 @@ pub struct EvalArgs {
     /// with llama.cpp's stored distributions, on the file's own tokens and context size.
     #[arg(long, value_name = "FILE", conflicts_with = "text")]
     pub kl_base: Option<PathBuf>,
+    /// Also save this model's scored distributions in llama-perplexity's `--kl-divergence-base`
+    /// format, so llama.cpp can compare its own run with ours:
+    /// `llama-perplexity -m MODEL --kl-divergence-base FILE --kl-divergence`.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kl_base", "reference"])]
+    pub save_logits: Option<PathBuf>,
     /// Print one JSON object on stdout instead of the text report.
     #[arg(long)]
     pub json: bool,
@@ -132,7 +137,17 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let mut source = open_logits_source(&model)?;
     match &args.reference {
         None => {
-            let ppl = eval::perplexity(&mut *source, &windows, per_pass, &mut progress)?;
+            let ppl = match &args.save_logits {
+                None => eval::perplexity(&mut *source, &windows, per_pass, &mut progress)?,
+                Some(path) => save_logits(
+                    path,
+                    &mut *source,
+                    &tokens,
+                    &windows,
+                    per_pass,
+                    &mut progress,
+                )?,
+            };
             report(&args, Some(&ppl), None, started)
         }
         Some(ref_path) => {
@@ -150,6 +165,53 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             report(&args, None, Some(&kl), started)
         }
     }
+}
+
+/// Runs perplexity while writing the rows to `path` (through a temporary file renamed at the end,
+/// so an interrupted run leaves no truncated file behind).
+fn save_logits(
+    path: &std::path::Path,
+    source: &mut dyn LogitsSource,
+    tokens: &[u32],
+    windows: &[Vec<u32>],
+    per_pass: usize,
+    progress: &mut dyn FnMut(&ChunkDone),
+) -> anyhow::Result<Perplexity> {
+    let n_ctx = windows[0].len();
+    let tmp = path.with_extension("logits.tmp");
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let header = &tokens[..n_ctx * windows.len()];
+    let mut out = eval::kl_base::KlBaseWriter::new(
+        std::io::BufWriter::new(file),
+        n_ctx,
+        source.n_vocab(),
+        header,
+    )
+    .with_context(|| format!("writing {}", tmp.display()))?;
+    let result = eval::perplexity_saving(source, windows, per_pass, progress, &mut out, &tmp)
+        .map_err(anyhow::Error::from)
+        .and_then(|ppl| {
+            out.finish()
+                .flush()
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            Ok(ppl)
+        });
+    let ppl = match result {
+        Ok(ppl) => ppl,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    eprintln!(
+        "eval: saved {} rows of logits to {}",
+        windows.len() * eval::kl_base::rows_per_window(n_ctx),
+        path.display()
+    );
+    Ok(ppl)
 }
 
 /// Refuses a reference whose token list differs: the same ids would mean different text.

@@ -258,6 +258,41 @@ pub fn perplexity(
     windows_per_call: usize,
     progress: &mut dyn FnMut(&ChunkDone),
 ) -> Result<Perplexity> {
+    perplexity_inner(source, windows, windows_per_call, progress, None)
+}
+
+/// [`perplexity`], also writing every scored row to `out` as llama-perplexity
+/// `--kl-divergence-base` does, so llama.cpp can compare its own model with our logits
+/// (`llama-perplexity -m MODEL --kl-divergence-base FILE --kl-divergence`). The negative
+/// log-likelihoods then come from the row encoder, as in llama.cpp's saving run.
+pub fn perplexity_saving<W: std::io::Write>(
+    source: &mut dyn LogitsSource,
+    windows: &[Vec<u32>],
+    windows_per_call: usize,
+    progress: &mut dyn FnMut(&ChunkDone),
+    out: &mut kl_base::KlBaseWriter<W>,
+    out_path: &std::path::Path,
+) -> Result<Perplexity> {
+    let mut row_bytes = vec![0u8; kl_base::row_bytes(source.n_vocab())];
+    let mut save = |row: &[f32], target: usize| -> Result<f64> {
+        let nll = kl_base::encode_row(row, target, &mut row_bytes);
+        out.write_row(&row_bytes).map_err(|source| Error::Io {
+            path: out_path.to_path_buf(),
+            source,
+        })?;
+        Ok(nll)
+    };
+    perplexity_inner(source, windows, windows_per_call, progress, Some(&mut save))
+}
+
+#[allow(clippy::type_complexity)]
+fn perplexity_inner(
+    source: &mut dyn LogitsSource,
+    windows: &[Vec<u32>],
+    windows_per_call: usize,
+    progress: &mut dyn FnMut(&ChunkDone),
+    mut save: Option<&mut dyn FnMut(&[f32], usize) -> Result<f64>>,
+) -> Result<Perplexity> {
     let n_vocab = source.n_vocab();
     check_tokens(windows, n_vocab)?;
     let n_ctx = windows.first().map_or(0, Vec::len);
@@ -273,7 +308,11 @@ pub fn perplexity(
             check_row(n_vocab, group, first, w, p, row)?;
             order.expect(w, p)?;
             if p + 1 < n_ctx {
-                sum.add(row_nll(row, group[w][p + 1] as usize));
+                let target = group[w][p + 1] as usize;
+                sum.add(match save.as_mut() {
+                    Some(save) => save(row, target)?,
+                    None => row_nll(row, target),
+                });
             } else {
                 per_chunk.push(sum.ppl());
                 progress(&ChunkDone {

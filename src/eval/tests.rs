@@ -377,3 +377,46 @@ fn long_rows_split_across_threads_give_the_sequential_results() {
     acc.add(&logits, &base, 77);
     assert_eq!(acc.n_same_top, 1);
 }
+
+#[test]
+fn saved_rows_form_a_base_file_that_reproduces_the_run() {
+    let n_vocab = 77;
+    let n_ctx = 20;
+    let tokens = text(n_ctx * 4 + 9, n_vocab);
+    let windows = make_windows(&tokens, &opts(n_ctx, Some(3), Some(2))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ours.logits");
+    let mut w =
+        kl_base::KlBaseWriter::new(Vec::new(), n_ctx, n_vocab, &tokens[..3 * n_ctx]).unwrap();
+    let mut s = source(n_vocab, |w, p| noisy_row(w, p, n_vocab));
+    let saved = perplexity_saving(&mut s, &windows, 2, &mut |_| {}, &mut w, &path).unwrap();
+    std::fs::write(&path, w.finish()).unwrap();
+    let plain = perplexity(
+        &mut source(n_vocab, |w, p| noisy_row(w, p, n_vocab)),
+        &windows,
+        1,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(
+        (saved.ppl - plain.ppl).abs() < 1e-5 * plain.ppl,
+        "{} vs {}",
+        saved.ppl,
+        plain.ppl
+    );
+
+    let base = KlBase::open(&path).unwrap();
+    assert_eq!(base.tokens(), tokens[..3 * n_ctx]);
+    let kl = kl_divergence_vs_base(
+        &mut source(n_vocab, |w, p| noisy_row(w, p, n_vocab)),
+        &base,
+        Some(2),
+        None,
+        1,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(kl.top1, 1.0);
+    assert!(kl.kl_mean.abs() < 2e-5, "{}", kl.kl_mean);
+    assert_eq!(kl.n_tokens, saved.n_tokens);
+}
