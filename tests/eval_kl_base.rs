@@ -222,6 +222,46 @@ fn reads_llama_perplexity_kl_base_file() {
         ppl.ppl
     );
     assert_eq!(ppl.per_chunk.len(), CHUNKS);
+
+    // Our writer, read by llama.cpp: save the replayed rows as a base file and let
+    // llama-perplexity compare the model with them. It must take our header (its PPL(Q) is then
+    // the model's perplexity on these very tokens) and find the same distributions.
+    let ours_path = dir.path().join("ours.logits");
+    let mut writer =
+        eval::kl_base::KlBaseWriter::new(Vec::new(), N_CTX, base.n_vocab(), &base.tokens())
+            .unwrap();
+    eval::perplexity_saving(
+        &mut Replay { base: &base },
+        &windows,
+        CHUNKS,
+        &mut |_| {},
+        &mut writer,
+        &ours_path,
+    )
+    .unwrap();
+    std::fs::write(&ours_path, writer.finish()).unwrap();
+    let vs_ours = llama_output(
+        Command::new(common::llama_tool("llama-perplexity"))
+            .arg("-m")
+            .arg(&model)
+            .args(common_args)
+            .arg("--kl-divergence-base")
+            .arg(&ours_path)
+            .arg("--kl-divergence"),
+    );
+    let ppl_q = figure(&vs_ours, "Mean PPL(Q)");
+    assert!(
+        (ppl_q - llama_ppl).abs() < 1e-4 * llama_ppl,
+        "llama.cpp's PPL on our file {ppl_q} vs {llama_ppl}"
+    );
+    let kld = figure(&vs_ours, "Mean    KLD:");
+    // The rewritten rows are llama.cpp's rows renormalized by their sum S (1 to 1.0055, see
+    // above), so against the model's exact distribution KL ~ -ln S, within +-0.0055.
+    assert!(
+        (-0.0055..0.0055).contains(&kld),
+        "llama.cpp's KLD against our rewritten rows: {kld}"
+    );
+    assert!(figure(&vs_ours, "Same top p:") > 99.0);
 }
 
 #[test]
