@@ -71,6 +71,11 @@ pub fn make_windows(tokens: &[u32], opts: &EvalOptions) -> Result<Vec<Vec<u32>>>
             n_ctx,
         });
     }
+    if opts.max_chunks == Some(0) {
+        return Err(Error::Invalid(
+            "the number of chunks must be at least 1".into(),
+        ));
+    }
     let fit = tokens.len() / n_ctx;
     let n_chunk = opts.max_chunks.map_or(fit, |c| c.min(fit));
     Ok(tokens
@@ -600,6 +605,11 @@ pub fn kl_divergence_vs_base(
             base.path().display(),
             base.n_vocab()
         )));
+    }
+    if max_chunks == Some(0) {
+        return Err(Error::Invalid(
+            "the number of chunks must be at least 1".into(),
+        ));
     }
     let n_chunks = max_chunks.map_or(base.n_chunks(), |c| c.min(base.n_chunks()));
     let n_ctx = base.n_ctx();

@@ -93,6 +93,7 @@ fn windows_follow_llama_perplexity() {
         "{err}"
     );
     assert!(make_windows(&tokens, &opts(2, None, None)).is_err());
+    assert!(make_windows(&tokens, &opts(16, Some(0), None)).is_err());
 }
 
 #[test]
