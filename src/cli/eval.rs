@@ -9,13 +9,8 @@ use gguf_prune::eval::{
 use gguf_prune::gguf::Model;
 
 /// Measure a model's perplexity on a text, as llama-perplexity does (same chunks, same scored
-/// tokens, same formula), and optionally how far its predictions are from a reference.
-///
-/// Examples:
-///   gguf-prune eval small.gguf --text wiki.test.raw --chunks 20
-///   gguf-prune eval small.gguf --ref model.gguf --text wiki.test.raw
-///   llama-perplexity -m model.gguf -f wiki.test.raw --kl-divergence-base base.logits
-///   gguf-prune eval model.gguf --kl-base base.logits
+/// tokens, same formula), and optionally how far its predictions are from a reference (the
+/// `Eval` command's doc in mod.rs is the help text).
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
     /// The GGUF model to evaluate.

@@ -35,6 +35,13 @@ pub enum Command {
     /// Check a GGUF file's structure: counts, offsets, alignment, ranges.
     Verify(verify::VerifyArgs),
     /// Perplexity and KL divergence against a reference, computed as llama-perplexity does.
+    ///
+    /// Examples:
+    ///   gguf-prune eval small.gguf --text wiki.test.raw --chunks 20
+    ///   gguf-prune eval small.gguf --ref model.gguf --text wiki.test.raw --json
+    ///   llama-perplexity -m model.gguf -f wiki.test.raw --kl-divergence-base base.logits
+    ///   gguf-prune eval model.gguf --kl-base base.logits
+    #[command(verbatim_doc_comment)]
     Eval(eval::EvalArgs),
 }
 
