@@ -106,8 +106,12 @@ pub enum Error {
     #[error("vocabulary mismatch: {0}")]
     VocabMismatch(String),
     /// Occurs when a `--kl-divergence-base` logits file is malformed or truncated.
-    #[error("logits file, at byte {offset}: {what}")]
-    KlBaseFormat { offset: u64, what: String },
+    #[error("{}: at byte {offset}: {what}", path.display())]
+    KlBaseFormat {
+        path: PathBuf,
+        offset: u64,
+        what: String,
+    },
     /// Occurs when a logits source breaks its contract (row length, order, missing rows).
     #[error("logits source: {0}")]
     LogitsSource(String),

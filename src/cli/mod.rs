@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod eval;
 pub mod inspect;
 pub mod progress;
 pub mod prune;
@@ -37,6 +38,15 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Quantize a model as llama-quantize does (Q4_K_M, Q8_0, ...), optionally with an imatrix.
     Quantize(quantize::QuantizeArgs),
+    /// Perplexity and KL divergence against a reference, computed as llama-perplexity does.
+    ///
+    /// Examples:
+    ///   gguf-prune eval small.gguf --text wiki.test.raw --chunks 20
+    ///   gguf-prune eval small.gguf --ref model.gguf --text wiki.test.raw --json
+    ///   llama-perplexity -m model.gguf -f wiki.test.raw --kl-divergence-base base.logits
+    ///   gguf-prune eval model.gguf --kl-base base.logits
+    #[command(verbatim_doc_comment)]
+    Eval(eval::EvalArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -45,6 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Inspect(args)) => inspect::run(args),
         Some(Command::Verify(args)) => verify::run(args),
         Some(Command::Quantize(args)) => quantize::run(args),
+        Some(Command::Eval(args)) => eval::run(args),
     }
 }
 
