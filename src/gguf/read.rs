@@ -152,10 +152,11 @@ impl Content {
                 })?;
             let size = if ggml_type.is_known() {
                 let block = ggml_type.block_size().unwrap_or(1);
-                if dims.first().copied().unwrap_or(1) % block != 0 {
+                // A tensor with no dimensions is one element (as in ggml), so its row is 1 long.
+                let row = dims.first().copied().unwrap_or(1);
+                if row % block != 0 {
                     return Err(r.error_at(info_at, format!(
-                        "tensor {name:?}: row length {} is not a multiple of {ggml_type}'s block size {block}",
-                        dims[0]
+                        "tensor {name:?}: row length {row} is not a multiple of {ggml_type}'s block size {block}"
                     )));
                 }
                 ggml_type
