@@ -43,6 +43,7 @@ fn rewrite(input: &Path, out: &Path, options: &WriteOptions) -> Vec<PathBuf> {
         options,
         &mut |_, _| {},
     )
+    .and_then(|pending| pending.commit())
     .unwrap_or_else(|e| panic!("writing {}: {e}", out.display()))
 }
 
@@ -260,6 +261,7 @@ fn layer_removal_through_the_writer_keeps_order_and_bytes() {
         &WriteOptions::default(),
         &mut |_, _| {},
     )
+    .and_then(|pending| pending.commit())
     .unwrap();
     let got = GgufFile::open(&out).unwrap();
     assert_eq!(
@@ -314,6 +316,7 @@ fn key_order_is_kept_when_values_change() {
         &WriteOptions::default(),
         &mut |_, _| {},
     )
+    .and_then(|pending| pending.commit())
     .unwrap();
     let got = GgufFile::open(&out).unwrap();
     let mut expected = before.clone();

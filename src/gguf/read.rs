@@ -102,13 +102,8 @@ impl Content {
             if key == ALIGNMENT_KEY {
                 alignment_at = key_at;
             }
-            let type_at = r.pos;
             let value_type = r.value_type(&key)?;
-            let value = r.value(value_type, &key, 0).map_err(|e| match e {
-                Error::Parse { .. } => e,
-                other => other,
-            })?;
-            let _ = type_at;
+            let value = r.value(value_type, &key, 0)?;
             metadata.push(key, value);
         }
 
