@@ -729,6 +729,7 @@ fn write_split(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         &options,
         &mut |_, _| {},
     )
+    .and_then(|pending| pending.commit())
     .unwrap()
 }
 
