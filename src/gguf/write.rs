@@ -269,6 +269,12 @@ pub fn write_model(
         }
     }
     let n_shards = ranges.len() as u64;
+    if n_shards > u16::MAX as u64 {
+        return Err(Error::Invalid(format!(
+            "the split would make {n_shards} shards, but llama.cpp counts them in a u16 (at most {}): use a larger split size",
+            u16::MAX
+        )));
+    }
     let shards: Vec<Shard> = if options.split_max_bytes.is_none() {
         vec![Shard {
             target: target.to_path_buf(),
@@ -347,6 +353,16 @@ fn check_target(target: &Path, options: &WriteOptions) -> Result<()> {
             return Err(Error::OutputIsInput {
                 path: target.to_path_buf(),
             });
+        }
+    }
+    // Replacing means renaming onto the path: never onto a folder, a device or a pipe, even
+    // with --force (as root, `-o /dev/null --force` would otherwise replace the device node).
+    if let Ok(meta) = std::fs::metadata(target) {
+        if !meta.is_file() {
+            return Err(Error::Invalid(format!(
+                "{} exists and is not a regular file; refusing to replace it",
+                target.display()
+            )));
         }
     }
     if target.exists() && !options.overwrite {
