@@ -7,6 +7,8 @@ mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::path::Path;
+use std::process::Command;
 
 use gguf_prune::gguf::{Array, Content, GgufFile, Model, Value};
 use support::{
@@ -146,9 +148,20 @@ fn truncated_files_on_disk_are_errors_naming_the_path() {
     let missing = dir.path().join("missing.gguf");
     let msg = GgufFile::open(&missing).err().unwrap().to_string();
     assert!(msg.contains("missing.gguf"), "{msg}");
-    // A folder is not a GGUF file.
-    let msg = GgufFile::open(dir.path()).err().unwrap().to_string();
-    assert!(msg.contains(dir.path().to_str().unwrap()), "{msg}");
+    // A folder, a device and a named pipe are refused before opening (a pipe would block).
+    let fifo = dir.path().join("pipe.gguf");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for p in [dir.path(), Path::new("/dev/zero"), &fifo] {
+        let msg = GgufFile::open(p).err().unwrap().to_string();
+        assert!(
+            msg.contains(p.to_str().unwrap()) && msg.contains("not a regular file"),
+            "{msg}"
+        );
+    }
 }
 
 #[test]
@@ -854,4 +867,38 @@ fn every_value_type_is_still_accepted() {
             .len(),
         4
     );
+}
+
+#[test]
+fn splits_beyond_llama_cpps_shard_count_are_refused() {
+    // split.count is a u16 in llama.cpp: 65,536 shards cannot be named.
+    let dir = common::workdir();
+    let tensors = (0..65_536)
+        .map(|i| gguf_prune::gguf::OutTensor {
+            name: format!("t.{i}"),
+            dims: vec![8],
+            ggml_type: gguf_prune::gguf::GgmlType::F32,
+            data: gguf_prune::gguf::TensorData::Bytes(vec![0; 32]),
+        })
+        .collect();
+    let options = gguf_prune::gguf::WriteOptions {
+        split_max_bytes: Some(32),
+        ..Default::default()
+    };
+    let err = gguf_prune::gguf::write_model(
+        &dir.path().join("m.gguf"),
+        3,
+        &gguf_prune::gguf::Metadata::new(),
+        tensors,
+        &options,
+        &mut |_, _| {},
+    )
+    .err()
+    .expect("65,536 shards must be refused")
+    .to_string();
+    assert!(
+        err.contains("65536 shards") && err.contains("at most 65535"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
