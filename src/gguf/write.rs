@@ -246,6 +246,7 @@ pub fn write_model(
     options: &WriteOptions,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Pending> {
+    check_writable(version, metadata, &tensors)?;
     let alignment = alignment_of(metadata);
     let padded: Vec<u64> = tensors
         .iter()
@@ -344,6 +345,58 @@ pub fn write_model(
         )?;
     }
     Ok(pending)
+}
+
+/// Refuses what would make a file that llama.cpp (and our own reader) rejects: a version
+/// other than 2 or 3, a `general.alignment` that is not a power of two as u32, two tensors of
+/// one name, or a known-type tensor whose bytes do not match its type and dimensions.
+fn check_writable(version: u32, metadata: &Metadata, tensors: &[OutTensor]) -> Result<()> {
+    if version != 2 && version != 3 {
+        return Err(Error::Invalid(format!(
+            "cannot write GGUF version {version} (only 2 and 3)"
+        )));
+    }
+    if let Some(v) = metadata.get(ALIGNMENT_KEY) {
+        if !matches!(v, Value::U32(a) if *a != 0 && a.is_power_of_two()) {
+            return Err(Error::Invalid(format!(
+                "{ALIGNMENT_KEY} is {} ({:?}), expected a power of two as u32",
+                v.display(4),
+                v.value_type()
+            )));
+        }
+    }
+    let mut names = std::collections::HashSet::with_capacity(tensors.len());
+    for t in tensors {
+        if !names.insert(t.name.as_str()) {
+            return Err(Error::Invalid(format!(
+                "two output tensors are named {:?}",
+                t.name
+            )));
+        }
+        if t.dims.len() > super::read::MAX_DIMS as usize {
+            return Err(Error::Invalid(format!(
+                "tensor {:?} has {} dimensions, at most {} allowed",
+                t.name,
+                t.dims.len(),
+                super::read::MAX_DIMS
+            )));
+        }
+        if t.ggml_type.is_known() {
+            let n = t.dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+            let expected = n.and_then(|n| t.ggml_type.bytes_for(n));
+            if expected != Some(t.data.len()) {
+                return Err(Error::Invalid(format!(
+                    "tensor {:?}: {} bytes of data, but {} {:?} takes {}",
+                    t.name,
+                    t.data.len(),
+                    t.ggml_type,
+                    t.dims,
+                    expected.map_or("no whole number of bytes".into(), |e| e.to_string())
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_target(target: &Path, options: &WriteOptions) -> Result<()> {
