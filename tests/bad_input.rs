@@ -902,3 +902,82 @@ fn splits_beyond_llama_cpps_shard_count_are_refused() {
     );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn the_writer_refuses_files_its_reader_would_reject() {
+    use gguf_prune::gguf::{GgmlType, Metadata, OutTensor, TensorData, WriteOptions};
+    let dir = common::workdir();
+    let tensor = |name: &str, dims: Vec<u64>, ggml_type: GgmlType, len: usize| OutTensor {
+        name: name.to_string(),
+        dims,
+        ggml_type,
+        data: TensorData::Bytes(vec![0; len]),
+    };
+    let write = |version: u32, meta: &Metadata, tensors: Vec<OutTensor>| {
+        gguf_prune::gguf::write_model(
+            &dir.path().join("w.gguf"),
+            version,
+            meta,
+            tensors,
+            &WriteOptions::default(),
+            &mut |_, _| {},
+        )
+        .err()
+        .expect("must be refused")
+        .to_string()
+    };
+    let empty = Metadata::new();
+    let ok = || vec![tensor("a", vec![8], GgmlType::F32, 32)];
+    for v in [0, 1, 4] {
+        let e = write(v, &empty, ok());
+        assert!(e.contains(&format!("cannot write GGUF version {v}")), "{e}");
+    }
+    for (value, shown) in [
+        (Value::U64(64), "64 (U64)"),
+        (Value::U32(48), "48 (U32)"),
+        (Value::U32(0), "0 (U32)"),
+    ] {
+        let mut meta = Metadata::new();
+        meta.set("general.alignment", value);
+        let e = write(3, &meta, ok());
+        assert!(
+            e.contains(&format!(
+                "general.alignment is {shown}, expected a power of two"
+            )),
+            "{e}"
+        );
+    }
+    let mut twice = ok();
+    twice.push(tensor("a", vec![8], GgmlType::F32, 32));
+    let e = write(3, &empty, twice);
+    assert!(e.contains("two output tensors are named \"a\""), "{e}");
+    let e = write(
+        3,
+        &empty,
+        vec![tensor("q", vec![32, 2], GgmlType::Q8_0, 34)],
+    );
+    assert!(
+        e.contains("tensor \"q\": 34 bytes of data, but Q8_0 [32, 2] takes 68"),
+        "{e}"
+    );
+    let e = write(3, &empty, vec![tensor("q", vec![31], GgmlType::Q4_0, 18)]);
+    assert!(e.contains("takes no whole number of bytes"), "{e}");
+    let e = write(3, &empty, vec![tensor("d", vec![1; 5], GgmlType::F32, 4)]);
+    assert!(e.contains("has 5 dimensions, at most 4"), "{e}");
+    // Nothing was written, not even a temporary file.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    // Unknown types are carried by length, whatever their dimensions say.
+    let unknown = vec![tensor("u", vec![3], GgmlType::Unknown(1000), 7)];
+    gguf_prune::gguf::write_model(
+        &dir.path().join("u.gguf"),
+        3,
+        &empty,
+        unknown,
+        &WriteOptions::default(),
+        &mut |_, _| {},
+    )
+    .and_then(|p| p.commit())
+    .unwrap();
+    let f = GgufFile::open(dir.path().join("u.gguf")).unwrap();
+    assert_eq!(f.content.tensors[0].ggml_type, GgmlType::Unknown(1000));
+}
