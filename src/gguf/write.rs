@@ -77,64 +77,104 @@ pub fn header_bytes(
     alignment: u64,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 << 16);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&version.to_le_bytes());
-    out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
-    out.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
-    for (key, value) in metadata.iter() {
-        put_string(&mut out, key.as_bytes());
-        out.extend_from_slice(&(value.value_type() as u32).to_le_bytes());
-        put_value(&mut out, value);
-    }
-    for (t, &offset) in tensors.iter().zip(offsets) {
-        put_string(&mut out, t.name.as_bytes());
-        out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
-        for d in &t.dims {
-            out.extend_from_slice(&d.to_le_bytes());
-        }
-        out.extend_from_slice(&t.ggml_type.to_u32().to_le_bytes());
-        out.extend_from_slice(&offset.to_le_bytes());
-    }
-    out.resize(align_up(out.len() as u64, alignment) as usize, 0);
+    write_header(&mut out, version, metadata, tensors, offsets, alignment)
+        .expect("writing to a Vec cannot fail");
     out
 }
 
-fn put_string(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-    out.extend_from_slice(s);
+/// Streams the header to `w` (as [`header_bytes`] lays it out) and returns its length. A
+/// 262,144-token vocabulary makes a header of several MiB: streamed, it is never held whole.
+pub fn write_header<W: Write>(
+    w: &mut W,
+    version: u32,
+    metadata: &Metadata,
+    tensors: &[&OutTensor],
+    offsets: &[u64],
+    alignment: u64,
+) -> io::Result<u64> {
+    let mut out = Counted { inner: w, n: 0 };
+    out.write_all(MAGIC)?;
+    out.write_all(&version.to_le_bytes())?;
+    out.write_all(&(tensors.len() as u64).to_le_bytes())?;
+    out.write_all(&(metadata.len() as u64).to_le_bytes())?;
+    for (key, value) in metadata.iter() {
+        put_string(&mut out, key.as_bytes())?;
+        out.write_all(&(value.value_type() as u32).to_le_bytes())?;
+        put_value(&mut out, value)?;
+    }
+    for (t, &offset) in tensors.iter().zip(offsets) {
+        put_string(&mut out, t.name.as_bytes())?;
+        out.write_all(&(t.dims.len() as u32).to_le_bytes())?;
+        for d in &t.dims {
+            out.write_all(&d.to_le_bytes())?;
+        }
+        out.write_all(&t.ggml_type.to_u32().to_le_bytes())?;
+        out.write_all(&offset.to_le_bytes())?;
+    }
+    let mut pad = align_up(out.n, alignment) - out.n;
+    while pad > 0 {
+        let step = pad.min(64);
+        out.write_all(&[0u8; 64][..step as usize])?;
+        pad -= step;
+    }
+    Ok(out.n)
 }
 
-fn put_value(out: &mut Vec<u8>, value: &Value) {
+/// A writer that counts the bytes through it.
+struct Counted<'a, W: Write> {
+    inner: &'a mut W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn put_string(out: &mut impl Write, s: &[u8]) -> io::Result<()> {
+    out.write_all(&(s.len() as u64).to_le_bytes())?;
+    out.write_all(s)
+}
+
+fn put_value(out: &mut impl Write, value: &Value) -> io::Result<()> {
     match value {
-        Value::U8(v) => out.push(*v),
-        Value::I8(v) => out.push(*v as u8),
-        Value::U16(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::I16(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::U32(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::I32(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::F32(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::U64(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::I64(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::F64(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::Bool(v) => out.push(*v as u8),
+        Value::U8(v) => out.write_all(&[*v]),
+        Value::I8(v) => out.write_all(&[*v as u8]),
+        Value::U16(v) => out.write_all(&v.to_le_bytes()),
+        Value::I16(v) => out.write_all(&v.to_le_bytes()),
+        Value::U32(v) => out.write_all(&v.to_le_bytes()),
+        Value::I32(v) => out.write_all(&v.to_le_bytes()),
+        Value::F32(v) => out.write_all(&v.to_le_bytes()),
+        Value::U64(v) => out.write_all(&v.to_le_bytes()),
+        Value::I64(v) => out.write_all(&v.to_le_bytes()),
+        Value::F64(v) => out.write_all(&v.to_le_bytes()),
+        Value::Bool(v) => out.write_all(&[*v as u8]),
         Value::String(s) => put_string(out, s),
         Value::Array(a) => put_array(out, a),
     }
 }
 
-fn put_array(out: &mut Vec<u8>, array: &Array) {
-    out.extend_from_slice(&(array.elem_type() as u32).to_le_bytes());
-    out.extend_from_slice(&(array.len() as u64).to_le_bytes());
+fn put_array(out: &mut impl Write, array: &Array) -> io::Result<()> {
+    out.write_all(&(array.elem_type() as u32).to_le_bytes())?;
+    out.write_all(&(array.len() as u64).to_le_bytes())?;
     macro_rules! le {
-        ($v:expr) => {
+        ($v:expr) => {{
             for x in $v {
-                out.extend_from_slice(&x.to_le_bytes());
+                out.write_all(&x.to_le_bytes())?;
             }
-        };
+            Ok(())
+        }};
     }
     match array {
-        Array::U8(v) => out.extend_from_slice(v),
-        Array::I8(v) => out.extend(v.iter().map(|&x| x as u8)),
+        Array::U8(v) => out.write_all(v),
+        Array::I8(v) => le!(v),
         Array::U16(v) => le!(v),
         Array::I16(v) => le!(v),
         Array::U32(v) => le!(v),
@@ -143,9 +183,9 @@ fn put_array(out: &mut Vec<u8>, array: &Array) {
         Array::U64(v) => le!(v),
         Array::I64(v) => le!(v),
         Array::F64(v) => le!(v),
-        Array::Bool(v) => out.extend(v.iter().map(|&x| x as u8)),
-        Array::String(v) => v.iter().for_each(|s| put_string(out, s)),
-        Array::Array(v) => v.iter().for_each(|a| put_array(out, a)),
+        Array::Bool(v) => le!(v.iter().map(|&x| x as u8)),
+        Array::String(v) => v.iter().try_for_each(|s| put_string(out, s)),
+        Array::Array(v) => v.iter().try_for_each(|a| put_array(out, a)),
     }
 }
 
@@ -471,9 +511,8 @@ fn write_one(
         next = align_up(next + t.data.len(), alignment);
     }
     let refs: Vec<&OutTensor> = tensors.iter().collect();
-    let header = header_bytes(version, metadata, &refs, &offsets, alignment);
     let mut out = BufWriter::with_capacity(1 << 20, file);
-    out.write_all(&header).map_err(io_err(path))?;
+    write_header(&mut out, version, metadata, &refs, &offsets, alignment).map_err(io_err(path))?;
     let mut file = out.into_inner().map_err(|e| Error::Io {
         path: path.to_path_buf(),
         source: e.into_error(),
