@@ -43,6 +43,10 @@ fuzz_target!(|data: &[u8]| {
     );
     let data_len = data.len() as u64 - content.data_offset.min(data.len() as u64);
     for t in &content.tensors {
-        assert!(t.offset + t.size <= data_len, "tensor {:?} out of range", t.name);
+        assert!(
+            t.offset + t.size <= data_len,
+            "tensor {:?} out of range",
+            t.name
+        );
     }
 });

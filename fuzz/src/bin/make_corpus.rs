@@ -23,7 +23,10 @@ fn main() {
             format!("every-value-type-v{version}"),
             g.f32_tensor("w", &[2, 2], 1.0).build().bytes,
         ));
-        seeds.push((format!("llama-v{version}"), tiny_llama(version, 2).build().bytes));
+        seeds.push((
+            format!("llama-v{version}"),
+            tiny_llama(version, 2).build().bytes,
+        ));
     }
     seeds.push(("gemma3".into(), tiny_gemma3(6).build().bytes));
     seeds.push(("empty".into(), Gguf::new(3).build().bytes));
