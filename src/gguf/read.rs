@@ -84,16 +84,23 @@ impl Content {
         let tensor_count = r.u64("tensor count")?;
         let kv_count = r.u64("metadata key-value count")?;
         // Smallest possible entries: a key-value is a length, a type and one byte; a tensor info
-        // is an empty name, n_dims, one dimension, a type and an offset.
-        r.check_count(kv_count, 8 + 4 + 1, "metadata key-value count")?;
-        r.check_count(tensor_count, 8 + 4 + 8 + 4 + 8, "tensor count")?;
+        // is an empty name, n_dims, a type and an offset (no dimensions: a scalar).
+        r.check_count(kv_count, 8 + 4 + 1, "metadata key-value count", 16)?;
+        r.check_count(tensor_count, 8 + 4 + 4 + 8, "tensor count", 8)?;
 
         let mut metadata = Metadata::new();
+        // Duplicate keys are found with a set: `Metadata::contains` is a scan, and a hostile
+        // file can hold a million keys.
+        let mut seen_keys = std::collections::HashSet::new();
+        let mut alignment_at = 0;
         for _ in 0..kv_count {
             let key_at = r.pos;
             let key = r.utf8("key")?;
-            if metadata.contains(&key) {
+            if !seen_keys.insert(key.clone()) {
                 return Err(r.error_at(key_at, format!("duplicate metadata key {key:?}")));
+            }
+            if key == ALIGNMENT_KEY {
+                alignment_at = key_at;
             }
             let value_type = r.value_type(&key)?;
             let value = r.value(value_type, &key, 0)?;
@@ -105,7 +112,7 @@ impl Content {
             Some(Value::U32(a)) if *a != 0 && a.is_power_of_two() => *a as u64,
             Some(other) => {
                 return Err(r.error_at(
-                    r.pos,
+                    alignment_at,
                     format!(
                         "{ALIGNMENT_KEY} is {}, expected a power of two as u32",
                         other.display(4)
@@ -137,8 +144,9 @@ impl Content {
             let ggml_type = GgmlType::from_u32(type_id);
             let offset = r.u64("tensor offset")?;
             let n_elements = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+            // ggml counts elements (and each dimension) in an i64.
             let n_elements = n_elements
-                .filter(|&n| n <= i64::MAX as u64)
+                .filter(|&n| n <= i64::MAX as u64 && dims.iter().all(|&d| d <= i64::MAX as u64))
                 .ok_or_else(|| {
                     r.error_at(
                         info_at,
@@ -147,10 +155,11 @@ impl Content {
                 })?;
             let size = if ggml_type.is_known() {
                 let block = ggml_type.block_size().unwrap_or(1);
-                if dims.first().copied().unwrap_or(1) % block != 0 {
+                // A tensor with no dimensions is one element (as in ggml), so its row is 1 long.
+                let row = dims.first().copied().unwrap_or(1);
+                if row % block != 0 {
                     return Err(r.error_at(info_at, format!(
-                        "tensor {name:?}: row length {} is not a multiple of {ggml_type}'s block size {block}",
-                        dims[0]
+                        "tensor {name:?}: row length {row} is not a multiple of {ggml_type}'s block size {block}"
                     )));
                 }
                 ggml_type
@@ -259,14 +268,15 @@ impl<'a> Reader<'a> {
         Ok(&self.bytes[start..self.pos])
     }
 
-    /// Refuses a count whose smallest encoding would not fit in the remaining bytes.
-    fn check_count(&self, count: u64, min_bytes_each: u64, what: &str) -> Result<()> {
+    /// Refuses a count (read at offset `at`) whose smallest encoding would not fit in the
+    /// remaining bytes.
+    fn check_count(&self, count: u64, min_bytes_each: u64, what: &str, at: usize) -> Result<()> {
         if count
             .checked_mul(min_bytes_each)
             .is_none_or(|n| n > self.remaining())
         {
             return Err(self.error_at(
-                self.pos.saturating_sub(8),
+                at,
                 format!(
                     "{what} {count} cannot fit in the {} bytes that remain",
                     self.remaining()

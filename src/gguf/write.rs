@@ -77,64 +77,104 @@ pub fn header_bytes(
     alignment: u64,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 << 16);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&version.to_le_bytes());
-    out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
-    out.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
-    for (key, value) in metadata.iter() {
-        put_string(&mut out, key.as_bytes());
-        out.extend_from_slice(&(value.value_type() as u32).to_le_bytes());
-        put_value(&mut out, value);
-    }
-    for (t, &offset) in tensors.iter().zip(offsets) {
-        put_string(&mut out, t.name.as_bytes());
-        out.extend_from_slice(&(t.dims.len() as u32).to_le_bytes());
-        for d in &t.dims {
-            out.extend_from_slice(&d.to_le_bytes());
-        }
-        out.extend_from_slice(&t.ggml_type.to_u32().to_le_bytes());
-        out.extend_from_slice(&offset.to_le_bytes());
-    }
-    out.resize(align_up(out.len() as u64, alignment) as usize, 0);
+    write_header(&mut out, version, metadata, tensors, offsets, alignment)
+        .expect("writing to a Vec cannot fail");
     out
 }
 
-fn put_string(out: &mut Vec<u8>, s: &[u8]) {
-    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-    out.extend_from_slice(s);
+/// Streams the header to `w` (as [`header_bytes`] lays it out) and returns its length. A
+/// 262,144-token vocabulary makes a header of several MiB: streamed, it is never held whole.
+pub fn write_header<W: Write>(
+    w: &mut W,
+    version: u32,
+    metadata: &Metadata,
+    tensors: &[&OutTensor],
+    offsets: &[u64],
+    alignment: u64,
+) -> io::Result<u64> {
+    let mut out = Counted { inner: w, n: 0 };
+    out.write_all(MAGIC)?;
+    out.write_all(&version.to_le_bytes())?;
+    out.write_all(&(tensors.len() as u64).to_le_bytes())?;
+    out.write_all(&(metadata.len() as u64).to_le_bytes())?;
+    for (key, value) in metadata.iter() {
+        put_string(&mut out, key.as_bytes())?;
+        out.write_all(&(value.value_type() as u32).to_le_bytes())?;
+        put_value(&mut out, value)?;
+    }
+    for (t, &offset) in tensors.iter().zip(offsets) {
+        put_string(&mut out, t.name.as_bytes())?;
+        out.write_all(&(t.dims.len() as u32).to_le_bytes())?;
+        for d in &t.dims {
+            out.write_all(&d.to_le_bytes())?;
+        }
+        out.write_all(&t.ggml_type.to_u32().to_le_bytes())?;
+        out.write_all(&offset.to_le_bytes())?;
+    }
+    let mut pad = align_up(out.n, alignment) - out.n;
+    while pad > 0 {
+        let step = pad.min(64);
+        out.write_all(&[0u8; 64][..step as usize])?;
+        pad -= step;
+    }
+    Ok(out.n)
 }
 
-fn put_value(out: &mut Vec<u8>, value: &Value) {
+/// A writer that counts the bytes through it.
+struct Counted<'a, W: Write> {
+    inner: &'a mut W,
+    n: u64,
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn put_string(out: &mut impl Write, s: &[u8]) -> io::Result<()> {
+    out.write_all(&(s.len() as u64).to_le_bytes())?;
+    out.write_all(s)
+}
+
+fn put_value(out: &mut impl Write, value: &Value) -> io::Result<()> {
     match value {
-        Value::U8(v) => out.push(*v),
-        Value::I8(v) => out.push(*v as u8),
-        Value::U16(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::I16(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::U32(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::I32(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::F32(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::U64(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::I64(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::F64(v) => out.extend_from_slice(&v.to_le_bytes()),
-        Value::Bool(v) => out.push(*v as u8),
+        Value::U8(v) => out.write_all(&[*v]),
+        Value::I8(v) => out.write_all(&[*v as u8]),
+        Value::U16(v) => out.write_all(&v.to_le_bytes()),
+        Value::I16(v) => out.write_all(&v.to_le_bytes()),
+        Value::U32(v) => out.write_all(&v.to_le_bytes()),
+        Value::I32(v) => out.write_all(&v.to_le_bytes()),
+        Value::F32(v) => out.write_all(&v.to_le_bytes()),
+        Value::U64(v) => out.write_all(&v.to_le_bytes()),
+        Value::I64(v) => out.write_all(&v.to_le_bytes()),
+        Value::F64(v) => out.write_all(&v.to_le_bytes()),
+        Value::Bool(v) => out.write_all(&[*v as u8]),
         Value::String(s) => put_string(out, s),
         Value::Array(a) => put_array(out, a),
     }
 }
 
-fn put_array(out: &mut Vec<u8>, array: &Array) {
-    out.extend_from_slice(&(array.elem_type() as u32).to_le_bytes());
-    out.extend_from_slice(&(array.len() as u64).to_le_bytes());
+fn put_array(out: &mut impl Write, array: &Array) -> io::Result<()> {
+    out.write_all(&(array.elem_type() as u32).to_le_bytes())?;
+    out.write_all(&(array.len() as u64).to_le_bytes())?;
     macro_rules! le {
-        ($v:expr) => {
+        ($v:expr) => {{
             for x in $v {
-                out.extend_from_slice(&x.to_le_bytes());
+                out.write_all(&x.to_le_bytes())?;
             }
-        };
+            Ok(())
+        }};
     }
     match array {
-        Array::U8(v) => out.extend_from_slice(v),
-        Array::I8(v) => out.extend(v.iter().map(|&x| x as u8)),
+        Array::U8(v) => out.write_all(v),
+        Array::I8(v) => le!(v),
         Array::U16(v) => le!(v),
         Array::I16(v) => le!(v),
         Array::U32(v) => le!(v),
@@ -143,9 +183,9 @@ fn put_array(out: &mut Vec<u8>, array: &Array) {
         Array::U64(v) => le!(v),
         Array::I64(v) => le!(v),
         Array::F64(v) => le!(v),
-        Array::Bool(v) => out.extend(v.iter().map(|&x| x as u8)),
-        Array::String(v) => v.iter().for_each(|s| put_string(out, s)),
-        Array::Array(v) => v.iter().for_each(|a| put_array(out, a)),
+        Array::Bool(v) => le!(v.iter().map(|&x| x as u8)),
+        Array::String(v) => v.iter().try_for_each(|s| put_string(out, s)),
+        Array::Array(v) => v.iter().try_for_each(|a| put_array(out, a)),
     }
 }
 
@@ -246,6 +286,7 @@ pub fn write_model(
     options: &WriteOptions,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<Pending> {
+    check_writable(version, metadata, &tensors)?;
     let alignment = alignment_of(metadata);
     let padded: Vec<u64> = tensors
         .iter()
@@ -269,6 +310,12 @@ pub fn write_model(
         }
     }
     let n_shards = ranges.len() as u64;
+    if n_shards > u16::MAX as u64 {
+        return Err(Error::Invalid(format!(
+            "the split would make {n_shards} shards, but llama.cpp counts them in a u16 (at most {}): use a larger split size",
+            u16::MAX
+        )));
+    }
     let shards: Vec<Shard> = if options.split_max_bytes.is_none() {
         vec![Shard {
             target: target.to_path_buf(),
@@ -340,6 +387,58 @@ pub fn write_model(
     Ok(pending)
 }
 
+/// Refuses what would make a file that llama.cpp (and our own reader) rejects: a version
+/// other than 2 or 3, a `general.alignment` that is not a power of two as u32, two tensors of
+/// one name, or a known-type tensor whose bytes do not match its type and dimensions.
+fn check_writable(version: u32, metadata: &Metadata, tensors: &[OutTensor]) -> Result<()> {
+    if version != 2 && version != 3 {
+        return Err(Error::Invalid(format!(
+            "cannot write GGUF version {version} (only 2 and 3)"
+        )));
+    }
+    if let Some(v) = metadata.get(ALIGNMENT_KEY) {
+        if !matches!(v, Value::U32(a) if *a != 0 && a.is_power_of_two()) {
+            return Err(Error::Invalid(format!(
+                "{ALIGNMENT_KEY} is {} ({:?}), expected a power of two as u32",
+                v.display(4),
+                v.value_type()
+            )));
+        }
+    }
+    let mut names = std::collections::HashSet::with_capacity(tensors.len());
+    for t in tensors {
+        if !names.insert(t.name.as_str()) {
+            return Err(Error::Invalid(format!(
+                "two output tensors are named {:?}",
+                t.name
+            )));
+        }
+        if t.dims.len() > super::read::MAX_DIMS as usize {
+            return Err(Error::Invalid(format!(
+                "tensor {:?} has {} dimensions, at most {} allowed",
+                t.name,
+                t.dims.len(),
+                super::read::MAX_DIMS
+            )));
+        }
+        if t.ggml_type.is_known() {
+            let n = t.dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+            let expected = n.and_then(|n| t.ggml_type.bytes_for(n));
+            if expected != Some(t.data.len()) {
+                return Err(Error::Invalid(format!(
+                    "tensor {:?}: {} bytes of data, but {} {:?} takes {}",
+                    t.name,
+                    t.data.len(),
+                    t.ggml_type,
+                    t.dims,
+                    expected.map_or("no whole number of bytes".into(), |e| e.to_string())
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn check_target(target: &Path, options: &WriteOptions) -> Result<()> {
     let canonical_target = canonical_or_self(target);
     for input in &options.protect {
@@ -347,6 +446,16 @@ fn check_target(target: &Path, options: &WriteOptions) -> Result<()> {
             return Err(Error::OutputIsInput {
                 path: target.to_path_buf(),
             });
+        }
+    }
+    // Replacing means renaming onto the path: never onto a folder, a device or a pipe, even
+    // with --force (as root, `-o /dev/null --force` would otherwise replace the device node).
+    if let Ok(meta) = std::fs::metadata(target) {
+        if !meta.is_file() {
+            return Err(Error::Invalid(format!(
+                "{} exists and is not a regular file; refusing to replace it",
+                target.display()
+            )));
         }
     }
     if target.exists() && !options.overwrite {
@@ -402,9 +511,8 @@ fn write_one(
         next = align_up(next + t.data.len(), alignment);
     }
     let refs: Vec<&OutTensor> = tensors.iter().collect();
-    let header = header_bytes(version, metadata, &refs, &offsets, alignment);
     let mut out = BufWriter::with_capacity(1 << 20, file);
-    out.write_all(&header).map_err(io_err(path))?;
+    write_header(&mut out, version, metadata, &refs, &offsets, alignment).map_err(io_err(path))?;
     let mut file = out.into_inner().map_err(|e| Error::Io {
         path: path.to_path_buf(),
         source: e.into_error(),
