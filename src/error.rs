@@ -72,7 +72,17 @@ pub enum Error {
     // === Tokenizer ===
 
     // === Forward pass and scoring ===
-
+    /// Occurs when a model's tensors do not fit the forward pass (shapes, types).
+    #[error("forward pass: {0}")]
+    Forward(String),
+    #[error("forward pass, {what}: {source}")]
+    Candle {
+        what: String,
+        source: candle_core::Error,
+    },
+    /// Occurs when the calibration text or options cannot give what scoring needs.
+    #[error("calibration: {0}")]
+    Calibration(String),
     // === Quantization ===
 
     // === Evaluation ===

@@ -5,6 +5,7 @@
 //! tensor names) -> write (streamed, atomic) -> verify.
 
 pub mod error;
+pub mod forward;
 pub mod gguf;
 pub mod interrupt;
 
