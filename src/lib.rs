@@ -8,5 +8,6 @@ pub mod error;
 pub mod forward;
 pub mod gguf;
 pub mod interrupt;
+pub mod score;
 
 pub use error::{Error, Result};

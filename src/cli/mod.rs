@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 
 pub mod inspect;
 pub mod prune;
+pub mod score;
+pub mod select;
 pub mod verify;
 
 /// Remove whole transformer layers from GGUF models (ShortGPT), for llama.cpp.
@@ -33,6 +35,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Check a GGUF file's structure: counts, offsets, alignment, ranges.
     Verify(verify::VerifyArgs),
+    /// Score every block (Block Influence, angular distance) on calibration text.
+    Score(score::ScoreArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -40,6 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         None => prune::run(cli.prune),
         Some(Command::Inspect(args)) => inspect::run(args),
         Some(Command::Verify(args)) => verify::run(args),
+        Some(Command::Score(args)) => score::run(args),
     }
 }
 

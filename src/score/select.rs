@@ -1,0 +1,365 @@
+//! Which blocks `--remove N` drops: candidate sets from the scores, the architecture's rules, and
+//! optionally (`--refine`) a choice among candidates by perplexity on held-back calibration text.
+
+use super::{calibration_text, calibration_windows, check_removal, score_layers, LayerScores};
+use crate::error::{Error, Result};
+use crate::forward::{Forward, LogitsSource, ModelLogits};
+use crate::gguf::Model;
+use std::path::PathBuf;
+
+/// How candidate sets are scored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// One-shot Block Influence: the N lowest-BI blocks.
+    Bi,
+    /// The contiguous run of N blocks with the lowest angular distance (Gromov et al.).
+    Angular,
+    /// Iterative BI: remove the lowest-BI block, re-score, repeat.
+    Iterative,
+}
+
+/// What `select_layers` needs; built by `SelectArgs::to_options` on the command line.
+#[derive(Clone, Debug)]
+pub struct SelectOptions {
+    /// Blocks to remove.
+    pub remove: usize,
+    /// The metric; `None` is the default method (see [`select_layers`]).
+    pub metric: Option<Metric>,
+    /// Choose among candidate sets by perplexity on held-back calibration text.
+    pub refine: bool,
+    /// Calibration text file; `None` is the built-in text.
+    pub calib: Option<PathBuf>,
+    /// Tokens per window.
+    pub ctx: usize,
+    /// Calibration tokens in all (held-back tokens included).
+    pub max_tokens: usize,
+    /// Allow removing the first and last blocks.
+    pub allow_ends: bool,
+}
+
+impl Default for SelectOptions {
+    fn default() -> Self {
+        SelectOptions {
+            remove: 0,
+            metric: None,
+            refine: false,
+            calib: None,
+            ctx: DEFAULT_CTX,
+            max_tokens: DEFAULT_MAX_TOKENS,
+            allow_ends: false,
+        }
+    }
+}
+
+/// Default window: 512 tokens, the context llama-perplexity and llama-imatrix runs use, long
+/// enough to exercise gemma's 512-token sliding window (ShortGPT used 256).
+pub const DEFAULT_CTX: usize = 512;
+pub const DEFAULT_MAX_TOKENS: usize = 8192;
+
+/// One candidate set of blocks to remove.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Candidate {
+    pub method: String,
+    /// Original block indices, sorted.
+    pub removed: Vec<usize>,
+    /// Perplexity on the held-back calibration windows (with `--refine`).
+    pub held_out_ppl: Option<f64>,
+}
+
+/// The outcome of a selection, with what a report needs.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Selection {
+    /// Original indices of the removed blocks, sorted.
+    pub removed: Vec<usize>,
+    /// The same blocks in the order the method picked them.
+    pub order: Vec<usize>,
+    /// How the set was chosen.
+    pub method: String,
+    /// Scores of the unpruned model (one pass over the scoring windows).
+    pub scores: LayerScores,
+    /// Every candidate considered.
+    pub candidates: Vec<Candidate>,
+    /// Scoring and held-back tokens.
+    pub n_tokens: usize,
+    pub held_out_tokens: usize,
+}
+
+/// Progress of a selection: `(stage, done, total)`.
+pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize);
+
+/// Picks `options.remove` blocks. With a metric, that metric's set; by default (no metric)
+/// iterative BI. `--refine` evaluates the candidate sets of every metric plus a greedy
+/// perplexity-guided set and keeps the one with the lowest held-back perplexity.
+/// The first and last blocks are kept unless `allow_ends`; every set passes the
+/// architecture's removal rules.
+pub fn select_layers(
+    model: &Model,
+    options: &SelectOptions,
+    progress: Progress,
+) -> Result<Selection> {
+    let fw = Forward::new(model)?;
+    let n_layer = fw.n_layer();
+    let n = options.remove;
+    let text = calibration_text(options.calib.as_deref())?;
+    let mut windows = calibration_windows(model, &text, options.ctx, options.max_tokens)?;
+    let held: Vec<Vec<u32>> = if options.refine {
+        if windows.len() < 2 {
+            return Err(Error::Calibration(format!(
+                "--refine needs at least 2 windows of {} tokens; the text gives 1",
+                options.ctx
+            )));
+        }
+        let k = (windows.len() / 4).max(1);
+        windows.split_off(windows.len() - k)
+    } else {
+        Vec::new()
+    };
+    let names: Vec<&str> = model.tensors.iter().map(|t| t.info.name.as_str()).collect();
+    let allowed: Vec<usize> = (0..n_layer)
+        .filter(|&i| options.allow_ends || (i != 0 && i + 1 != n_layer))
+        .collect();
+    if n >= n_layer || n > allowed.len() {
+        return Err(Error::Layers(format!(
+            "--remove {n}: the model has {n_layer} blocks, {} removable{}",
+            allowed.len(),
+            if options.allow_ends {
+                ""
+            } else {
+                " (first and last kept; --allow-ends to change)"
+            }
+        )));
+    }
+    let valid = |set: &[usize]| check_removal(model.metadata(), &names, set).is_ok();
+
+    let max_run = n.max(1);
+    let scores = score_layers(&fw, &windows, &[], max_run, &mut |il| {
+        progress("scoring", il + 1, n_layer)
+    })?;
+    let mut candidates: Vec<(String, Vec<usize>)> = Vec::new();
+    let wanted = |m: Metric| options.refine || options.metric.unwrap_or(Metric::Iterative) == m;
+    if n == 0 {
+        return Ok(Selection {
+            removed: vec![],
+            order: vec![],
+            method: "none".into(),
+            n_tokens: scores.n_tokens,
+            scores,
+            candidates: vec![],
+            held_out_tokens: 0,
+        });
+    }
+    if wanted(Metric::Bi) {
+        if let Some(order) = one_shot(&scores.bi, &allowed, n, &valid) {
+            candidates.push(("bi".into(), order));
+        }
+    }
+    if wanted(Metric::Angular) {
+        if let Some(order) = best_run(&scores.angular[n - 1], &allowed, n, &valid) {
+            candidates.push(("angular".into(), order));
+        }
+    }
+    if wanted(Metric::Iterative) {
+        let mut removed: Vec<usize> = Vec::new();
+        let mut current = scores.bi.clone();
+        for step in 0..n {
+            let pick = lowest(&current, &allowed, &removed, &valid);
+            let Some(pick) = pick else { break };
+            removed.push(pick);
+            if step + 1 < n {
+                current = score_layers(&fw, &windows, &removed, 1, &mut |il| {
+                    progress(&format!("iterative BI {}/{}", step + 2, n), il + 1, n_layer)
+                })?
+                .bi;
+            }
+        }
+        if removed.len() == n {
+            candidates.push(("iterative".into(), removed));
+        }
+    }
+    if !options.refine {
+        let (method, order) = candidates.into_iter().next().ok_or_else(|| {
+            Error::Layers(format!(
+                "no set of {n} blocks passes the architecture's removal rules"
+            ))
+        })?;
+        let mut removed = order.clone();
+        removed.sort_unstable();
+        let candidates = vec![Candidate {
+            method: method.clone(),
+            removed: removed.clone(),
+            held_out_ppl: None,
+        }];
+        return Ok(Selection {
+            removed,
+            order,
+            method,
+            n_tokens: scores.n_tokens,
+            scores,
+            candidates,
+            held_out_tokens: 0,
+        });
+    }
+
+    // --refine: a greedy set guided by held-back perplexity among the few lowest-BI blocks,
+    // then every candidate scored on the held-back windows.
+    let mut logits = ModelLogits::new(model)?;
+    let held_tokens: usize = held.iter().map(Vec::len).sum();
+    let mut ppl_cache: Vec<(Vec<usize>, f64)> = Vec::new();
+    let mut ppl = |set: &[usize], progress: Progress| -> Result<f64> {
+        let mut key = set.to_vec();
+        key.sort_unstable();
+        if let Some((_, p)) = ppl_cache.iter().find(|(k, _)| *k == key) {
+            return Ok(*p);
+        }
+        progress("held-back perplexity", 0, 1);
+        let p = held_out_perplexity(&mut logits, &held, &key)?;
+        ppl_cache.push((key, p));
+        Ok(p)
+    };
+    {
+        const WIDTH: usize = 3;
+        let mut removed: Vec<usize> = Vec::new();
+        let mut current = scores.bi.clone();
+        for step in 0..n {
+            let mut options_here: Vec<usize> = Vec::new();
+            let mut excluded = removed.clone();
+            while options_here.len() < WIDTH {
+                let Some(b) = lowest(&current, &allowed, &excluded, &|s: &[usize]| {
+                    valid(&[&removed[..], s].concat())
+                }) else {
+                    break;
+                };
+                options_here.push(b);
+                excluded.push(b);
+            }
+            let mut best: Option<(f64, usize)> = None;
+            for &b in &options_here {
+                let p = ppl(&[&removed[..], &[b]].concat(), progress)?;
+                if best.is_none_or(|(bp, _)| p < bp) {
+                    best = Some((p, b));
+                }
+            }
+            let Some((_, b)) = best else { break };
+            removed.push(b);
+            if step + 1 < n {
+                current = score_layers(&fw, &windows, &removed, 1, &mut |il| {
+                    progress(&format!("guided {}/{}", step + 2, n), il + 1, n_layer)
+                })?
+                .bi;
+            }
+        }
+        if removed.len() == n {
+            candidates.push(("guided".into(), removed));
+        }
+    }
+    let mut scored: Vec<Candidate> = Vec::new();
+    let mut best: Option<(f64, String, Vec<usize>)> = None;
+    for (method, order) in &candidates {
+        let p = ppl(order, progress)?;
+        let mut removed = order.clone();
+        removed.sort_unstable();
+        scored.push(Candidate {
+            method: method.clone(),
+            removed,
+            held_out_ppl: Some(p),
+        });
+        if best.as_ref().is_none_or(|(bp, _, _)| p < *bp) {
+            best = Some((p, method.clone(), order.clone()));
+        }
+    }
+    let (_, method, order) = best.ok_or_else(|| {
+        Error::Layers(format!(
+            "no set of {n} blocks passes the architecture's removal rules"
+        ))
+    })?;
+    let mut removed = order.clone();
+    removed.sort_unstable();
+    Ok(Selection {
+        removed,
+        order,
+        method: format!("{method} (refined)"),
+        n_tokens: scores.n_tokens,
+        scores,
+        candidates: scored,
+        held_out_tokens: held_tokens,
+    })
+}
+
+/// The allowed, valid block with the lowest score not in `exclude`.
+fn lowest(
+    scores: &[f64],
+    allowed: &[usize],
+    exclude: &[usize],
+    valid: &dyn Fn(&[usize]) -> bool,
+) -> Option<usize> {
+    let mut order: Vec<usize> = allowed
+        .iter()
+        .copied()
+        .filter(|b| !exclude.contains(b) && scores[*b].is_finite())
+        .collect();
+    order.sort_by(|a, b| scores[*a].total_cmp(&scores[*b]));
+    order
+        .into_iter()
+        .find(|&b| valid(&[exclude, &[b]].concat()))
+}
+
+/// The `n` lowest-scoring allowed blocks, skipping any that the architecture forbids.
+fn one_shot(
+    scores: &[f64],
+    allowed: &[usize],
+    n: usize,
+    valid: &dyn Fn(&[usize]) -> bool,
+) -> Option<Vec<usize>> {
+    let mut set = Vec::new();
+    while set.len() < n {
+        set.push(lowest(scores, allowed, &set, valid)?);
+    }
+    Some(set)
+}
+
+/// The contiguous allowed run of `n` blocks with the lowest angular distance.
+fn best_run(
+    angular: &[f64],
+    allowed: &[usize],
+    n: usize,
+    valid: &dyn Fn(&[usize]) -> bool,
+) -> Option<Vec<usize>> {
+    let mut best: Option<(f64, usize)> = None;
+    for (l, &a) in angular.iter().enumerate() {
+        let run: Vec<usize> = (l..l + n).collect();
+        if a.is_finite()
+            && run.iter().all(|b| allowed.contains(b))
+            && valid(&run)
+            && best.is_none_or(|(ba, _)| a < ba)
+        {
+            best = Some((a, l));
+        }
+    }
+    best.map(|(_, l)| (l..l + n).collect())
+}
+
+/// Perplexity of the model without `skip` on `windows`, the second half of each window scored
+/// (as llama-perplexity does).
+pub fn held_out_perplexity(
+    logits: &mut ModelLogits,
+    windows: &[Vec<u32>],
+    skip: &[usize],
+) -> Result<f64> {
+    logits.skip = skip.to_vec();
+    let first = windows.iter().map(Vec::len).min().unwrap_or(0) / 2;
+    let (mut nll, mut count) = (0.0f64, 0usize);
+    logits.logits(windows, first, &mut |w, p, row| {
+        if let Some(&target) = windows[w].get(p + 1) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+            nll += max + sum.ln() - row[target as usize] as f64;
+            count += 1;
+        }
+        Ok(())
+    })?;
+    if count == 0 {
+        return Err(Error::Calibration("no held-back tokens to score".into()));
+    }
+    Ok((nll / count as f64).exp())
+}
