@@ -1,9 +1,12 @@
 //! Which blocks `--remove N` drops: candidate sets from the scores, the architecture's rules, and
 //! optionally (`--refine`) a choice among candidates by perplexity on held-back calibration text.
 
-use super::{calibration_text, calibration_windows, check_removal, score_layers, LayerScores};
+use super::{
+    calibration_text, calibration_windows, check_removal, score_layers, score_layers_cached,
+    LayerScores,
+};
 use crate::error::{Error, Result};
-use crate::forward::{Forward, LogitsSource, ModelLogits};
+use crate::forward::{Forward, ModelLogits, StateCache};
 use crate::gguf::Model;
 use std::path::PathBuf;
 
@@ -56,6 +59,8 @@ impl Default for SelectOptions {
 /// enough to exercise gemma's 512-token sliding window (ShortGPT used 256).
 pub const DEFAULT_CTX: usize = 512;
 pub const DEFAULT_MAX_TOKENS: usize = 8192;
+/// Memory for residual-stream states kept between passes, per window set.
+const CACHE_BYTES: usize = 384 << 20;
 
 /// One candidate set of blocks to remove.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -133,6 +138,9 @@ pub fn select_layers(
     let valid = |set: &[usize]| check_removal(model.metadata(), &names, set).is_ok();
 
     let max_run = n.max(1);
+    // States of the scoring windows kept between iterative passes (each pass then starts at the
+    // block just removed instead of at the embedding).
+    let mut cache = StateCache::new(CACHE_BYTES);
     let scores = score_layers(&fw, &windows, &[], max_run, &mut |il| {
         progress("scoring", il + 1, n_layer)
     })?;
@@ -167,9 +175,15 @@ pub fn select_layers(
             let Some(pick) = pick else { break };
             removed.push(pick);
             if step + 1 < n {
-                current = score_layers(&fw, &windows, &removed, 1, &mut |il| {
-                    progress(&format!("iterative BI {}/{}", step + 2, n), il + 1, n_layer)
-                })?
+                let stage = format!("iterative BI {}/{}", step + 2, n);
+                current = score_layers_cached(
+                    &fw,
+                    &windows,
+                    &removed,
+                    &mut cache,
+                    &current,
+                    &mut |il| progress(&stage, il + 1, n_layer),
+                )?
                 .bi;
             }
         }
@@ -206,6 +220,7 @@ pub fn select_layers(
     let mut logits = ModelLogits::new(model)?;
     let held_tokens: usize = held.iter().map(Vec::len).sum();
     let mut ppl_cache: Vec<(Vec<usize>, f64)> = Vec::new();
+    let mut held_cache = StateCache::new(CACHE_BYTES);
     let mut ppl = |set: &[usize], progress: Progress| -> Result<f64> {
         let mut key = set.to_vec();
         key.sort_unstable();
@@ -213,7 +228,7 @@ pub fn select_layers(
             return Ok(*p);
         }
         progress("held-back perplexity", 0, 1);
-        let p = held_out_perplexity(&mut logits, &held, &key)?;
+        let p = held_out_perplexity_cached(&mut logits, &held, &key, Some(&mut held_cache))?;
         ppl_cache.push((key, p));
         Ok(p)
     };
@@ -243,9 +258,15 @@ pub fn select_layers(
             let Some((_, b)) = best else { break };
             removed.push(b);
             if step + 1 < n {
-                current = score_layers(&fw, &windows, &removed, 1, &mut |il| {
-                    progress(&format!("guided {}/{}", step + 2, n), il + 1, n_layer)
-                })?
+                let stage = format!("guided {}/{}", step + 2, n);
+                current = score_layers_cached(
+                    &fw,
+                    &windows,
+                    &removed,
+                    &mut cache,
+                    &current,
+                    &mut |il| progress(&stage, il + 1, n_layer),
+                )?
                 .bi;
             }
         }
@@ -346,10 +367,20 @@ pub fn held_out_perplexity(
     windows: &[Vec<u32>],
     skip: &[usize],
 ) -> Result<f64> {
+    held_out_perplexity_cached(logits, windows, skip, None)
+}
+
+/// [`held_out_perplexity`] resuming from states of these windows kept in `cache`.
+pub fn held_out_perplexity_cached(
+    logits: &mut ModelLogits,
+    windows: &[Vec<u32>],
+    skip: &[usize],
+    cache: Option<&mut StateCache>,
+) -> Result<f64> {
     logits.skip = skip.to_vec();
     let first = windows.iter().map(Vec::len).min().unwrap_or(0) / 2;
     let (mut nll, mut count) = (0.0f64, 0usize);
-    logits.logits(windows, first, &mut |w, p, row| {
+    logits.logits_cached(windows, first, cache, &mut |w, p, row| {
         if let Some(&target) = windows[w].get(p + 1) {
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
             let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
