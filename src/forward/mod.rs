@@ -22,6 +22,7 @@ pub trait LogitsSource {
     fn n_vocab(&self) -> usize;
     /// Runs each window (token ids, already including BOS where wanted) through the model and calls
     /// `f(window_index, position, logits_row)` for every position >= `first` of every window, in order.
+    #[allow(clippy::type_complexity)]
     fn logits(
         &mut self,
         windows: &[Vec<u32>],
@@ -630,6 +631,7 @@ impl LogitsSource for ModelLogits<'_> {
 impl ModelLogits<'_> {
     /// [`LogitsSource::logits`] resuming from and recording into `cache` (which must belong to
     /// these windows) when all windows fit one batch.
+    #[allow(clippy::type_complexity)]
     pub fn logits_cached(
         &mut self,
         windows: &[Vec<u32>],
