@@ -496,3 +496,36 @@ impl Reference {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_shot_takes_lowest_allowed_and_valid() {
+        let s = [0.9, 0.1, 0.05, 0.3, f64::NAN, 0.01];
+        let allowed = [1, 2, 3, 4];
+        assert_eq!(one_shot(&s, &allowed, 2, &|_| true), Some(vec![2, 1]));
+        // The architecture forbids block 2: the next lowest comes in.
+        assert_eq!(
+            one_shot(&s, &allowed, 2, &|set| !set.contains(&2)),
+            Some(vec![1, 3])
+        );
+        // NaN (skipped) blocks are never picked.
+        assert_eq!(one_shot(&s, &allowed, 4, &|_| true), None);
+    }
+
+    #[test]
+    fn best_run_stays_inside_allowed() {
+        let a = [0.01, 0.5, 0.2, 0.1, 0.4, f64::NAN];
+        assert_eq!(best_run(&a, &[1, 2, 3, 4], 2, &|_| true), Some(vec![3, 4]));
+        assert_eq!(
+            best_run(&a, &[0, 1, 2, 3, 4], 2, &|_| true),
+            Some(vec![0, 1])
+        );
+        assert_eq!(
+            best_run(&a, &[1, 2, 3, 4], 2, &|set| !set.contains(&4)),
+            Some(vec![2, 3])
+        );
+    }
+}
