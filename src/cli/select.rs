@@ -8,12 +8,14 @@ pub struct SelectArgs {
     /// Remove the N most redundant blocks, chosen by scoring the model on calibration text.
     #[arg(long, value_name = "N")]
     pub remove: Option<usize>,
-    /// How blocks are chosen: bi (one-shot Block Influence), angular (best contiguous run by
-    /// angular distance), iterative (re-score after each removal; the default).
+    /// Use one metric only: bi (one-shot Block Influence), angular (best contiguous run by
+    /// angular distance), iterative (re-score after each removal). Default: build all three
+    /// sets on 3/4 of the calibration windows and keep the one whose pruned model stays
+    /// closest (KL divergence) to the unpruned model on the other 1/4.
     #[arg(long, value_enum)]
     pub metric: Option<Metric>,
-    /// Also build the other metrics' sets and a perplexity-guided greedy set, and keep the one
-    /// with the lowest perplexity on held-back calibration text (a quarter of the windows).
+    /// Also try a greedy set guided by the held-back KL divergence (the 3 lowest-BI blocks tried
+    /// at each step): slower, sometimes better.
     #[arg(long)]
     pub refine: bool,
     /// Calibration text file (default: the built-in text).
