@@ -80,7 +80,17 @@ pub enum Error {
     #[error("tokenizer: {what}")]
     Tokenize { what: String },
     // === Forward pass and scoring ===
-
+    /// Occurs when a model's tensors do not fit the forward pass (shapes, types).
+    #[error("forward pass: {0}")]
+    Forward(String),
+    #[error("forward pass, {what}: {source}")]
+    Candle {
+        what: String,
+        source: candle_core::Error,
+    },
+    /// Occurs when the calibration text or options cannot give what scoring needs.
+    #[error("calibration: {0}")]
+    Calibration(String),
     // === Quantization ===
     /// Occurs when a tensor type has no (de)quantization kernel in this build.
     #[error("cannot {op} {ty}: not supported by this build")]

@@ -8,12 +8,14 @@ pub mod arch;
 pub mod calibration;
 pub mod error;
 pub mod eval;
+pub mod forward;
 pub mod gguf;
 pub mod inspect;
 pub mod interrupt;
 pub mod pipeline;
 pub mod prune;
 pub mod quant;
+pub mod score;
 pub mod tokenizer;
 pub mod verify;
 

@@ -40,7 +40,6 @@ fn llama(args: &mut Command) -> String {
 }
 
 #[test]
-#[ignore = "needs the tokenizer and forward branches merged"]
 fn perplexity_matches_llama_perplexity() {
     let dir = common::workdir();
     let text = excerpt(dir.path());
@@ -86,7 +85,6 @@ fn perplexity_matches_llama_perplexity() {
 }
 
 #[test]
-#[ignore = "needs the tokenizer and forward branches merged"]
 fn kl_base_from_llama_and_ref_of_self() {
     let dir = common::workdir();
     let text = excerpt(dir.path());

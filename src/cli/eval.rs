@@ -111,9 +111,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
 
     let text = text.expect("clap requires --text without --kl-base");
-    // llama.cpp's `-f` drops one trailing newline before tokenizing; so do we, for the same ids.
-    let text = text.strip_suffix('\n').unwrap_or(&text);
-    let tokens = tokenize(&model, text)?;
+    // llama.cpp's `-f` drops one trailing newline and processes escapes; so do we, for the same ids.
+    let text = gguf_prune::tokenizer::prompt_from_file(&text);
+    let tokens = tokenize(&model, &text)?;
     let opts = EvalOptions {
         n_ctx: args.ctx_size,
         max_chunks: args.chunks,
@@ -337,48 +337,19 @@ fn per_chunk_line(values: &[f64]) -> String {
 /// The token ids of `text` as llama.cpp's `common_tokenize(ctx, text, add_special = true)` makes
 /// them (BOS added when the model adds it; special-token text not parsed).
 fn tokenize(model: &Model, text: &str) -> anyhow::Result<Vec<u32>> {
-    // At merge: let tok = gguf_prune::tokenizer::Tokenizer::from_metadata(model.metadata())?;
-    //           Ok(tok.encode(text, true)?)
-    let _ = text;
-    anyhow::bail!(
-        "{}: this build has no tokenizer yet (the tokenizer branch is not merged)",
-        model.path().display()
-    )
+    let tok = gguf_prune::tokenizer::Tokenizer::from_metadata(model.metadata())?;
+    Ok(tok.encode(text, true)?)
 }
 
 /// The BOS id that replaces the first token of every chunk, or `None` when the model adds no BOS.
 /// Read from `tokenizer.ggml.add_bos_token` / `bos_token_id`; when the flag is absent llama.cpp
 /// derives it from the tokenizer type, which is the tokenizer module's job.
 fn bos_token(model: &Model) -> anyhow::Result<Option<u32>> {
-    // At merge: let tok = gguf_prune::tokenizer::Tokenizer::from_metadata(model.metadata())?;
-    //           Ok(if tok.add_bos() { tok.bos_id() } else { None })
-    let meta = model.metadata();
-    let Some(add_bos) = meta.get("tokenizer.ggml.add_bos_token") else {
-        anyhow::bail!(
-            "{}: no tokenizer.ggml.add_bos_token key, and this build has no tokenizer to derive it",
-            model.path().display()
-        );
-    };
-    let add_bos = add_bos.to_bool().with_context(|| {
-        format!(
-            "{}: tokenizer.ggml.add_bos_token is not a bool",
-            model.path().display()
-        )
-    })?;
-    if !add_bos {
-        return Ok(None);
-    }
-    Ok(Some(
-        meta.get_u32("tokenizer.ggml.bos_token_id")
-            .with_context(|| model.path().display().to_string())?,
-    ))
+    let tok = gguf_prune::tokenizer::Tokenizer::from_metadata(model.metadata())?;
+    Ok(if tok.add_bos() { tok.bos_id() } else { None })
 }
 
 /// The model side: the forward pass over `model`, producing full-vocabulary logits.
 fn open_logits_source(model: &Model) -> anyhow::Result<Box<dyn LogitsSource + '_>> {
-    // At merge: Ok(Box::new(gguf_prune::forward::ModelLogits::new(model)?))
-    anyhow::bail!(
-        "{}: this build has no forward pass yet (the forward branch is not merged)",
-        model.path().display()
-    )
+    Ok(Box::new(gguf_prune::forward::ModelLogits::new(model)?))
 }

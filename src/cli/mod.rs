@@ -8,6 +8,8 @@ pub mod inspect;
 pub mod progress;
 pub mod prune;
 pub mod quantize;
+pub mod score;
+pub mod select;
 pub mod verify;
 
 /// Remove whole transformer layers from GGUF models (ShortGPT), for llama.cpp.
@@ -47,6 +49,8 @@ pub enum Command {
     ///   gguf-prune eval model.gguf --kl-base base.logits
     #[command(verbatim_doc_comment)]
     Eval(eval::EvalArgs),
+    /// Score every block (Block Influence, angular distance) on calibration text.
+    Score(score::ScoreArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -56,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Verify(args)) => verify::run(args),
         Some(Command::Quantize(args)) => quantize::run(args),
         Some(Command::Eval(args)) => eval::run(args),
+        Some(Command::Score(args)) => score::run(args),
     }
 }
 

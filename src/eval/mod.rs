@@ -19,10 +19,9 @@
 //! synthetic sources whose results are known in closed form.
 
 pub mod kl_base;
-pub mod source;
 
+pub use crate::forward::LogitsSource;
 pub use kl_base::{BaseRow, KlBase};
-pub use source::LogitsSource;
 
 use rayon::prelude::*;
 

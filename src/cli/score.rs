@@ -1,0 +1,197 @@
+//! `gguf-prune score`: per-block scores as a table with bars, JSON, or an SVG plot.
+
+use super::select::SelectArgs;
+use anyhow::Context;
+use gguf_prune::gguf::Model;
+use gguf_prune::score::{select_layers, Selection};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct ScoreArgs {
+    /// The GGUF file.
+    pub model: PathBuf,
+    /// Print one JSON object (a `layers` array with `index`, `bi`, `angular` per block).
+    #[arg(long)]
+    pub json: bool,
+    /// Also write an SVG plot of the scores per block.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub select: SelectArgs,
+}
+
+pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
+    args.select.apply_threads()?;
+    let model = Model::open(&args.model)?;
+    let options = args.select.options(args.select.remove.unwrap_or(0));
+    let bar = indicatif::ProgressBar::new(1);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {elapsed}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    let sel = select_layers(&model, &options, &mut |stage, done, total| {
+        bar.set_message(stage.to_string());
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .with_context(|| format!("scoring {}", args.model.display()))?;
+    bar.finish_and_clear();
+    let order = suggested_order(&sel, options.allow_ends);
+    if let Some(path) = &args.plot {
+        std::fs::write(path, svg(&sel)).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.json {
+        let layers: Vec<serde_json::Value> = (0..sel.scores.bi.len())
+            .map(|i| {
+                serde_json::json!({
+                    "index": i,
+                    "bi": finite(sel.scores.bi[i]),
+                    "angular": finite(sel.scores.angular[0][i]),
+                    "removed": sel.removed.contains(&i),
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "model": args.model.display().to_string(),
+            "architecture": model.metadata().architecture()?,
+            "tokens": sel.n_tokens,
+            "ctx": options.ctx,
+            "layers": layers,
+            "order": order,
+            "selection": if options.remove > 0 { serde_json::to_value(&sel)? } else { serde_json::Value::Null },
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    print!("{}", table(&sel, &order));
+    Ok(())
+}
+
+fn finite(v: f64) -> serde_json::Value {
+    if v.is_finite() {
+        serde_json::json!(v)
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+/// Blocks by increasing BI (the first and last at the end unless allowed): the one-shot order.
+fn suggested_order(sel: &Selection, allow_ends: bool) -> Vec<usize> {
+    let n = sel.scores.bi.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    let end = |i: usize| !allow_ends && (i == 0 || i + 1 == n);
+    order.sort_by(|&a, &b| {
+        end(a)
+            .cmp(&end(b))
+            .then(sel.scores.bi[a].total_cmp(&sel.scores.bi[b]))
+    });
+    order
+}
+
+fn table(sel: &Selection, order: &[usize]) -> String {
+    let bi = &sel.scores.bi;
+    let max = bi
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max)
+        .max(1e-12);
+    let mut s = String::new();
+    let _ = writeln!(s, "Block Influence on {} tokens (1 - mean cos between a block's input and output; low = redundant)", sel.n_tokens);
+    let _ = writeln!(s, "{:>5} {:>8} {:>8}", "block", "BI", "angular");
+    for (i, &b) in bi.iter().enumerate() {
+        let width = ((b / max) * 40.0).round().max(0.0) as usize;
+        let mark = if sel.removed.contains(&i) {
+            "  <- remove"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            s,
+            "{i:>5} {:>8.4} {:>8.4}  {}{mark}",
+            b,
+            sel.scores.angular[0][i],
+            "#".repeat(width)
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nsuggested removal order (one-shot BI): {}",
+        order
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    if !sel.removed.is_empty() {
+        let _ = writeln!(
+            s,
+            "selected by {}: {} (picked in order {})",
+            sel.method,
+            join(&sel.removed),
+            join(&sel.order)
+        );
+        for c in &sel.candidates {
+            let p = match (c.held_out_kl, c.held_out_ppl) {
+                (Some(kl), Some(p)) => format!("  held-back KL {kl:.4}, PPL {p:.3}"),
+                _ => String::new(),
+            };
+            let _ = writeln!(s, "  candidate {:<10} {}{p}", c.method, join(&c.removed));
+        }
+    }
+    s
+}
+
+fn join(v: &[usize]) -> String {
+    v.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A small hand-written SVG: BI bars per block, angular distance (n = 1) as a line.
+fn svg(sel: &Selection) -> String {
+    let bi = &sel.scores.bi;
+    let ang = &sel.scores.angular[0];
+    let n = bi.len().max(1);
+    let (w, h, pad) = (40.0 + 24.0 * n as f64, 260.0, 30.0);
+    let max = bi
+        .iter()
+        .chain(ang.iter())
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max)
+        .max(1e-12);
+    let y = |v: f64| h - pad - (v / max) * (h - 2.0 * pad);
+    let mut s = format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"10\">\n");
+    let _ = writeln!(s, "<text x=\"{pad}\" y=\"16\">Block Influence (bars) and angular distance (line) per block</text>");
+    let mut points = Vec::new();
+    for i in 0..n {
+        let x = pad + 24.0 * i as f64;
+        let v = if bi[i].is_finite() { bi[i] } else { 0.0 };
+        let fill = if sel.removed.contains(&i) {
+            "#d62728"
+        } else {
+            "#1f77b4"
+        };
+        let _ = writeln!(s, "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"18\" height=\"{:.1}\" fill=\"{fill}\"><title>block {i}: BI {v:.4}</title></rect>", y(v), (h - pad) - y(v));
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{i}</text>",
+            x + 9.0,
+            h - pad + 12.0
+        );
+        if ang[i].is_finite() {
+            points.push(format!("{:.1},{:.1}", x + 9.0, y(ang[i])));
+        }
+    }
+    let _ = writeln!(
+        s,
+        "<polyline fill=\"none\" stroke=\"#ff7f0e\" stroke-width=\"1.5\" points=\"{}\"/>",
+        points.join(" ")
+    );
+    s.push_str("</svg>\n");
+    s
+}

@@ -1,0 +1,79 @@
+//! Layer-selection options shared by `score` and the prune command (`--remove N`).
+
+use gguf_prune::score::{select::DEFAULT_CTX, select::DEFAULT_MAX_TOKENS, Metric, SelectOptions};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct SelectArgs {
+    /// Remove the N most redundant blocks, chosen by scoring the model on calibration text.
+    #[arg(long, value_name = "N")]
+    pub remove: Option<usize>,
+    /// Use one metric only: bi (one-shot Block Influence), angular (best contiguous run by
+    /// angular distance), iterative (re-score after each removal). Default: build all three
+    /// sets on 3/4 of the calibration windows and keep the one whose pruned model stays
+    /// closest (KL divergence) to the unpruned model on the other 1/4.
+    #[arg(long, value_enum)]
+    pub metric: Option<Metric>,
+    /// Also try a greedy set guided by the held-back KL divergence (the 3 lowest-BI blocks tried
+    /// at each step): slower, sometimes better.
+    #[arg(long)]
+    pub refine: bool,
+    /// Calibration text file (default: the built-in text).
+    #[arg(long, value_name = "FILE")]
+    pub calib: Option<PathBuf>,
+    /// Tokens per calibration window (windows do not overlap and share no cache).
+    #[arg(long, default_value_t = DEFAULT_CTX, value_name = "N")]
+    pub ctx: usize,
+    /// At most this many calibration tokens.
+    #[arg(long, default_value_t = DEFAULT_MAX_TOKENS, value_name = "N")]
+    pub max_tokens: usize,
+    /// Threads for the forward pass (default: all cores).
+    #[arg(short = 't', long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Allow removing the first and the last block (kept by default: removing them hurts most).
+    #[arg(long)]
+    pub allow_ends: bool,
+}
+
+impl SelectArgs {
+    /// The library options, or `None` when no `--remove` was given (the prune command calls it).
+    #[allow(dead_code)]
+    pub fn to_options(&self) -> anyhow::Result<Option<SelectOptions>> {
+        self.apply_threads()?;
+        let Some(remove) = self.remove else {
+            if self.metric.is_some() || self.refine {
+                anyhow::bail!("--metric and --refine need --remove N");
+            }
+            return Ok(None);
+        };
+        Ok(Some(self.options(remove)))
+    }
+
+    /// Options for scoring with `remove` blocks (0: scores only).
+    pub fn options(&self, remove: usize) -> SelectOptions {
+        SelectOptions {
+            remove,
+            metric: self.metric,
+            refine: self.refine,
+            calib: self.calib.clone(),
+            ctx: self.ctx,
+            max_tokens: self.max_tokens,
+            allow_ends: self.allow_ends,
+        }
+    }
+
+    /// Sizes rayon's pool and candle's gemm (which reads `RAYON_NUM_THREADS`) once, before any
+    /// work starts.
+    pub fn apply_threads(&self) -> anyhow::Result<()> {
+        if let Some(t) = self.threads {
+            if t == 0 {
+                anyhow::bail!("-t/--threads must be at least 1");
+            }
+            std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build_global();
+        }
+        Ok(())
+    }
+}

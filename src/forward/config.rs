@@ -1,0 +1,508 @@
+//! The per-architecture recipe (`[forward]` in `formats/<arch>.toml`) and the hyper-parameters
+//! read from a model's metadata, following llama.cpp's loader (`llama-model.cpp`, `src/models/`).
+
+use super::ops::RopeStyle;
+use crate::error::{Error, Result};
+use crate::gguf::{arch_key, Metadata, Value};
+
+/// The `[forward]` tables, embedded in the binary; other tables of the same files are ignored.
+const FORMATS: &[(&str, &str)] = &[
+    ("llama", include_str!("../../formats/llama.toml")),
+    ("qwen2", include_str!("../../formats/qwen2.toml")),
+    ("qwen3", include_str!("../../formats/qwen3.toml")),
+    ("gemma2", include_str!("../../formats/gemma2.toml")),
+    ("gemma3", include_str!("../../formats/gemma3.toml")),
+    ("phi3", include_str!("../../formats/phi3.toml")),
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    Silu,
+    GeluTanh,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QkNorm {
+    None,
+    Optional,
+    Required,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionScale {
+    /// 1/sqrt(head_dim).
+    HeadDim,
+    /// gemma: 1/sqrt(head_dim), but 1/sqrt(n_embd/n_head) for the 27B model.
+    Gemma,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbeddingScale {
+    None,
+    SqrtNEmbd,
+}
+
+/// How one architecture's decoder block is computed.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct ForwardSpec {
+    pub activation: Activation,
+    /// RoPE pairing; `None` for no RoPE (`rope = "none"`).
+    #[serde(deserialize_with = "rope_style")]
+    pub rope: Option<RopeStyle>,
+    pub embedding_scale: EmbeddingScale,
+    #[serde(default)]
+    pub post_norms: bool,
+    pub qk_norm: QkNorm,
+    pub attention_scale: AttentionScale,
+    #[serde(default)]
+    pub gemma_27b_block_count: Option<u32>,
+    #[serde(default)]
+    pub attn_softcap: bool,
+    /// Period of the sliding-window layer pattern (`il % period < period - 1` slides) when
+    /// `{arch}.attention.sliding_window_pattern` holds no per-layer array or period.
+    #[serde(default)]
+    pub swa_period: Option<u32>,
+    #[serde(default)]
+    pub swa_default_window: Option<u32>,
+    /// No sliding window unless `{arch}.attention.sliding_window` is present and non-zero.
+    #[serde(default)]
+    pub swa_requires_key: bool,
+    /// RoPE base of sliding layers without `{arch}.rope.freq_base_swa`: "global" or a number.
+    #[serde(default)]
+    pub swa_rope_base: Option<String>,
+}
+
+fn rope_style<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<RopeStyle>, D::Error> {
+    let s = <String as serde::Deserialize>::deserialize(d)?;
+    match s.as_str() {
+        "norm" => Ok(Some(RopeStyle::Norm)),
+        "neox" => Ok(Some(RopeStyle::Neox)),
+        "none" => Ok(None),
+        other => Err(serde::de::Error::custom(format!(
+            "rope = {other:?}: expected norm, neox or none"
+        ))),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct FormatFile {
+    forward: Option<ForwardSpec>,
+}
+
+impl ForwardSpec {
+    /// Parses a `formats/<arch>.toml` text, reading only its `[forward]` table.
+    pub fn parse(arch: &str, text: &str) -> Result<Option<ForwardSpec>> {
+        let file: FormatFile = toml::from_str(text)
+            .map_err(|e| Error::Forward(format!("formats/{arch}.toml [forward]: {e}")))?;
+        Ok(file.forward)
+    }
+
+    /// The recipe for `arch`, or `Error::Unsupported` naming it.
+    pub fn for_arch(arch: &str) -> Result<ForwardSpec> {
+        let unsupported = || Error::Unsupported {
+            arch: arch.to_string(),
+            what: format!(
+                "the forward pass (scoring, perplexity) is not implemented for it; supported: {}",
+                FORMATS.iter().map(|f| f.0).collect::<Vec<_>>().join(", ")
+            ),
+        };
+        let text = FORMATS
+            .iter()
+            .find(|f| f.0 == arch)
+            .ok_or_else(unsupported)?
+            .1;
+        ForwardSpec::parse(arch, text)?.ok_or_else(unsupported)
+    }
+
+    /// Architectures with a `[forward]` table.
+    pub fn supported() -> impl Iterator<Item = &'static str> {
+        FORMATS.iter().map(|f| f.0)
+    }
+}
+
+/// Hyper-parameters of one model, resolved per layer.
+#[derive(Clone, Debug)]
+pub struct Hparams {
+    pub n_layer: usize,
+    pub n_embd: usize,
+    pub n_head: usize,
+    n_head_kv: Vec<usize>,
+    pub head_dim_k: usize,
+    pub head_dim_v: usize,
+    pub n_rot: usize,
+    pub n_ff: usize,
+    pub eps: f32,
+    pub rope_base: f32,
+    pub rope_base_swa: f32,
+    pub rope_freq_scale: f32,
+    /// Per layer: sliding-window attention.
+    pub swa: Vec<bool>,
+    pub swa_window: usize,
+    pub attn_scale: f32,
+    pub attn_softcap: Option<f32>,
+    pub final_softcap: Option<f32>,
+    pub embedding_scale: f32,
+}
+
+fn scalar(meta: &Metadata, key: &str) -> Result<Option<f64>> {
+    match meta.get(key) {
+        None => Ok(None),
+        Some(v) => v.to_f64().map(Some).ok_or_else(|| Error::KeyType {
+            key: key.to_string(),
+            expected: "a number",
+            found: v.display(4),
+        }),
+    }
+}
+
+/// A key that is either one number for every layer or a per-layer array (llama.cpp `get_key_or_arr`).
+fn per_layer(meta: &Metadata, key: &str, n_layer: usize) -> Result<Option<Vec<usize>>> {
+    match meta.get(key) {
+        None => Ok(None),
+        Some(Value::Array(a)) => {
+            if a.len() != n_layer {
+                return Err(Error::PerLayerLength {
+                    key: key.to_string(),
+                    expected: n_layer,
+                    got: a.len(),
+                });
+            }
+            (0..a.len())
+                .map(|i| {
+                    a.int_at(i)
+                        .and_then(|v| usize::try_from(v).ok())
+                        .ok_or_else(|| Error::Forward(format!("{key}[{i}] is not a count")))
+                })
+                .collect::<Result<Vec<_>>>()
+                .map(Some)
+        }
+        Some(v) => {
+            let n = v.to_u64().ok_or_else(|| Error::KeyType {
+                key: key.to_string(),
+                expected: "an integer or array",
+                found: v.display(4),
+            })?;
+            Ok(Some(vec![n as usize; n_layer]))
+        }
+    }
+}
+
+impl Hparams {
+    pub fn read(
+        arch: &str,
+        meta: &Metadata,
+        spec: &ForwardSpec,
+        tensor_names: &[&str],
+    ) -> Result<Hparams> {
+        let k = |s: &str| arch_key(arch, s);
+        let n_layer = meta.get_u32(&k("block_count"))? as usize;
+        let n_embd = meta.get_u32(&k("embedding_length"))? as usize;
+        let heads = per_layer(meta, &k("attention.head_count"), n_layer)?.ok_or_else(|| {
+            Error::MissingKey {
+                key: k("attention.head_count"),
+            }
+        })?;
+        let n_head = heads.first().copied().unwrap_or(0);
+        if n_head == 0 || heads.iter().any(|&h| h != n_head) {
+            return Err(Error::Unsupported {
+                arch: arch.into(),
+                what: format!("attention.head_count {heads:?}: per-layer or zero head counts"),
+            });
+        }
+        let n_head_kv = per_layer(meta, &k("attention.head_count_kv"), n_layer)?
+            .unwrap_or_else(|| vec![n_head; n_layer]);
+        if let Some(bad) = n_head_kv.iter().find(|&&h| h == 0 || n_head % h != 0) {
+            return Err(Error::Unsupported {
+                arch: arch.into(),
+                what: format!("head_count_kv {bad} does not divide head_count {n_head}"),
+            });
+        }
+        let head_dim_k =
+            scalar(meta, &k("attention.key_length"))?.map_or(n_embd / n_head, |v| v as usize);
+        let head_dim_v =
+            scalar(meta, &k("attention.value_length"))?.map_or(n_embd / n_head, |v| v as usize);
+        let n_rot = scalar(meta, &k("rope.dimension_count"))?.map_or(head_dim_k, |v| v as usize);
+        if n_rot > head_dim_k || n_rot % 2 != 0 {
+            return Err(Error::Forward(format!(
+                "rope.dimension_count {n_rot} does not fit head size {head_dim_k}"
+            )));
+        }
+        let n_ff = per_layer(meta, &k("feed_forward_length"), n_layer)?
+            .map_or(0, |v| v.into_iter().max().unwrap_or(0));
+        let eps = scalar(meta, &k("attention.layer_norm_rms_epsilon"))?.ok_or_else(|| {
+            Error::MissingKey {
+                key: k("attention.layer_norm_rms_epsilon"),
+            }
+        })? as f32;
+        let rope_base = scalar(meta, &k("rope.freq_base"))?.unwrap_or(10000.0) as f32;
+        match meta.get(&k("rope.scaling.type")).and_then(Value::as_str) {
+            None | Some("none") | Some("linear") => {}
+            Some(other) => {
+                return Err(Error::Unsupported {
+                    arch: arch.into(),
+                    what: format!("rope scaling {other:?}"),
+                })
+            }
+        }
+        let factor = match scalar(meta, &k("rope.scaling.factor"))? {
+            Some(f) => Some(f),
+            None => scalar(meta, &k("rope.scale_linear"))?,
+        };
+        let rope_freq_scale = factor.filter(|&f| f != 0.0).map_or(1.0, |f| 1.0 / f) as f32;
+        if tensor_names
+            .iter()
+            .any(|n| n.starts_with("rope_freqs") || n.starts_with("rope_factors"))
+        {
+            return Err(Error::Unsupported {
+                arch: arch.into(),
+                what: "RoPE frequency-factor tensors (llama3/phi3 long-context scaling)".into(),
+            });
+        }
+
+        // Sliding window: llama.cpp `load_swa_pattern` reads a per-layer bool array, else a
+        // period from the same key, else the architecture's period.
+        let window_key = k("attention.sliding_window");
+        let window = scalar(meta, &window_key)?
+            .map(|v| v as usize)
+            .or(spec.swa_default_window.map(|v| v as usize));
+        let swa_on = spec.swa_period.is_some()
+            && window.is_some_and(|w| w > 0)
+            && (!spec.swa_requires_key || meta.contains(&window_key));
+        let mut swa = vec![false; n_layer];
+        if swa_on {
+            let pattern_key = k("attention.sliding_window_pattern");
+            match meta.get(&pattern_key) {
+                Some(Value::Array(a)) => {
+                    if a.len() < n_layer {
+                        return Err(Error::PerLayerLength {
+                            key: pattern_key,
+                            expected: n_layer,
+                            got: a.len(),
+                        });
+                    }
+                    for (il, s) in swa.iter_mut().enumerate() {
+                        *s = a.int_at(il).ok_or_else(|| {
+                            Error::Forward(format!("{pattern_key}[{il}] is not a bool"))
+                        })? != 0;
+                    }
+                }
+                other => {
+                    let period = match other {
+                        Some(v) => v.to_u64().ok_or_else(|| Error::KeyType {
+                            key: pattern_key.clone(),
+                            expected: "a bool array or a period",
+                            found: v.display(4),
+                        })? as usize,
+                        None => spec.swa_period.unwrap_or(0) as usize,
+                    };
+                    for (il, s) in swa.iter_mut().enumerate() {
+                        *s = period == 0 || il % period < period - 1;
+                    }
+                }
+            }
+        }
+        let rope_base_swa = match scalar(meta, &k("rope.freq_base_swa"))? {
+            Some(v) => v as f32,
+            None => match spec.swa_rope_base.as_deref() {
+                None | Some("global") => rope_base,
+                Some(num) => num.parse().map_err(|_| {
+                    Error::Forward(format!("formats/{arch}.toml: swa_rope_base {num:?}"))
+                })?,
+            },
+        };
+        let attn_scale = match spec.attention_scale {
+            AttentionScale::HeadDim => 1.0 / (head_dim_k as f32).sqrt(),
+            AttentionScale::Gemma => {
+                if spec.gemma_27b_block_count == Some(n_layer as u32) {
+                    1.0 / ((n_embd / n_head) as f32).sqrt()
+                } else {
+                    1.0 / (head_dim_k as f32).sqrt()
+                }
+            }
+        };
+        let attn_softcap = if spec.attn_softcap {
+            scalar(meta, &k("attn_logit_softcapping"))?
+                .filter(|&v| v != 0.0)
+                .map(|v| v as f32)
+        } else {
+            None
+        };
+        let final_softcap = scalar(meta, &k("final_logit_softcapping"))?
+            .filter(|&v| v != 0.0)
+            .map(|v| v as f32);
+        let embedding_scale = match spec.embedding_scale {
+            EmbeddingScale::None => 1.0,
+            EmbeddingScale::SqrtNEmbd => (n_embd as f32).sqrt(),
+        };
+        Ok(Hparams {
+            n_layer,
+            n_embd,
+            n_head,
+            n_head_kv,
+            head_dim_k,
+            head_dim_v,
+            n_rot,
+            n_ff,
+            eps,
+            rope_base,
+            rope_base_swa,
+            rope_freq_scale,
+            swa,
+            swa_window: if swa_on { window.unwrap_or(0) } else { 0 },
+            attn_scale,
+            attn_softcap,
+            final_softcap,
+            embedding_scale,
+        })
+    }
+
+    pub fn n_head_kv(&self, il: usize) -> usize {
+        self.n_head_kv[il]
+    }
+
+    /// The attention window of layer `il` (`None`: full causal attention).
+    pub fn swa_window(&self, il: usize) -> Option<usize> {
+        self.swa[il].then_some(self.swa_window)
+    }
+
+    pub fn rope_base(&self, il: usize) -> f32 {
+        if self.swa[il] {
+            self.rope_base_swa
+        } else {
+            self.rope_base
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::{Array, Value};
+
+    fn meta(arch: &str, extra: &[(&str, Value)]) -> Metadata {
+        let mut m = Metadata::new();
+        m.set(
+            "general.architecture",
+            Value::String(arch.as_bytes().to_vec()),
+        );
+        m.set(&arch_key(arch, "block_count"), Value::U32(12));
+        m.set(&arch_key(arch, "embedding_length"), Value::U32(64));
+        m.set(&arch_key(arch, "attention.head_count"), Value::U32(4));
+        m.set(
+            &arch_key(arch, "attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-6),
+        );
+        for (k, v) in extra {
+            m.set(&arch_key(arch, k), v.clone());
+        }
+        m
+    }
+
+    fn hp(arch: &str, extra: &[(&str, Value)]) -> Hparams {
+        let spec = ForwardSpec::for_arch(arch).unwrap();
+        Hparams::read(arch, &meta(arch, extra), &spec, &[]).unwrap()
+    }
+
+    #[test]
+    fn every_format_parses() {
+        for arch in ForwardSpec::supported() {
+            ForwardSpec::for_arch(arch).unwrap();
+        }
+        // Other tables of the same file are ignored.
+        let s = ForwardSpec::parse("x", "[layers]\nkeys = [1]\n[forward]\nactivation = \"silu\"\nrope = \"none\"\nembedding_scale = \"none\"\nqk_norm = \"none\"\nattention_scale = \"head_dim\"\n").unwrap().unwrap();
+        assert_eq!(s.rope, None);
+        assert!(
+            matches!(ForwardSpec::for_arch("mamba"), Err(Error::Unsupported { arch, .. }) if arch == "mamba")
+        );
+    }
+
+    #[test]
+    fn gemma3_period_and_rope_bases() {
+        let h = hp(
+            "gemma3",
+            &[
+                ("attention.sliding_window", Value::U32(512)),
+                ("rope.freq_base", Value::F32(1e6)),
+            ],
+        );
+        let global: Vec<usize> = (0..12).filter(|&i| !h.swa[i]).collect();
+        assert_eq!(global, vec![5, 11]);
+        assert_eq!(h.swa_window(0), Some(512));
+        assert_eq!(h.swa_window(5), None);
+        assert_eq!(h.rope_base(0), 10000.0);
+        assert_eq!(h.rope_base(5), 1e6);
+        assert_eq!(h.embedding_scale, 8.0);
+        // Without the window key gemma3 has no sliding layers.
+        assert!(hp("gemma3", &[]).swa.iter().all(|s| !s));
+    }
+
+    #[test]
+    fn pattern_array_wins_over_period() {
+        let mut pat = vec![true; 12];
+        pat[3] = false;
+        let h = hp(
+            "gemma3",
+            &[
+                ("attention.sliding_window", Value::U32(512)),
+                (
+                    "attention.sliding_window_pattern",
+                    Value::Array(Array::Bool(pat)),
+                ),
+            ],
+        );
+        assert_eq!((0..12).filter(|&i| !h.swa[i]).collect::<Vec<_>>(), vec![3]);
+    }
+
+    #[test]
+    fn gemma2_defaults() {
+        let h = hp(
+            "gemma2",
+            &[
+                ("attn_logit_softcapping", Value::F32(50.0)),
+                ("final_logit_softcapping", Value::F32(30.0)),
+                ("rope.freq_base", Value::F32(1e4)),
+            ],
+        );
+        assert_eq!(
+            (0..4).map(|i| h.swa[i]).collect::<Vec<_>>(),
+            vec![true, false, true, false]
+        );
+        assert_eq!(h.swa_window, 4096);
+        assert_eq!(h.attn_softcap, Some(50.0));
+        assert_eq!(h.final_softcap, Some(30.0));
+        assert_eq!(h.rope_base(0), 1e4);
+    }
+
+    #[test]
+    fn qwen_phi_llama_recipes() {
+        for arch in ["qwen2", "qwen3", "phi3"] {
+            assert_eq!(
+                ForwardSpec::for_arch(arch).unwrap().rope,
+                Some(RopeStyle::Neox),
+                "{arch}"
+            );
+        }
+        assert_eq!(
+            ForwardSpec::for_arch("llama").unwrap().rope,
+            Some(RopeStyle::Norm)
+        );
+        assert_eq!(
+            ForwardSpec::for_arch("qwen3").unwrap().qk_norm,
+            QkNorm::Required
+        );
+        let h = hp("qwen2", &[("attention.head_count_kv", Value::U32(2))]);
+        assert_eq!((h.n_head_kv(0), h.head_dim_k, h.attn_scale), (2, 16, 0.25));
+        assert!(h.swa.iter().all(|s| !s));
+        let h = hp("phi3", &[("attention.sliding_window", Value::U32(2048))]);
+        assert!(
+            h.swa.iter().all(|s| !s),
+            "llama.cpp disables phi3's sliding window"
+        );
+    }
+}

@@ -1,0 +1,696 @@
+//! A float forward pass over quantized GGUF models, one decoder block at a time.
+//!
+//! Weights are dequantized to f32 block by block and multiplied with candle's gemm (faster on a
+//! CPU than candle's quantized matmul for Q4_1/Q5_0, DESIGN.md section 4). Work is layer-major:
+//! every window of a batch goes through block i before any goes through block i+1, so each weight
+//! is dequantized once per batch and memory holds one block plus the activations.
+//!
+//! What differs between architectures (norm placement, activation, RoPE pairing, sliding-window
+//! layers, scales) comes from the `[forward]` table of `formats/<arch>.toml`; what a file holds
+//! (biases, fused q/k/v, tied output head) is read from its tensors.
+
+pub mod config;
+pub mod ops;
+
+use crate::error::{Error, Result};
+use crate::gguf::{GgmlType, Model};
+use candle_core::{Device, Tensor};
+pub use config::{ForwardSpec, Hparams};
+
+/// Something that turns token windows into next-token logits, streamed row by row.
+pub trait LogitsSource {
+    fn n_vocab(&self) -> usize;
+    /// Runs each window (token ids, already including BOS where wanted) through the model and calls
+    /// `f(window_index, position, logits_row)` for every position >= `first` of every window, in order.
+    #[allow(clippy::type_complexity)]
+    fn logits(
+        &mut self,
+        windows: &[Vec<u32>],
+        first: usize,
+        f: &mut dyn FnMut(usize, usize, &[f32]) -> crate::Result<()>,
+    ) -> crate::Result<()>;
+}
+
+fn candle(what: impl Into<String>) -> impl FnOnce(candle_core::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Candle { what, source }
+}
+
+/// Dequantizes ggml-typed bytes holding `rows` rows of `cols` values into a `(rows, cols)` tensor.
+fn dequantize(name: &str, ty: GgmlType, bytes: &[u8], rows: usize, cols: usize) -> Result<Tensor> {
+    use candle_core::quantized::{ggml_file::qtensor_from_ggml, GgmlDType};
+    let unsupported =
+        || Error::Forward(format!("tensor {name:?}: type {ty} cannot be dequantized"));
+    let dtype = match ty.to_u32() {
+        0 => GgmlDType::F32,
+        1 => GgmlDType::F16,
+        2 => GgmlDType::Q4_0,
+        3 => GgmlDType::Q4_1,
+        6 => GgmlDType::Q5_0,
+        7 => GgmlDType::Q5_1,
+        8 => GgmlDType::Q8_0,
+        10 => GgmlDType::Q2K,
+        11 => GgmlDType::Q3K,
+        12 => GgmlDType::Q4K,
+        13 => GgmlDType::Q5K,
+        14 => GgmlDType::Q6K,
+        30 => GgmlDType::BF16,
+        _ => return Err(unsupported()),
+    };
+    let q = qtensor_from_ggml(dtype, bytes, vec![rows, cols], &Device::Cpu)
+        .map_err(candle(format!("reading {name}")))?;
+    q.dequantize(&Device::Cpu)
+        .map_err(candle(format!("dequantizing {name}")))
+}
+
+/// A dequantized linear layer: `y = x W^T (+ b)`, W stored `(out, in)` as in ggml.
+pub struct Linear {
+    w_t: Tensor,
+    bias: Option<Vec<f32>>,
+    pub n_in: usize,
+    pub n_out: usize,
+}
+
+impl Linear {
+    /// `x` holds `n` rows of `n_in`; returns `n` rows of `n_out`.
+    pub fn forward(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let xt =
+            Tensor::from_slice(x, (n, self.n_in), &Device::Cpu).map_err(candle("linear input"))?;
+        let y = xt.matmul(&self.w_t).map_err(candle("linear matmul"))?;
+        let mut y: Vec<f32> = y
+            .flatten_all()
+            .and_then(|t| t.to_vec1())
+            .map_err(candle("linear output"))?;
+        if let Some(b) = &self.bias {
+            y.chunks_mut(self.n_out)
+                .for_each(|r| r.iter_mut().zip(b).for_each(|(v, b)| *v += b));
+        }
+        Ok(y)
+    }
+
+    /// Splits the output rows `[start, start + len)` into their own layer (fused q/k/v, gate/up).
+    fn slice_rows(&self, start: usize, len: usize) -> Result<Linear> {
+        let w_t = self
+            .w_t
+            .narrow(1, start, len)
+            .and_then(|t| t.contiguous())
+            .map_err(candle("splitting a fused weight"))?;
+        Ok(Linear {
+            w_t,
+            bias: self.bias.as_ref().map(|b| b[start..start + len].to_vec()),
+            n_in: self.n_in,
+            n_out: len,
+        })
+    }
+}
+
+/// One decoder block's weights, dequantized.
+pub struct BlockWeights {
+    attn_norm: Vec<f32>,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    q_norm: Option<Vec<f32>>,
+    k_norm: Option<Vec<f32>>,
+    post_attn_norm: Option<Vec<f32>>,
+    ffn_norm: Vec<f32>,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    post_ffn_norm: Option<Vec<f32>>,
+}
+
+/// Hidden states of a batch of windows: rows of `n_embd`, window after window.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub data: Vec<f32>,
+    /// Tokens in each window.
+    pub lens: Vec<usize>,
+    pub n_embd: usize,
+}
+
+impl Batch {
+    pub fn n_tokens(&self) -> usize {
+        self.lens.iter().sum()
+    }
+    /// Row offsets of each window.
+    fn starts(&self) -> Vec<usize> {
+        self.lens
+            .iter()
+            .scan(0, |acc, &l| {
+                let s = *acc;
+                *acc += l;
+                Some(s)
+            })
+            .collect()
+    }
+}
+
+/// Residual-stream states of one fixed set of windows, keyed by the block they enter and the
+/// skipped blocks before it: a state entering block b is valid for any skip set that agrees
+/// below b, so re-running with one more block removed resumes there instead of at the embedding.
+pub struct StateCache {
+    entries: Vec<(usize, Vec<usize>, Batch)>,
+    budget_bytes: usize,
+}
+
+impl StateCache {
+    /// A cache holding at most `budget_bytes` of states (oldest dropped first).
+    pub fn new(budget_bytes: usize) -> StateCache {
+        StateCache {
+            entries: Vec::new(),
+            budget_bytes,
+        }
+    }
+
+    fn below(skip: &[usize], b: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = skip.iter().copied().filter(|&s| s < b).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The latest state valid for `skip`.
+    pub fn lookup(&self, skip: &[usize]) -> Option<(usize, &Batch)> {
+        self.entries
+            .iter()
+            .filter(|(b, k, _)| *k == Self::below(skip, *b))
+            .max_by_key(|(b, _, _)| *b)
+            .map(|(b, _, x)| (*b, x))
+    }
+
+    fn insert(&mut self, b: usize, skip: &[usize], x: &Batch) {
+        let key = Self::below(skip, b);
+        if self.entries.iter().any(|(eb, k, _)| *eb == b && *k == key) {
+            return;
+        }
+        let size = x.data.len() * 4;
+        if size > self.budget_bytes {
+            return;
+        }
+        while self
+            .entries
+            .iter()
+            .map(|e| e.2.data.len() * 4)
+            .sum::<usize>()
+            + size
+            > self.budget_bytes
+        {
+            self.entries.remove(0);
+        }
+        self.entries.push((b, key, x.clone()));
+    }
+}
+
+/// A model ready to run: its GGUF, the architecture recipe and hyper-parameters.
+pub struct Forward<'m> {
+    pub model: &'m Model,
+    pub spec: ForwardSpec,
+    pub hp: Hparams,
+}
+
+impl<'m> Forward<'m> {
+    /// Reads the recipe for the model's architecture; `Error::Unsupported` for architectures
+    /// the forward pass cannot run.
+    pub fn new(model: &'m Model) -> Result<Forward<'m>> {
+        let meta = model.metadata();
+        let arch = meta.architecture()?.to_string();
+        let spec = ForwardSpec::for_arch(&arch)?;
+        let names: Vec<&str> = model.tensors.iter().map(|t| t.info.name.as_str()).collect();
+        let hp = Hparams::read(&arch, meta, &spec, &names)?;
+        Ok(Forward { model, spec, hp })
+    }
+
+    pub fn n_layer(&self) -> usize {
+        self.hp.n_layer
+    }
+
+    fn tensor(&self, name: &str) -> Result<&crate::gguf::ModelTensor> {
+        self.model.tensor(name).ok_or_else(|| Error::MissingTensor {
+            name: name.to_string(),
+        })
+    }
+
+    fn vector(&self, name: &str) -> Result<Vec<f32>> {
+        let t = self.tensor(name)?;
+        let n = t.info.n_elements() as usize;
+        let v = dequantize(name, t.info.ggml_type, self.model.data(t), 1, n)?;
+        v.flatten_all()
+            .and_then(|t| t.to_vec1())
+            .map_err(candle(format!("reading {name}")))
+    }
+
+    fn opt_vector(&self, name: &str) -> Result<Option<Vec<f32>>> {
+        if self.model.tensor(name).is_some() {
+            self.vector(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// A 2-d weight `name` with `n_in` values per row, as a linear layer (bias `*.bias` if present).
+    fn linear(&self, name: &str, n_in: usize) -> Result<Linear> {
+        let t = self.tensor(name)?;
+        let dims = &t.info.dims;
+        if dims.len() != 2 || dims[0] as usize != n_in {
+            return Err(Error::Forward(format!(
+                "tensor {name:?} has dims {dims:?}, expected [{n_in}, *]"
+            )));
+        }
+        let n_out = dims[1] as usize;
+        let w = dequantize(name, t.info.ggml_type, self.model.data(t), n_out, n_in)?;
+        let w_t = w.t().map_err(candle(format!("transposing {name}")))?;
+        let bias = self.opt_vector(&name.replace(".weight", ".bias"))?;
+        if let Some(b) = &bias {
+            if b.len() != n_out {
+                return Err(Error::Forward(format!(
+                    "bias of {name:?} has {} values, expected {n_out}",
+                    b.len()
+                )));
+            }
+        }
+        Ok(Linear {
+            w_t,
+            bias,
+            n_in,
+            n_out,
+        })
+    }
+
+    /// Dequantizes block `il`.
+    pub fn load_block(&self, il: usize) -> Result<BlockWeights> {
+        let hp = &self.hp;
+        let p = |s: &str| format!("blk.{il}.{s}.weight");
+        let d = hp.n_embd;
+        let (q_out, kv_out) = (hp.n_head * hp.head_dim_k, hp.n_head_kv(il) * hp.head_dim_k);
+        let v_out = hp.n_head_kv(il) * hp.head_dim_v;
+        let (q, k, v) = if self.model.tensor(&p("attn_qkv")).is_some() {
+            let qkv = self.linear(&p("attn_qkv"), d)?;
+            if qkv.n_out != q_out + kv_out + v_out {
+                return Err(Error::Forward(format!(
+                    "blk.{il}.attn_qkv has {} outputs, expected {}",
+                    qkv.n_out,
+                    q_out + kv_out + v_out
+                )));
+            }
+            (
+                qkv.slice_rows(0, q_out)?,
+                qkv.slice_rows(q_out, kv_out)?,
+                qkv.slice_rows(q_out + kv_out, v_out)?,
+            )
+        } else {
+            (
+                self.linear(&p("attn_q"), d)?,
+                self.linear(&p("attn_k"), d)?,
+                self.linear(&p("attn_v"), d)?,
+            )
+        };
+        for (name, l, want) in [
+            ("attn_q", &q, q_out),
+            ("attn_k", &k, kv_out),
+            ("attn_v", &v, v_out),
+        ] {
+            if l.n_out != want {
+                return Err(Error::Forward(format!(
+                    "blk.{il}.{name} has {} outputs, expected {want}",
+                    l.n_out
+                )));
+            }
+        }
+        let o = self.linear(&p("attn_output"), hp.n_head * hp.head_dim_v)?;
+        let up_full = self.linear(&p("ffn_up"), d)?;
+        let (gate, up) = if self.model.tensor(&p("ffn_gate")).is_some() {
+            (self.linear(&p("ffn_gate"), d)?, up_full)
+        } else {
+            // phi3: ffn_up holds [gate; up] (llama.cpp LLM_FFN_SWIGLU splits it in halves).
+            let half = up_full.n_out / 2;
+            (
+                up_full.slice_rows(0, half)?,
+                up_full.slice_rows(half, half)?,
+            )
+        };
+        let down = self.linear(&p("ffn_down"), gate.n_out)?;
+        let (q_norm, k_norm) = match self.spec.qk_norm {
+            config::QkNorm::None => (None, None),
+            config::QkNorm::Optional => (
+                self.opt_vector(&p("attn_q_norm"))?,
+                self.opt_vector(&p("attn_k_norm"))?,
+            ),
+            config::QkNorm::Required => (
+                Some(self.vector(&p("attn_q_norm"))?),
+                Some(self.vector(&p("attn_k_norm"))?),
+            ),
+        };
+        let (post_attn_norm, post_ffn_norm) = if self.spec.post_norms {
+            (
+                Some(self.vector(&p("post_attention_norm"))?),
+                Some(self.vector(&p("post_ffw_norm"))?),
+            )
+        } else {
+            (None, None)
+        };
+        Ok(BlockWeights {
+            attn_norm: self.vector(&p("attn_norm"))?,
+            q,
+            k,
+            v,
+            o,
+            q_norm,
+            k_norm,
+            post_attn_norm,
+            ffn_norm: self.vector(&p("ffn_norm"))?,
+            gate,
+            up,
+            down,
+            post_ffn_norm,
+        })
+    }
+
+    /// Token embeddings of each window (rows dequantized one by one), scaled as the arch wants.
+    pub fn embed(&self, windows: &[Vec<u32>]) -> Result<Batch> {
+        let t = self.tensor("token_embd.weight")?;
+        let d = self.hp.n_embd;
+        let ty = t.info.ggml_type;
+        let row_bytes = ty
+            .bytes_for(d as u64)
+            .ok_or_else(|| Error::Forward(format!("token_embd.weight: type {ty} rows of {d}")))?
+            as usize;
+        let bytes = self.model.data(t);
+        let n_vocab = bytes.len() / row_bytes;
+        let mut data = Vec::with_capacity(windows.iter().map(Vec::len).sum::<usize>() * d);
+        for w in windows {
+            for &id in w {
+                let id = id as usize;
+                if id >= n_vocab {
+                    return Err(Error::Forward(format!(
+                        "token id {id} out of range (vocabulary of {n_vocab})"
+                    )));
+                }
+                let row = dequantize(
+                    "token_embd.weight",
+                    ty,
+                    &bytes[id * row_bytes..(id + 1) * row_bytes],
+                    1,
+                    d,
+                )?;
+                data.extend(
+                    row.flatten_all()
+                        .and_then(|t| t.to_vec1::<f32>())
+                        .map_err(candle("embedding row"))?,
+                );
+            }
+        }
+        if self.hp.embedding_scale != 1.0 {
+            data.iter_mut().for_each(|v| *v *= self.hp.embedding_scale);
+        }
+        Ok(Batch {
+            data,
+            lens: windows.iter().map(Vec::len).collect(),
+            n_embd: d,
+        })
+    }
+
+    /// Runs block `il` over every window of `x` in place.
+    pub fn block_forward(&self, il: usize, w: &BlockWeights, x: &mut Batch) -> Result<()> {
+        let hp = &self.hp;
+        let (d, n) = (hp.n_embd, x.n_tokens());
+        let (nh, nkv, hdk, hdv) = (hp.n_head, hp.n_head_kv(il), hp.head_dim_k, hp.head_dim_v);
+        let mut h = x.data.clone();
+        ops::rms_norm(&mut h, d, Some(&w.attn_norm), hp.eps);
+        let mut q = w.q.forward(&h, n)?;
+        let mut k = w.k.forward(&h, n)?;
+        let v = w.v.forward(&h, n)?;
+        if let Some(qn) = &w.q_norm {
+            ops::rms_norm(&mut q, hdk, Some(qn), hp.eps);
+        }
+        if let Some(kn) = &w.k_norm {
+            ops::rms_norm(&mut k, hdk, Some(kn), hp.eps);
+        }
+        let mut attn = vec![0.0f32; n * nh * hdv];
+        let window = hp.swa_window(il);
+        let base = hp.rope_base(il);
+        for (&start, &len) in x.starts().iter().zip(&x.lens) {
+            if len == 0 {
+                continue;
+            }
+            let qw = &mut q[start * nh * hdk..(start + len) * nh * hdk];
+            let kw = &mut k[start * nkv * hdk..(start + len) * nkv * hdk];
+            if let Some(style) = self.spec.rope {
+                ops::rope(qw, nh, hdk, hp.n_rot, base, hp.rope_freq_scale, style);
+                ops::rope(kw, nkv, hdk, hp.n_rot, base, hp.rope_freq_scale, style);
+            }
+            let vw = &v[start * nkv * hdv..(start + len) * nkv * hdv];
+            let out = self.attention(qw, kw, vw, len, nkv, window)?;
+            attn[start * nh * hdv..(start + len) * nh * hdv].copy_from_slice(&out);
+        }
+        let mut a = w.o.forward(&attn, n)?;
+        if let Some(pn) = &w.post_attn_norm {
+            ops::rms_norm(&mut a, d, Some(pn), hp.eps);
+        }
+        x.data.iter_mut().zip(&a).for_each(|(x, a)| *x += a);
+        drop((a, attn, q, k, v));
+        let mut h = x.data.clone();
+        ops::rms_norm(&mut h, d, Some(&w.ffn_norm), hp.eps);
+        let mut g = w.gate.forward(&h, n)?;
+        let u = w.up.forward(&h, n)?;
+        let act: fn(f32) -> f32 = match self.spec.activation {
+            config::Activation::Silu => ops::silu,
+            config::Activation::GeluTanh => ops::gelu_tanh,
+        };
+        {
+            use rayon::prelude::*;
+            g.par_iter_mut()
+                .zip(u.par_iter())
+                .for_each(|(g, u)| *g = act(*g) * u);
+        }
+        let mut f = w.down.forward(&g, n)?;
+        if let Some(pn) = &w.post_ffn_norm {
+            ops::rms_norm(&mut f, d, Some(pn), hp.eps);
+        }
+        x.data.iter_mut().zip(&f).for_each(|(x, f)| *x += f);
+        Ok(())
+    }
+
+    /// Attention of one window: q `[t, n_head, hd]`, k/v `[t, n_kv, hd]`; returns `[t, n_head, hd_v]`.
+    fn attention(
+        &self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        t: usize,
+        nkv: usize,
+        window: Option<usize>,
+    ) -> Result<Vec<f32>> {
+        let hp = &self.hp;
+        let (nh, hdk, hdv) = (hp.n_head, hp.head_dim_k, hp.head_dim_v);
+        let g = nh / nkv;
+        let dev = &Device::Cpu;
+        let err = candle("attention");
+        let run = || -> candle_core::Result<Vec<f32>> {
+            // Heads h = kv * g + j share kv head `kv` (llama.cpp's GQA grouping), so q as
+            // (n_kv, g * t, hd) lines up with k as (n_kv, t, hd).
+            let qt = Tensor::from_slice(q, (t, nh, hdk), dev)?
+                .transpose(0, 1)?
+                .contiguous()?
+                .reshape((nkv, g * t, hdk))?;
+            let kt = Tensor::from_slice(k, (t, nkv, hdk), dev)?
+                .transpose(0, 1)?
+                .contiguous()?;
+            let vt = Tensor::from_slice(v, (t, nkv, hdv), dev)?
+                .transpose(0, 1)?
+                .contiguous()?;
+            let scores = qt.matmul(&kt.t()?)?;
+            let mut s: Vec<f32> = scores.flatten_all()?.to_vec1()?;
+            ops::masked_softmax(&mut s, t, hp.attn_scale, hp.attn_softcap, window);
+            let p = Tensor::from_vec(s, (nkv, g * t, t), dev)?;
+            let o = p
+                .matmul(&vt)?
+                .reshape((nh, t, hdv))?
+                .transpose(0, 1)?
+                .contiguous()?;
+            o.flatten_all()?.to_vec1()
+        };
+        run().map_err(err)
+    }
+
+    /// Runs the windows through every block not in `skip`, layer-major, calling
+    /// `observe(il, &batch)` with the residual stream entering each run block `il`, then
+    /// `observe(n_layer, &batch)` with the final stream. Returns the final stream.
+    pub fn run(
+        &self,
+        windows: &[Vec<u32>],
+        skip: &[usize],
+        observe: &mut dyn FnMut(usize, &Batch) -> Result<()>,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Batch> {
+        self.run_cached(windows, skip, None, observe, progress)
+            .map(|(x, _)| x)
+    }
+
+    /// [`Forward::run`] resuming from the latest state in `cache` that is valid for `skip`, and
+    /// recording states into it. Returns the final stream and the block it resumed at
+    /// (`observe` is called only from there on).
+    pub fn run_cached(
+        &self,
+        windows: &[Vec<u32>],
+        skip: &[usize],
+        mut cache: Option<&mut StateCache>,
+        observe: &mut dyn FnMut(usize, &Batch) -> Result<()>,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<(Batch, usize)> {
+        let (start, mut x) = match cache.as_deref().and_then(|c| c.lookup(skip)) {
+            Some((b, x)) => (b, x.clone()),
+            None => (0, self.embed(windows)?),
+        };
+        for il in start..self.hp.n_layer {
+            crate::interrupt::check()?;
+            if skip.contains(&il) {
+                progress(il);
+                continue;
+            }
+            if let Some(c) = cache.as_deref_mut() {
+                if il > start {
+                    c.insert(il, skip, &x);
+                }
+            }
+            observe(il, &x)?;
+            let w = self.load_block(il)?;
+            self.block_forward(il, &w, &mut x)?;
+            progress(il);
+        }
+        observe(self.hp.n_layer, &x)?;
+        Ok((x, start))
+    }
+
+    /// The output head, dequantized (`output.weight`, else the tied `token_embd.weight`).
+    pub fn output_head(&self) -> Result<Linear> {
+        let name = if self.model.tensor("output.weight").is_some() {
+            "output.weight"
+        } else {
+            "token_embd.weight"
+        };
+        let mut head = self.linear(name, self.hp.n_embd)?;
+        if name == "token_embd.weight" {
+            head.bias = None;
+        }
+        Ok(head)
+    }
+}
+
+/// A full-model [`LogitsSource`], optionally with some blocks skipped (what a pruned file with
+/// the kept layers' true per-layer roles computes).
+pub struct ModelLogits<'m> {
+    pub forward: Forward<'m>,
+    pub skip: Vec<usize>,
+    /// Upper bound on the activations of one layer-major batch, in bytes.
+    pub batch_bytes: usize,
+    head: Option<(Linear, Vec<f32>)>,
+}
+
+impl<'m> ModelLogits<'m> {
+    pub fn new(model: &'m Model) -> Result<ModelLogits<'m>> {
+        Ok(ModelLogits {
+            forward: Forward::new(model)?,
+            skip: Vec::new(),
+            batch_bytes: 256 << 20,
+            head: None,
+        })
+    }
+
+    pub fn with_skip(mut self, skip: Vec<usize>) -> Self {
+        self.skip = skip;
+        self
+    }
+}
+
+impl LogitsSource for ModelLogits<'_> {
+    fn n_vocab(&self) -> usize {
+        let t = self
+            .forward
+            .model
+            .tensor("output.weight")
+            .or_else(|| self.forward.model.tensor("token_embd.weight"));
+        t.map(|t| t.info.dims.get(1).copied().unwrap_or(0) as usize)
+            .unwrap_or(0)
+    }
+
+    fn logits(
+        &mut self,
+        windows: &[Vec<u32>],
+        first: usize,
+        f: &mut dyn FnMut(usize, usize, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        self.logits_cached(windows, first, None, f)
+    }
+}
+
+impl ModelLogits<'_> {
+    /// [`LogitsSource::logits`] resuming from and recording into `cache` (which must belong to
+    /// these windows) when all windows fit one batch.
+    #[allow(clippy::type_complexity)]
+    pub fn logits_cached(
+        &mut self,
+        windows: &[Vec<u32>],
+        first: usize,
+        mut cache: Option<&mut StateCache>,
+        f: &mut dyn FnMut(usize, usize, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        if self.head.is_none() {
+            self.head = Some((
+                self.forward.output_head()?,
+                self.forward.vector("output_norm.weight")?,
+            ));
+        }
+        let fw = &self.forward;
+        let d = fw.hp.n_embd;
+        // Activations of a block are a small multiple of n_embd per token (q, k, v, gate, up).
+        let per_token = 4 * (4 * d + 3 * fw.hp.n_ff.max(d)) + 4 * fw.hp.n_head * 64;
+        let mut i = 0;
+        while i < windows.len() {
+            let mut tokens = 0;
+            let mut j = i;
+            while j < windows.len()
+                && (j == i || (tokens + windows[j].len()) * per_token <= self.batch_bytes)
+            {
+                tokens += windows[j].len();
+                j += 1;
+            }
+            let c = if i == 0 && j == windows.len() {
+                cache.as_deref_mut()
+            } else {
+                None
+            };
+            let (x, _) = fw.run_cached(
+                &windows[i..j],
+                &self.skip,
+                c,
+                &mut |_, _| Ok(()),
+                &mut |_| {},
+            )?;
+            let (head, norm) = self.head.as_ref().expect("head loaded above");
+            for (wi, (&start, &len)) in x.starts().iter().zip(&x.lens).enumerate() {
+                const GROUP: usize = 128;
+                let mut p = first;
+                while p < len {
+                    let e = (p + GROUP).min(len);
+                    let mut h = x.data[(start + p) * d..(start + e) * d].to_vec();
+                    ops::rms_norm(&mut h, d, Some(norm), fw.hp.eps);
+                    let mut logits = head.forward(&h, e - p)?;
+                    if let Some(cap) = fw.hp.final_softcap {
+                        logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
+                    }
+                    for (r, row) in logits.chunks(head.n_out).enumerate() {
+                        f(i + wi, p + r, row)?;
+                    }
+                    p = e;
+                }
+            }
+            i = j;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,163 @@
+//! Element-wise and row-wise kernels on plain `f32` rows, matching ggml's CPU definitions.
+//! Matrix products go through candle (see [`super::linear`]); these are the cheap parts.
+
+use rayon::prelude::*;
+
+/// RMS norm of each `dim`-wide row in place, then a per-element weight (llama.cpp's
+/// `build_norm(.., LLM_NORM_RMS)`; gemma's `1 + w` is already folded into GGUF weights).
+pub fn rms_norm(x: &mut [f32], dim: usize, weight: Option<&[f32]>, eps: f32) {
+    x.par_chunks_mut(dim).for_each(|row| {
+        let ss: f64 = row.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let scale = 1.0 / ((ss / dim as f64) as f32 + eps).sqrt();
+        match weight {
+            Some(w) => row.iter_mut().zip(w).for_each(|(v, w)| *v = *v * scale * w),
+            None => row.iter_mut().for_each(|v| *v *= scale),
+        }
+    });
+}
+
+/// How RoPE pairs the values of a head (llama.cpp `LLAMA_ROPE_TYPE_NORM` / `_NEOX`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RopeStyle {
+    /// Consecutive pairs (2i, 2i+1).
+    Norm,
+    /// Pairs (i, i + n_rot/2).
+    Neox,
+}
+
+/// Rotary position embedding of `x` laid out as `[tokens, heads, head_dim]`, token t at
+/// position `t`, rotating the first `n_rot` values of each head.
+pub fn rope(
+    x: &mut [f32],
+    n_head: usize,
+    head_dim: usize,
+    n_rot: usize,
+    base: f32,
+    freq_scale: f32,
+    style: RopeStyle,
+) {
+    let half = n_rot / 2;
+    // theta_i = pos * base^(-2i/n_rot), as ggml computes it (powers of theta_scale).
+    let inv: Vec<f32> = (0..half)
+        .map(|i| base.powf(-2.0 * i as f32 / n_rot as f32))
+        .collect();
+    x.par_chunks_mut(n_head * head_dim)
+        .enumerate()
+        .for_each(|(pos, tok)| {
+            let p = pos as f32 * freq_scale;
+            let cs: Vec<(f32, f32)> = inv
+                .iter()
+                .map(|&f| {
+                    let t = p * f;
+                    (t.cos(), t.sin())
+                })
+                .collect();
+            for head in tok.chunks_mut(head_dim) {
+                for (i, &(c, s)) in cs.iter().enumerate() {
+                    let (a, b) = match style {
+                        RopeStyle::Norm => (2 * i, 2 * i + 1),
+                        RopeStyle::Neox => (i, i + half),
+                    };
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * c - x1 * s;
+                    head[b] = x0 * s + x1 * c;
+                }
+            }
+        });
+}
+
+/// ggml's tanh approximation of GELU.
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh())
+}
+
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// Causal (optionally sliding-window, optionally soft-capped) softmax over attention scores laid
+/// out as `[heads, t, t]`: query q sees keys k with k <= q and q - k < window.
+pub fn masked_softmax(
+    scores: &mut [f32],
+    t: usize,
+    scale: f32,
+    softcap: Option<f32>,
+    window: Option<usize>,
+) {
+    scores
+        .par_chunks_mut(t)
+        .enumerate()
+        .for_each(|(row_index, row)| {
+            let q = row_index % t;
+            let lo = match window {
+                Some(w) => (q + 1).saturating_sub(w),
+                None => 0,
+            };
+            let mut max = f32::NEG_INFINITY;
+            for v in &mut row[lo..=q] {
+                let mut s = *v * scale;
+                if let Some(cap) = softcap {
+                    s = cap * (s / cap).tanh();
+                }
+                *v = s;
+                max = max.max(s);
+            }
+            let mut sum = 0.0f64;
+            for v in &mut row[lo..=q] {
+                *v = (*v - max).exp();
+                sum += *v as f64;
+            }
+            let inv = (1.0 / sum) as f32;
+            row[..lo].iter_mut().for_each(|v| *v = 0.0);
+            row[lo..=q].iter_mut().for_each(|v| *v *= inv);
+            row[q + 1..].iter_mut().for_each(|v| *v = 0.0);
+        });
+}
+
+/// Cosine similarity of two rows (f64 accumulation); `None` when either is zero or not finite.
+pub fn cosine(a: &[f32], b: &[f32]) -> Option<f64> {
+    let (mut ab, mut aa, mut bb) = (0.0f64, 0.0f64, 0.0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (x as f64, y as f64);
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    let c = ab / (aa.sqrt() * bb.sqrt());
+    c.is_finite().then_some(c.clamp(-1.0, 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_respects_causality_and_window() {
+        let t = 4;
+        let mut s = vec![1.0f32; t * t];
+        masked_softmax(&mut s, t, 1.0, None, Some(2));
+        // Row 3 sees keys 2 and 3 only.
+        assert_eq!(&s[12..16], &[0.0, 0.0, 0.5, 0.5]);
+        assert_eq!(&s[0..4], &[1.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn rope_styles_pair_differently() {
+        // One head of 4 values at position 1, base 1 (theta = 1 for every pair).
+        let mut n = vec![0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0];
+        rope(&mut n, 1, 4, 4, 1.0, 1.0, RopeStyle::Norm);
+        let (c, s) = (1f32.cos(), 1f32.sin());
+        assert!((n[4] - c).abs() < 1e-6 && (n[5] - s).abs() < 1e-6);
+        let mut x = vec![0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
+        rope(&mut x, 1, 4, 4, 1.0, 1.0, RopeStyle::Neox);
+        assert!((x[4] - c).abs() < 1e-6 && (x[6] - s).abs() < 1e-6 && x[5] == 0.0);
+    }
+
+    #[test]
+    fn cosine_of_zero_is_none() {
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), None);
+        assert!((cosine(&[1.0, 0.0], &[1.0, 0.0]).unwrap() - 1.0).abs() < 1e-12);
+    }
+}

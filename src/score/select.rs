@@ -1,0 +1,538 @@
+//! Which blocks `--remove N` drops: candidate sets from the scores, the architecture's rules, and
+//! optionally (`--refine`) a choice among candidates by perplexity on held-back calibration text.
+
+use super::{
+    calibration_text, calibration_windows, check_removal, score_layers, score_layers_cached,
+    LayerScores,
+};
+use crate::error::{Error, Result};
+use crate::forward::{Forward, ModelLogits, StateCache};
+use crate::gguf::Model;
+use std::path::PathBuf;
+
+/// How candidate sets are scored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// One-shot Block Influence: the N lowest-BI blocks.
+    Bi,
+    /// The contiguous run of N blocks with the lowest angular distance (Gromov et al.).
+    Angular,
+    /// Iterative BI: remove the lowest-BI block, re-score, repeat.
+    Iterative,
+}
+
+/// What `select_layers` needs; built by `SelectArgs::to_options` on the command line.
+#[derive(Clone, Debug)]
+pub struct SelectOptions {
+    /// Blocks to remove.
+    pub remove: usize,
+    /// The metric; `None` is the default method (see [`select_layers`]).
+    pub metric: Option<Metric>,
+    /// Choose among candidate sets by perplexity on held-back calibration text.
+    pub refine: bool,
+    /// Calibration text file; `None` is the built-in text.
+    pub calib: Option<PathBuf>,
+    /// Tokens per window.
+    pub ctx: usize,
+    /// Calibration tokens in all (held-back tokens included).
+    pub max_tokens: usize,
+    /// Allow removing the first and last blocks.
+    pub allow_ends: bool,
+}
+
+impl Default for SelectOptions {
+    fn default() -> Self {
+        SelectOptions {
+            remove: 0,
+            metric: None,
+            refine: false,
+            calib: None,
+            ctx: DEFAULT_CTX,
+            max_tokens: DEFAULT_MAX_TOKENS,
+            allow_ends: false,
+        }
+    }
+}
+
+/// Default window: 512 tokens, the context llama-perplexity and llama-imatrix runs use, long
+/// enough to exercise gemma's 512-token sliding window (ShortGPT used 256).
+pub const DEFAULT_CTX: usize = 512;
+pub const DEFAULT_MAX_TOKENS: usize = 8192;
+/// Memory for residual-stream states kept between passes, per window set.
+const CACHE_BYTES: usize = 384 << 20;
+
+/// One candidate set of blocks to remove.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Candidate {
+    pub method: String,
+    /// Original block indices, sorted.
+    pub removed: Vec<usize>,
+    /// Perplexity on the held-back calibration windows (with `--refine`).
+    pub held_out_ppl: Option<f64>,
+    /// Mean KL divergence from the unpruned model on the held-back windows, nats per token
+    /// (top-64 tokens of the unpruned model plus the rest as one bucket; with `--refine`).
+    pub held_out_kl: Option<f64>,
+}
+
+/// The outcome of a selection, with what a report needs.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Selection {
+    /// Original indices of the removed blocks, sorted.
+    pub removed: Vec<usize>,
+    /// The same blocks in the order the method picked them.
+    pub order: Vec<usize>,
+    /// How the set was chosen.
+    pub method: String,
+    /// Scores of the unpruned model (one pass over the scoring windows).
+    pub scores: LayerScores,
+    /// Every candidate considered.
+    pub candidates: Vec<Candidate>,
+    /// Scoring and held-back tokens.
+    pub n_tokens: usize,
+    pub held_out_tokens: usize,
+}
+
+/// Progress of a selection: `(stage, done, total)`.
+pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize);
+
+/// Picks `options.remove` blocks. With a metric, that metric's set. By default (no metric) the
+/// sets of one-shot BI, iterative BI and angular distance are built from three quarters of the
+/// calibration windows, and the one whose pruned model stays closest to the unpruned model
+/// (mean KL divergence of next-token distributions) on the last quarter wins: no single metric
+/// wins on every model and k (DESIGN.md section 2). `refine` adds a greedy set guided by
+/// that divergence (three lowest-BI blocks tried per step; costly).
+/// The first and last blocks are kept unless `allow_ends`; every set passes the
+/// architecture's removal rules.
+pub fn select_layers(
+    model: &Model,
+    options: &SelectOptions,
+    progress: Progress,
+) -> Result<Selection> {
+    let fw = Forward::new(model)?;
+    let n_layer = fw.n_layer();
+    let n = options.remove;
+    let text = calibration_text(options.calib.as_deref())?;
+    let mut windows = calibration_windows(model, &text, options.ctx, options.max_tokens)?;
+    // Compare candidate sets on held-back windows unless one metric was asked for.
+    let compare = (options.metric.is_none() || options.refine) && n > 0 && windows.len() >= 2;
+    if options.refine && !compare && n > 0 {
+        return Err(Error::Calibration(format!(
+            "--refine needs at least 2 windows of {} tokens; the text gives {}",
+            options.ctx,
+            windows.len()
+        )));
+    }
+    let held: Vec<Vec<u32>> = if compare {
+        let k = (windows.len() / 4).max(1);
+        windows.split_off(windows.len() - k)
+    } else {
+        Vec::new()
+    };
+    let names: Vec<&str> = model.tensors.iter().map(|t| t.info.name.as_str()).collect();
+    let allowed: Vec<usize> = (0..n_layer)
+        .filter(|&i| options.allow_ends || (i != 0 && i + 1 != n_layer))
+        .collect();
+    if n >= n_layer || n > allowed.len() {
+        return Err(Error::Layers(format!(
+            "--remove {n}: the model has {n_layer} blocks, {} removable{}",
+            allowed.len(),
+            if options.allow_ends {
+                ""
+            } else {
+                " (first and last kept; --allow-ends to change)"
+            }
+        )));
+    }
+    let valid = |set: &[usize]| check_removal(model.metadata(), &names, set).is_ok();
+
+    let max_run = n.max(1);
+    // States of the scoring windows kept between iterative passes (each pass then starts at the
+    // block just removed instead of at the embedding).
+    let mut cache = StateCache::new(CACHE_BYTES);
+    let scores = score_layers(&fw, &windows, &[], max_run, &mut |il| {
+        progress("scoring", il + 1, n_layer)
+    })?;
+    let mut candidates: Vec<(String, Vec<usize>)> = Vec::new();
+    let wanted = |m: Metric| compare || options.metric.unwrap_or(Metric::Iterative) == m;
+    if n == 0 {
+        return Ok(Selection {
+            removed: vec![],
+            order: vec![],
+            method: "none".into(),
+            n_tokens: scores.n_tokens,
+            scores,
+            candidates: vec![],
+            held_out_tokens: 0,
+        });
+    }
+    if wanted(Metric::Bi) {
+        if let Some(order) = one_shot(&scores.bi, &allowed, n, &valid) {
+            candidates.push(("bi".into(), order));
+        }
+    }
+    if wanted(Metric::Angular) {
+        if let Some(order) = best_run(&scores.angular[n - 1], &allowed, n, &valid) {
+            candidates.push(("angular".into(), order));
+        }
+    }
+    if wanted(Metric::Iterative) {
+        let mut removed: Vec<usize> = Vec::new();
+        let mut current = scores.bi.clone();
+        for step in 0..n {
+            let pick = lowest(&current, &allowed, &removed, &valid);
+            let Some(pick) = pick else { break };
+            removed.push(pick);
+            if step + 1 < n {
+                let stage = format!("iterative BI {}/{}", step + 2, n);
+                current = score_layers_cached(
+                    &fw,
+                    &windows,
+                    &removed,
+                    &mut cache,
+                    &current,
+                    &mut |il| progress(&stage, il + 1, n_layer),
+                )?
+                .bi;
+            }
+        }
+        if removed.len() == n {
+            candidates.push(("iterative".into(), removed));
+        }
+    }
+    if !compare {
+        let (method, order) = candidates.into_iter().next().ok_or_else(|| {
+            Error::Layers(format!(
+                "no set of {n} blocks passes the architecture's removal rules"
+            ))
+        })?;
+        let mut removed = order.clone();
+        removed.sort_unstable();
+        let candidates = vec![Candidate {
+            method: method.clone(),
+            removed: removed.clone(),
+            held_out_ppl: None,
+            held_out_kl: None,
+        }];
+        return Ok(Selection {
+            removed,
+            order,
+            method,
+            n_tokens: scores.n_tokens,
+            scores,
+            candidates,
+            held_out_tokens: 0,
+        });
+    }
+
+    // --refine: a greedy set guided by the held-back divergence from the unpruned model among
+    // the few lowest-BI blocks, then every candidate measured on the held-back windows.
+    let mut logits = ModelLogits::new(model)?;
+    let held_tokens: usize = held.iter().map(Vec::len).sum();
+    let mut held_cache = StateCache::new(CACHE_BYTES);
+    progress("reference logits", 0, 1);
+    let reference = Reference::new(&mut logits, &held, Some(&mut held_cache))?;
+    let mut measured: Vec<(Vec<usize>, HeldOut)> = Vec::new();
+    let mut measure = |set: &[usize], progress: Progress| -> Result<HeldOut> {
+        crate::interrupt::check()?;
+        let mut key = set.to_vec();
+        key.sort_unstable();
+        if let Some((_, m)) = measured.iter().find(|(k, _)| *k == key) {
+            return Ok(*m);
+        }
+        progress("held-back divergence", measured.len(), measured.len() + 1);
+        let m = reference.measure(&mut logits, &held, &key, Some(&mut held_cache))?;
+        measured.push((key, m));
+        Ok(m)
+    };
+    if options.refine {
+        const WIDTH: usize = 3;
+        let mut removed: Vec<usize> = Vec::new();
+        let mut current = scores.bi.clone();
+        for step in 0..n {
+            let mut options_here: Vec<usize> = Vec::new();
+            let mut excluded = removed.clone();
+            while options_here.len() < WIDTH {
+                let Some(b) = lowest(&current, &allowed, &excluded, &|s: &[usize]| {
+                    valid(&[&removed[..], s].concat())
+                }) else {
+                    break;
+                };
+                options_here.push(b);
+                excluded.push(b);
+            }
+            let mut best: Option<(f64, usize)> = None;
+            for &b in &options_here {
+                let m = measure(&[&removed[..], &[b]].concat(), progress)?;
+                if best.is_none_or(|(bk, _)| m.kl < bk) {
+                    best = Some((m.kl, b));
+                }
+            }
+            let Some((_, b)) = best else { break };
+            removed.push(b);
+            if step + 1 < n {
+                let stage = format!("guided {}/{}", step + 2, n);
+                current = score_layers_cached(
+                    &fw,
+                    &windows,
+                    &removed,
+                    &mut cache,
+                    &current,
+                    &mut |il| progress(&stage, il + 1, n_layer),
+                )?
+                .bi;
+            }
+        }
+        if removed.len() == n {
+            candidates.push(("guided".into(), removed));
+        }
+    }
+    let mut scored: Vec<Candidate> = Vec::new();
+    let mut best: Option<(f64, String, Vec<usize>)> = None;
+    for (method, order) in &candidates {
+        let m = measure(order, progress)?;
+        let mut removed = order.clone();
+        removed.sort_unstable();
+        scored.push(Candidate {
+            method: method.clone(),
+            removed,
+            held_out_ppl: Some(m.ppl),
+            held_out_kl: Some(m.kl),
+        });
+        if best.as_ref().is_none_or(|(bk, _, _)| m.kl < *bk) {
+            best = Some((m.kl, method.clone(), order.clone()));
+        }
+    }
+    let (_, method, order) = best.ok_or_else(|| {
+        Error::Layers(format!(
+            "no set of {n} blocks passes the architecture's removal rules"
+        ))
+    })?;
+    let mut removed = order.clone();
+    removed.sort_unstable();
+    Ok(Selection {
+        removed,
+        order,
+        method: format!("{method}, lowest held-back KL"),
+        n_tokens: scores.n_tokens,
+        scores,
+        candidates: scored,
+        held_out_tokens: held_tokens,
+    })
+}
+
+/// The allowed, valid block with the lowest score not in `exclude`.
+fn lowest(
+    scores: &[f64],
+    allowed: &[usize],
+    exclude: &[usize],
+    valid: &dyn Fn(&[usize]) -> bool,
+) -> Option<usize> {
+    let mut order: Vec<usize> = allowed
+        .iter()
+        .copied()
+        .filter(|b| !exclude.contains(b) && scores[*b].is_finite())
+        .collect();
+    order.sort_by(|a, b| scores[*a].total_cmp(&scores[*b]));
+    order
+        .into_iter()
+        .find(|&b| valid(&[exclude, &[b]].concat()))
+}
+
+/// The `n` lowest-scoring allowed blocks, skipping any that the architecture forbids.
+fn one_shot(
+    scores: &[f64],
+    allowed: &[usize],
+    n: usize,
+    valid: &dyn Fn(&[usize]) -> bool,
+) -> Option<Vec<usize>> {
+    let mut set = Vec::new();
+    while set.len() < n {
+        set.push(lowest(scores, allowed, &set, valid)?);
+    }
+    Some(set)
+}
+
+/// The contiguous allowed run of `n` blocks with the lowest angular distance.
+fn best_run(
+    angular: &[f64],
+    allowed: &[usize],
+    n: usize,
+    valid: &dyn Fn(&[usize]) -> bool,
+) -> Option<Vec<usize>> {
+    let mut best: Option<(f64, usize)> = None;
+    for (l, &a) in angular.iter().enumerate() {
+        let run: Vec<usize> = (l..l + n).collect();
+        if a.is_finite()
+            && run.iter().all(|b| allowed.contains(b))
+            && valid(&run)
+            && best.is_none_or(|(ba, _)| a < ba)
+        {
+            best = Some((a, l));
+        }
+    }
+    best.map(|(_, l)| (l..l + n).collect())
+}
+
+/// Perplexity of the model without `skip` on `windows`, the second half of each window scored
+/// (as llama-perplexity does).
+pub fn held_out_perplexity(
+    logits: &mut ModelLogits,
+    windows: &[Vec<u32>],
+    skip: &[usize],
+) -> Result<f64> {
+    held_out_perplexity_cached(logits, windows, skip, None)
+}
+
+/// [`held_out_perplexity`] resuming from states of these windows kept in `cache`.
+pub fn held_out_perplexity_cached(
+    logits: &mut ModelLogits,
+    windows: &[Vec<u32>],
+    skip: &[usize],
+    cache: Option<&mut StateCache>,
+) -> Result<f64> {
+    logits.skip = skip.to_vec();
+    let first = windows.iter().map(Vec::len).min().unwrap_or(0) / 2;
+    let (mut nll, mut count) = (0.0f64, 0usize);
+    logits.logits_cached(windows, first, cache, &mut |w, p, row| {
+        if let Some(&target) = windows[w].get(p + 1) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+            nll += max + sum.ln() - row[target as usize] as f64;
+            count += 1;
+        }
+        Ok(())
+    })?;
+    if count == 0 {
+        return Err(Error::Calibration("no held-back tokens to score".into()));
+    }
+    Ok((nll / count as f64).exp())
+}
+
+/// Held-back measures of one pruned model.
+#[derive(Clone, Copy, Debug)]
+pub struct HeldOut {
+    pub kl: f64,
+    pub ppl: f64,
+}
+
+/// The unpruned model's next-token distributions on the held-back windows, kept as the top
+/// `TOP_K` tokens per position plus the remaining mass (a full row is 1 MiB for gemma3).
+pub struct Reference {
+    /// Per scored position: (token, log-probability), most likely first.
+    top: Vec<Vec<(u32, f32)>>,
+    /// Per scored position: log of the probability outside `top`.
+    tail: Vec<f64>,
+}
+
+const TOP_K: usize = 64;
+
+fn log_softmax(row: &[f32]) -> (f64, f64) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+    (max, max + sum.ln())
+}
+
+impl Reference {
+    /// Every position but the last of each window is scored.
+    pub fn new(
+        logits: &mut ModelLogits,
+        windows: &[Vec<u32>],
+        cache: Option<&mut StateCache>,
+    ) -> Result<Reference> {
+        logits.skip.clear();
+        let (mut top, mut tail) = (Vec::new(), Vec::new());
+        logits.logits_cached(windows, 0, cache, &mut |w, p, row| {
+            if p + 1 < windows[w].len() {
+                let (_, lse) = log_softmax(row);
+                let mut idx: Vec<u32> = (0..row.len() as u32).collect();
+                let k = TOP_K.min(row.len());
+                if k < row.len() {
+                    idx.select_nth_unstable_by(k - 1, |&a, &b| {
+                        row[b as usize].total_cmp(&row[a as usize])
+                    });
+                }
+                idx.truncate(k);
+                let entries: Vec<(u32, f32)> = idx
+                    .iter()
+                    .map(|&i| (i, (row[i as usize] as f64 - lse) as f32))
+                    .collect();
+                let mass: f64 = entries.iter().map(|e| (e.1 as f64).exp()).sum();
+                tail.push((1.0 - mass).max(1e-12).ln());
+                top.push(entries);
+            }
+            Ok(())
+        })?;
+        Ok(Reference { top, tail })
+    }
+
+    /// KL(unpruned || pruned) and perplexity of the model without `skip`.
+    pub fn measure(
+        &self,
+        logits: &mut ModelLogits,
+        windows: &[Vec<u32>],
+        skip: &[usize],
+        cache: Option<&mut StateCache>,
+    ) -> Result<HeldOut> {
+        logits.skip = skip.to_vec();
+        let (mut kl, mut nll, mut i) = (0.0f64, 0.0f64, 0usize);
+        logits.logits_cached(windows, 0, cache, &mut |w, p, row| {
+            if p + 1 < windows[w].len() {
+                let (_, lse) = log_softmax(row);
+                let top = &self.top[i];
+                let mut q_mass = 0.0;
+                for &(tok, lp) in top {
+                    let lq = row[tok as usize] as f64 - lse;
+                    q_mass += lq.exp();
+                    kl += (lp as f64).exp() * (lp as f64 - lq);
+                }
+                let lq_tail = (1.0 - q_mass).max(1e-12).ln();
+                kl += self.tail[i].exp() * (self.tail[i] - lq_tail);
+                nll += lse - row[windows[w][p + 1] as usize] as f64;
+                i += 1;
+            }
+            Ok(())
+        })?;
+        if i == 0 {
+            return Err(Error::Calibration("no held-back tokens to score".into()));
+        }
+        logits.skip.clear();
+        Ok(HeldOut {
+            kl: kl / i as f64,
+            ppl: (nll / i as f64).exp(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_shot_takes_lowest_allowed_and_valid() {
+        let s = [0.9, 0.1, 0.05, 0.3, f64::NAN, 0.01];
+        let allowed = [1, 2, 3, 4];
+        assert_eq!(one_shot(&s, &allowed, 2, &|_| true), Some(vec![2, 1]));
+        // The architecture forbids block 2: the next lowest comes in.
+        assert_eq!(
+            one_shot(&s, &allowed, 2, &|set| !set.contains(&2)),
+            Some(vec![1, 3])
+        );
+        // NaN (skipped) blocks are never picked.
+        assert_eq!(one_shot(&s, &allowed, 4, &|_| true), None);
+    }
+
+    #[test]
+    fn best_run_stays_inside_allowed() {
+        let a = [0.01, 0.5, 0.2, 0.1, 0.4, f64::NAN];
+        assert_eq!(best_run(&a, &[1, 2, 3, 4], 2, &|_| true), Some(vec![3, 4]));
+        assert_eq!(
+            best_run(&a, &[0, 1, 2, 3, 4], 2, &|_| true),
+            Some(vec![0, 1])
+        );
+        assert_eq!(
+            best_run(&a, &[1, 2, 3, 4], 2, &|set| !set.contains(&4)),
+            Some(vec![2, 3])
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! The forward pass against llama.cpp: perplexity on wiki.test.raw (c 512, a few chunks) within
+//! 1% of llama-perplexity, token ids from llama-tokenize.
+
+mod common;
+
+use gguf_prune::forward::{LogitsSource, ModelLogits};
+use gguf_prune::gguf::Model;
+use std::path::Path;
+use std::process::Command;
+
+const CTX: usize = 512;
+
+/// Token ids of the start of wiki.test.raw, as llama-perplexity tokenizes it (BOS included when
+/// the model adds one).
+fn llama_tokens(model: &Path) -> Vec<u32> {
+    let dir = common::workdir();
+    let text = std::fs::read(common::wikitext("wiki.test.raw")).unwrap();
+    let prefix = dir.path().join("prefix.txt");
+    std::fs::write(&prefix, &text[..60_000]).unwrap();
+    let out = common::run_ok(
+        Command::new(common::llama_tool("llama-tokenize"))
+            .arg("-m")
+            .arg(model)
+            .arg("-f")
+            .arg(&prefix)
+            .args(["--ids", "--log-disable"]),
+    );
+    let list = out
+        .lines()
+        .find(|l| l.starts_with('['))
+        .expect("an id list");
+    list.trim_matches(|c| c == '[' || c == ']')
+        .split(", ")
+        .map(|s| s.trim().parse().unwrap())
+        .collect()
+}
+
+/// Perplexity the way llama-perplexity computes it: chunks of CTX tokens, BOS written over the
+/// first token of each chunk when the model adds one, the second half of each chunk scored.
+fn our_perplexity(model_path: &Path, chunks: usize) -> f64 {
+    let model = Model::open(model_path).unwrap();
+    let add_bos = model
+        .metadata()
+        .get("tokenizer.ggml.add_bos_token")
+        .and_then(|v| v.to_bool())
+        .unwrap_or(false);
+    let bos = model
+        .metadata()
+        .get_u32("tokenizer.ggml.bos_token_id")
+        .unwrap();
+    let tokens = llama_tokens(model_path);
+    let windows: Vec<Vec<u32>> = (0..chunks)
+        .map(|c| {
+            let mut w = tokens[c * CTX..(c + 1) * CTX].to_vec();
+            if add_bos {
+                w[0] = bos;
+            }
+            w
+        })
+        .collect();
+    let first = CTX / 2;
+    let mut source = ModelLogits::new(&model).unwrap();
+    let (mut nll, mut count) = (0.0f64, 0usize);
+    source
+        .logits(&windows, first, &mut |w, p, row| {
+            if p + 1 < CTX {
+                let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+                let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+                let target = windows[w][p + 1] as usize;
+                nll += max + sum.ln() - row[target] as f64;
+                count += 1;
+            }
+            Ok(())
+        })
+        .unwrap();
+    (nll / count as f64).exp()
+}
+
+fn check(model: &Path, chunks: usize) {
+    let ours = our_perplexity(model, chunks);
+    let theirs = common::llama_perplexity(model, CTX as u32, chunks as u32);
+    eprintln!(
+        "{}: ours {ours:.4}, llama-perplexity {theirs:.4}",
+        model.display()
+    );
+    assert!(
+        (ours / theirs - 1.0).abs() < 0.01,
+        "perplexity {ours} vs llama.cpp {theirs}"
+    );
+}
+
+#[test]
+fn smollm2_perplexity_matches_llama_cpp() {
+    check(&common::smollm2(), 3);
+}
+
+#[test]
+fn gemma3_perplexity_matches_llama_cpp() {
+    check(&common::gemma3(), 3);
+}

@@ -1,0 +1,258 @@
+//! Block Influence on a synthetic model whose answer is known, and on the real models.
+
+mod common;
+
+use gguf_prune::forward::{Forward, LogitsSource, ModelLogits};
+use gguf_prune::gguf::{
+    arch_key, write_model, GgmlType, Metadata, Model, OutTensor, TensorData, Value, WriteOptions,
+};
+use gguf_prune::score::score_layers;
+use std::path::Path;
+use std::process::Command;
+
+const D: usize = 32;
+const FF: usize = 64;
+const VOCAB: usize = 40;
+const LAYERS: usize = 4;
+
+/// Deterministic pseudo-random values in [-scale, scale].
+fn noise(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+fn f32_tensor(name: &str, dims: &[u64], data: Vec<f32>) -> OutTensor<'static> {
+    OutTensor {
+        name: name.to_string(),
+        dims: dims.to_vec(),
+        ggml_type: GgmlType::F32,
+        data: TensorData::Bytes(data.iter().flat_map(|v| v.to_le_bytes()).collect()),
+    }
+}
+
+/// A tiny llama model (4 heads, 2 KV heads) whose block `silent` has zero attention-output and
+/// FFN-down weights, so it adds nothing to the residual stream.
+fn tiny_llama(path: &Path, silent: usize) {
+    let mut m = Metadata::new();
+    m.set("general.architecture", Value::String(b"llama".to_vec()));
+    for (k, v) in [
+        ("block_count", LAYERS),
+        ("embedding_length", D),
+        ("feed_forward_length", FF),
+        ("attention.head_count", 4),
+        ("attention.head_count_kv", 2),
+    ] {
+        m.set(&arch_key("llama", k), Value::U32(v as u32));
+    }
+    m.set(
+        &arch_key("llama", "attention.layer_norm_rms_epsilon"),
+        Value::F32(1e-5),
+    );
+    m.set(&arch_key("llama", "rope.freq_base"), Value::F32(10000.0));
+    let mut t = vec![
+        f32_tensor(
+            "token_embd.weight",
+            &[D as u64, VOCAB as u64],
+            noise(1, D * VOCAB, 1.0),
+        ),
+        f32_tensor("output_norm.weight", &[D as u64], vec![1.0; D]),
+    ];
+    for il in 0..LAYERS {
+        let seed = 100 * (il as u64 + 1);
+        let p = |s: &str| format!("blk.{il}.{s}.weight");
+        let zero_or = |n: usize, s: u64| {
+            if il == silent {
+                vec![0.0; n]
+            } else {
+                noise(s, n, 0.3)
+            }
+        };
+        t.push(f32_tensor(&p("attn_norm"), &[D as u64], vec![1.0; D]));
+        t.push(f32_tensor(&p("ffn_norm"), &[D as u64], vec![1.0; D]));
+        t.push(f32_tensor(
+            &p("attn_q"),
+            &[D as u64, D as u64],
+            noise(seed + 1, D * D, 0.3),
+        ));
+        t.push(f32_tensor(
+            &p("attn_k"),
+            &[D as u64, (D / 2) as u64],
+            noise(seed + 2, D * D / 2, 0.3),
+        ));
+        t.push(f32_tensor(
+            &p("attn_v"),
+            &[D as u64, (D / 2) as u64],
+            noise(seed + 3, D * D / 2, 0.3),
+        ));
+        t.push(f32_tensor(
+            &p("attn_output"),
+            &[D as u64, D as u64],
+            zero_or(D * D, seed + 4),
+        ));
+        t.push(f32_tensor(
+            &p("ffn_gate"),
+            &[D as u64, FF as u64],
+            noise(seed + 5, D * FF, 0.3),
+        ));
+        t.push(f32_tensor(
+            &p("ffn_up"),
+            &[D as u64, FF as u64],
+            noise(seed + 6, D * FF, 0.3),
+        ));
+        t.push(f32_tensor(
+            &p("ffn_down"),
+            &[FF as u64, D as u64],
+            zero_or(D * FF, seed + 7),
+        ));
+    }
+    write_model(path, 3, &m, t, &WriteOptions::default(), &mut |_, _| {})
+        .and_then(|pending| pending.commit())
+        .unwrap();
+}
+
+fn windows() -> Vec<Vec<u32>> {
+    (0..3)
+        .map(|w| (0..24).map(|i| ((i * 7 + w * 3) % VOCAB) as u32).collect())
+        .collect()
+}
+
+#[test]
+fn silent_block_has_zero_influence() {
+    let dir = common::workdir();
+    let path = dir.path().join("tiny.gguf");
+    tiny_llama(&path, 2);
+    let model = Model::open(&path).unwrap();
+    let fw = Forward::new(&model).unwrap();
+    let s = score_layers(&fw, &windows(), &[], 2, &mut |_| {}).unwrap();
+    assert_eq!(s.n_tokens, 72);
+    assert!(s.bi[2].abs() < 1e-6, "silent block BI {}", s.bi[2]);
+    assert!(
+        s.angular[0][2] < 1e-3,
+        "silent block angular {}",
+        s.angular[0][2]
+    );
+    for il in [0, 1, 3] {
+        assert!(s.bi[il] > 1e-3, "block {il} BI {}", s.bi[il]);
+    }
+    // A run of two blocks across the silent one measures the other block alone.
+    assert!((s.angular[1][1] - s.angular[0][1]).abs() < 1e-3);
+
+    // Skipping the silent block changes nothing downstream.
+    let skipped = score_layers(&fw, &windows(), &[2], 1, &mut |_| {}).unwrap();
+    assert!(skipped.bi[2].is_nan());
+    for il in [0, 1, 3] {
+        assert!(
+            (skipped.bi[il] - s.bi[il]).abs() < 1e-9,
+            "block {il}: {} vs {}",
+            skipped.bi[il],
+            s.bi[il]
+        );
+    }
+    let logits = |skip: Vec<usize>| {
+        let mut src = ModelLogits::new(&model).unwrap().with_skip(skip);
+        assert_eq!(src.n_vocab(), VOCAB);
+        let mut all = Vec::new();
+        src.logits(&windows(), 20, &mut |w, p, row| {
+            assert!(p >= 20);
+            all.push((w, p, row.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        all
+    };
+    let (full, without) = (logits(vec![]), logits(vec![2]));
+    // One window per layer-major batch gives the same rows.
+    let mut small = ModelLogits::new(&model).unwrap();
+    small.batch_bytes = 1;
+    let mut rows = Vec::new();
+    small
+        .logits(&windows(), 20, &mut |w, p, row| {
+            rows.push((w, p, row.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(rows.len(), full.len());
+    for (a, b) in full.iter().zip(&rows) {
+        assert_eq!((a.0, a.1), (b.0, b.1));
+        assert!(a.2.iter().zip(&b.2).all(|(x, y)| (x - y).abs() < 1e-5));
+    }
+    assert_eq!(full.len(), 3 * 4);
+    for (a, b) in full.iter().zip(&without) {
+        assert_eq!((a.0, a.1), (b.0, b.1));
+        assert!(a.2.iter().zip(&b.2).all(|(x, y)| (x - y).abs() < 1e-4));
+    }
+    // ...while skipping a working block does change the logits.
+    let other = logits(vec![1]);
+    assert!(full.iter().zip(&other).any(|(a, b)| a
+        .2
+        .iter()
+        .zip(&b.2)
+        .any(|(x, y)| (x - y).abs() > 1e-3)));
+}
+
+/// Token ids of the start of wiki.valid.raw from llama-tokenize, in windows of `ctx`.
+fn real_windows(model: &Path, n: usize, ctx: usize) -> Vec<Vec<u32>> {
+    let dir = common::workdir();
+    let text = std::fs::read(common::wikitext("wiki.valid.raw")).unwrap();
+    let prefix = dir.path().join("prefix.txt");
+    std::fs::write(&prefix, &text[..20_000]).unwrap();
+    let out = common::run_ok(
+        Command::new(common::llama_tool("llama-tokenize"))
+            .arg("-m")
+            .arg(model)
+            .arg("-f")
+            .arg(&prefix)
+            .args(["--ids", "--log-disable"]),
+    );
+    let list = out
+        .lines()
+        .find(|l| l.starts_with('['))
+        .expect("an id list");
+    let ids: Vec<u32> = list
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(", ")
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    ids.chunks(ctx).take(n).map(<[u32]>::to_vec).collect()
+}
+
+fn check_real(path: &Path) -> Vec<f64> {
+    let model = Model::open(path).unwrap();
+    let fw = Forward::new(&model).unwrap();
+    let w = real_windows(path, 2, 256);
+    let a = score_layers(&fw, &w, &[], 1, &mut |_| {}).unwrap();
+    let b = score_layers(&fw, &w, &[], 1, &mut |_| {}).unwrap();
+    assert_eq!(a.bi, b.bi, "scores are deterministic");
+    assert!(a.bi.iter().all(|&v| v > 0.0 && v < 1.5), "{:?}", a.bi);
+    let lowest = a.bi.iter().copied().fold(f64::INFINITY, f64::min);
+    let highest = a.bi.iter().copied().fold(0.0, f64::max);
+    assert!(
+        lowest < 0.1 && highest > 0.2,
+        "some blocks matter, some barely: {:?}",
+        a.bi
+    );
+    a.bi
+}
+
+#[test]
+fn smollm2_scores_are_sane() {
+    let bi = check_real(&common::smollm2());
+    // Block 0 turns embeddings into a working stream (measured 0.99); middle blocks barely move it.
+    assert!(bi[0] > 0.5, "{bi:?}");
+    assert!(bi[10..20].iter().all(|&v| v < 0.1), "{bi:?}");
+}
+
+#[test]
+fn gemma3_scores_are_sane() {
+    let bi = check_real(&common::gemma3());
+    assert_eq!(bi.len(), 18);
+}

@@ -1,0 +1,57 @@
+//! `gguf-prune score` end to end on SmolLM2: JSON shape, SVG plot, table.
+
+mod common;
+
+fn score_cmd() -> std::process::Command {
+    let mut cmd = common::gguf_prune();
+    // Until the native tokenizer is merged, scoring tokenizes with llama-tokenize.
+    cmd.env(
+        "GGUF_PRUNE_LLAMA_TOKENIZE",
+        common::llama_tool("llama-tokenize"),
+    );
+    cmd.arg("score")
+        .arg(common::smollm2())
+        .arg("--calib")
+        .arg(common::wikitext("wiki.valid.raw"));
+    cmd.args(["--ctx", "256", "--max-tokens", "768", "-t", "2"]);
+    cmd
+}
+
+#[test]
+fn score_json_and_plot() {
+    let dir = common::workdir();
+    let svg = dir.path().join("scores.svg");
+    let out = common::run_ok(score_cmd().arg("--json").arg("--plot").arg(&svg));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    let layers = v["layers"].as_array().expect("a layers array");
+    assert_eq!(layers.len(), 30);
+    for (i, l) in layers.iter().enumerate() {
+        assert_eq!(l["index"].as_u64(), Some(i as u64));
+        let bi = l["bi"].as_f64().expect("bi is a number");
+        assert!(bi > 0.0 && bi < 1.5, "block {i}: BI {bi}");
+        assert!(l["angular"].as_f64().is_some());
+    }
+    assert_eq!(v["tokens"].as_u64(), Some(768));
+    let order: Vec<u64> = v["order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect();
+    assert_eq!(order.len(), 30);
+    // The first and last blocks come last in the suggested order (kept by default).
+    assert!(
+        order[28..].contains(&0) && order[28..].contains(&29),
+        "{order:?}"
+    );
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg") && plot.matches("<rect").count() == 30);
+}
+
+#[test]
+fn score_table_with_selection() {
+    let out = common::run_ok(score_cmd().args(["--remove", "2", "--metric", "bi"]));
+    assert!(out.contains("Block Influence"), "{out}");
+    assert_eq!(out.matches("<- remove").count(), 2, "{out}");
+    assert!(out.contains("selected by bi"), "{out}");
+}
