@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod interrupt;
 pub mod pipeline;
 pub mod prune;
+pub mod quant;
 pub mod tokenizer;
 pub mod verify;
 

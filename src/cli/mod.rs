@@ -3,9 +3,11 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod eval;
 pub mod inspect;
 pub mod progress;
 pub mod prune;
+pub mod quantize;
 pub mod verify;
 
 /// Remove whole transformer layers from GGUF models (ShortGPT), for llama.cpp.
@@ -34,6 +36,17 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Check a GGUF file's structure: counts, offsets, alignment, ranges.
     Verify(verify::VerifyArgs),
+    /// Quantize a model as llama-quantize does (Q4_K_M, Q8_0, ...), optionally with an imatrix.
+    Quantize(quantize::QuantizeArgs),
+    /// Perplexity and KL divergence against a reference, computed as llama-perplexity does.
+    ///
+    /// Examples:
+    ///   gguf-prune eval small.gguf --text wiki.test.raw --chunks 20
+    ///   gguf-prune eval small.gguf --ref model.gguf --text wiki.test.raw --json
+    ///   llama-perplexity -m model.gguf -f wiki.test.raw --kl-divergence-base base.logits
+    ///   gguf-prune eval model.gguf --kl-base base.logits
+    #[command(verbatim_doc_comment)]
+    Eval(eval::EvalArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -41,6 +54,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         None => prune::run(cli.prune),
         Some(Command::Inspect(args)) => inspect::run(args),
         Some(Command::Verify(args)) => verify::run(args),
+        Some(Command::Quantize(args)) => quantize::run(args),
+        Some(Command::Eval(args)) => eval::run(args),
     }
 }
 
