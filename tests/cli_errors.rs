@@ -57,6 +57,13 @@ fn assert_clean_failure(out: &Output, target: &Path, needles: &[&str]) -> String
             "error {stderr:?} does not mention {n:?}"
         );
     }
+    // Each cause once: an error whose message embeds its source must not print it again.
+    for cause in ["(os error", "at byte"] {
+        assert!(
+            stderr.matches(cause).count() <= 1,
+            "repeated cause: {stderr}"
+        );
+    }
     assert!(
         !target.exists(),
         "{} was left behind ({stderr})",
