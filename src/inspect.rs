@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::gguf::{Model, Value};
-use crate::prune::{block_count, block_index};
+use crate::prune::{block_count, block_index, MAX_BLOCK_COUNT};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -71,6 +71,7 @@ pub fn summarize(model: &Model, max_items: usize) -> Summary {
         .tensors
         .iter()
         .filter_map(|t| block_index(&t.info.name))
+        .filter(|&b| (b as u64) < MAX_BLOCK_COUNT)
         .max();
     let n_slots = n_blocks
         .unwrap_or(0)
@@ -88,10 +89,11 @@ pub fn summarize(model: &Model, max_items: usize) -> Summary {
             .entry(t.info.ggml_type.to_string())
             .or_default()
             .add(p, b);
-        match block_index(&t.info.name) {
-            Some(i) => {
-                blocks[i].0.add(p, b);
-                *blocks[i].1.entry(t.info.ggml_type.to_string()).or_default() += 1;
+        // Tensors of implausible block numbers (see MAX_BLOCK_COUNT) count as "other".
+        match block_index(&t.info.name).and_then(|i| blocks.get_mut(i)) {
+            Some((group, types)) => {
+                group.add(p, b);
+                *types.entry(t.info.ggml_type.to_string()).or_default() += 1;
             }
             None => other.add(p, b),
         }

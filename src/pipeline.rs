@@ -68,6 +68,8 @@ pub fn write_verified(
         &options,
         progress,
     )?;
+    // Metadata can be megabytes (vocabularies); free it before reading the output back.
+    drop(rewritten.metadata);
 
     let written = Model::open(&pending.temp_paths()[0])?;
     verify::check_structure(&written)?;

@@ -8,6 +8,6 @@ mod rewrite;
 
 pub use layers::{parse_layer_list, PrunePlan};
 pub use rewrite::{
-    block_count, block_index, check_blocks, renumber, rewrite, Renamed, Rewrite,
+    block_count, block_index, check_blocks, renumber, rewrite, Renamed, Rewrite, MAX_BLOCK_COUNT,
     PROVENANCE_REMOVED_KEY, PROVENANCE_SOURCE_COUNT_KEY,
 };

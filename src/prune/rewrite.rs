@@ -64,10 +64,23 @@ pub struct Rewrite<'a> {
 }
 
 /// The model's block count, `{arch}.block_count`.
+///
+/// Values above [`MAX_BLOCK_COUNT`] are refused: every per-layer table is sized by this number,
+/// so a hostile file must not be able to ask for 2^40 entries.
 pub fn block_count(metadata: &Metadata) -> Result<usize> {
     let arch = metadata.architecture()?;
-    Ok(metadata.get_u64(&arch_key(arch, "block_count"))? as usize)
+    let key = arch_key(arch, "block_count");
+    let n = metadata.get_u64(&key)?;
+    if n > MAX_BLOCK_COUNT {
+        return Err(Error::Invalid(format!(
+            "{key} is {n}, more than any model has (at most {MAX_BLOCK_COUNT} accepted)"
+        )));
+    }
+    Ok(n as usize)
 }
+
+/// The largest block count accepted (the deepest real models have a few hundred blocks).
+pub const MAX_BLOCK_COUNT: u64 = 1 << 16;
 
 /// Builds the pruned model described by `plan`.
 pub fn rewrite<'a>(model: &'a Model, plan: &PrunePlan) -> Result<Rewrite<'a>> {
