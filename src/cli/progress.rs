@@ -44,3 +44,34 @@ impl ByteProgress {
         }
     }
 }
+
+/// A bar for staged work (`stage`, done, total), such as scoring: the stage is the message.
+pub struct StageProgress {
+    bar: ProgressBar,
+}
+
+impl StageProgress {
+    pub fn new(enabled: bool) -> StageProgress {
+        let bar = if enabled {
+            ProgressBar::new(1)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {elapsed}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        StageProgress { bar }
+    }
+
+    pub fn update(&self, stage: &str, done: usize, total: usize) {
+        self.bar.set_message(stage.to_string());
+        self.bar.set_length(total as u64);
+        self.bar.set_position(done as u64);
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}

@@ -7,7 +7,9 @@ use gguf_prune::gguf::{Model, WriteOptions};
 use gguf_prune::pipeline::{prune_model, PruneReport};
 use gguf_prune::prune::{block_count, parse_layer_list, PrunePlan};
 
-use super::progress::ByteProgress;
+use super::progress::{ByteProgress, StageProgress};
+use super::select::SelectArgs;
+use gguf_prune::score::{select_layers, Selection};
 
 #[derive(Debug, clap::Args)]
 pub struct PruneArgs {
@@ -15,8 +17,10 @@ pub struct PruneArgs {
     #[arg(required = true)]
     pub model: Option<PathBuf>,
     /// Layers to remove, by original index: `20,21,22`, or ranges such as `12-15`.
-    #[arg(long, value_name = "LIST")]
+    #[arg(long, value_name = "LIST", conflicts_with = "remove")]
     pub layers: Option<String>,
+    #[command(flatten)]
+    pub select: SelectArgs,
     /// Output path [default: MODEL with `.pruned` before `.gguf`].
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -87,9 +91,19 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
     let n_layers = block_count(model.metadata())
         .with_context(|| format!("{}: cannot read the block count", input.display()))?;
 
-    let removed = match &args.layers {
-        Some(list) => parse_layer_list(list)?,
-        None => bail!("say which layers to remove: --layers LIST (e.g. --layers 20,21,22)"),
+    let mut selection = None;
+    let removed = match (&args.layers, args.select.to_options()?) {
+        (Some(list), _) => parse_layer_list(list)?,
+        (None, Some(options)) => {
+            let bar = StageProgress::new(!args.json);
+            let sel = select_layers(&model, &options, &mut |stage, done, total| bar.update(stage, done, total))
+                .with_context(|| format!("choosing {} layers to remove from {}", options.remove, input.display()))?;
+            bar.finish();
+            let removed = sel.removed.clone();
+            selection = Some(sel);
+            removed
+        }
+        (None, None) => bail!("say which layers to remove: --remove N (scored), or --layers LIST (e.g. --layers 20,21,22)"),
     };
     let plan = PrunePlan::new(n_layers, &removed)?;
     let output = args
@@ -107,13 +121,50 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         bar.update(done, total)
     })?;
     bar.finish();
-    print_report(&report, args.json)
+    print_report(&report, selection.as_ref(), args.json)
 }
 
-fn print_report(report: &PruneReport, json: bool) -> anyhow::Result<()> {
+fn print_report(
+    report: &PruneReport,
+    selection: Option<&Selection>,
+    json: bool,
+) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        let mut value = serde_json::to_value(report)?;
+        if let Some(sel) = selection {
+            value["selection"] = serde_json::json!({
+                "method": sel.method,
+                "order": sel.order,
+                "bi": sel.scores.bi.iter().map(|&x| if x.is_finite() { Some(x) } else { None }).collect::<Vec<_>>(),
+                "candidates": sel.candidates,
+                "tokens": sel.n_tokens,
+                "held_out_tokens": sel.held_out_tokens,
+            });
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
+    }
+    if let Some(sel) = selection {
+        println!(
+            "chosen by {} on {} calibration tokens ({} held back)",
+            sel.method, sel.n_tokens, sel.held_out_tokens
+        );
+        for c in &sel.candidates {
+            let layers: Vec<String> = c.removed.iter().map(usize::to_string).collect();
+            let kl = c
+                .held_out_kl
+                .map_or(String::new(), |k| format!("  held-back KL {k:.4}"));
+            let ppl = c
+                .held_out_ppl
+                .map_or(String::new(), |p| format!("  PPL {p:.2}"));
+            println!("  candidate {:<12} {}{kl}{ppl}", c.method, layers.join(","));
+        }
+        let scores: Vec<String> = report
+            .removed
+            .iter()
+            .map(|&i| format!("{i}: BI {:.4}", sel.scores.bi[i]))
+            .collect();
+        println!("  scores of the removed blocks: {}", scores.join(", "));
     }
     let list: Vec<String> = report.removed.iter().map(usize::to_string).collect();
     println!(

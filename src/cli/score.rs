@@ -25,19 +25,12 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     args.select.apply_threads()?;
     let model = Model::open(&args.model)?;
     let options = args.select.options(args.select.remove.unwrap_or(0));
-    let bar = indicatif::ProgressBar::new(1);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {elapsed}")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
+    let bar = super::progress::StageProgress::new(true);
     let sel = select_layers(&model, &options, &mut |stage, done, total| {
-        bar.set_message(stage.to_string());
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
+        bar.update(stage, done, total)
     })
     .with_context(|| format!("scoring {}", args.model.display()))?;
-    bar.finish_and_clear();
+    bar.finish();
     let order = suggested_order(&sel, options.allow_ends);
     if let Some(path) = &args.plot {
         std::fs::write(path, svg(&sel)).with_context(|| format!("writing {}", path.display()))?;
