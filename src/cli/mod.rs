@@ -15,11 +15,16 @@ pub mod verify;
 /// Remove whole transformer layers from GGUF models (ShortGPT), for llama.cpp.
 ///
 /// Examples:
-///   gguf-prune model.gguf --layers 20,21,22 -o small.gguf
+///   gguf-prune model.gguf --remove 8                      # score, drop the 8 most redundant blocks
+///   gguf-prune model.gguf --layers 20,21,22 -o small.gguf # drop named layers, no scoring
+///   gguf-prune score model.gguf --json                    # per-block scores
+///   gguf-prune eval small.gguf --ref model.gguf --text wiki.test.raw
+///   gguf-prune quantize model.F16.gguf model.Q4_K_M.gguf Q4_K_M
 ///   gguf-prune inspect model.gguf
 ///   gguf-prune verify small.gguf
 #[derive(Debug, Parser)]
 #[command(
+    verbatim_doc_comment,
     name = "gguf-prune",
     version,
     args_conflicts_with_subcommands = true,
