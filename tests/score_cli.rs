@@ -4,11 +4,6 @@ mod common;
 
 fn score_cmd() -> std::process::Command {
     let mut cmd = common::gguf_prune();
-    // Until the native tokenizer is merged, scoring tokenizes with llama-tokenize.
-    cmd.env(
-        "GGUF_PRUNE_LLAMA_TOKENIZE",
-        common::llama_tool("llama-tokenize"),
-    );
     cmd.arg("score")
         .arg(common::smollm2())
         .arg("--calib")
