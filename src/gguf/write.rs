@@ -63,6 +63,9 @@ pub struct WriteOptions {
     /// Split the output into shards of at most this many tensor bytes each (llama.cpp's
     /// `gguf-split --split-max-size`); shards are named `{stem}-00001-of-0000N.gguf`.
     pub split_max_bytes: Option<u64>,
+    /// After writing, skip comparing copied tensors byte for byte with their sources (the
+    /// structure is still checked). Read by [`crate::pipeline`]; the writer itself ignores it.
+    pub skip_byte_comparison: bool,
     /// Paths that must never be written (the inputs).
     pub protect: Vec<PathBuf>,
 }
