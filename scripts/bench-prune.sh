@@ -63,6 +63,7 @@ bench() {
     --prepare "rm -f $out" \
     --export-json "$WORK/$name.json" \
     -n gguf-prune "$OURS $model --layers $layers -o $out" \
+    -n gguf-prune-no-verify "$OURS $model --layers $layers -o $out --no-verify" \
     -n llama-quantize "$LQ --prune-layers $layers $model $out COPY" \
     -n cp "cp $model $out" >&2
   local rss_ours rss_lq rss_cp
@@ -77,7 +78,7 @@ def m(c): return runs[c]["mean"]
 def s(c): return runs[c]["stddev"] or 0.0
 print("\t".join(str(x) for x in [
     name, m("gguf-prune"), s("gguf-prune"), m("llama-quantize"), s("llama-quantize"),
-    m("cp"), s("cp"), rss_ours, rss_lq, rss_cp]))
+    m("cp"), s("cp"), rss_ours, rss_lq, rss_cp, m("gguf-prune-no-verify")]))
 EOF
 }
 
@@ -95,9 +96,11 @@ for r in rows:
     name = r[0]
     mo, so, ml, sl, mc, sc = map(float, r[1:7])
     ro, rl, rc = (int(x) / 1024 for x in r[7:10])
+    mn = float(r[10])
     ok &= mo <= ml and ro < 64
     print(f"{name:8} {mo:8.3f}±{so:5.3f} s {ml:8.3f}±{sl:5.3f} s {mc:8.3f}±{sc:5.3f} s"
-          f" {mo/ml:6.2f}x {mo/mc:6.2f}x {ro:7.1f} MiB {rl:6.1f} MiB {rc:6.1f} MiB")
+          f" {mo/ml:6.2f}x {mo/mc:6.2f}x {ro:7.1f} MiB {rl:6.1f} MiB {rc:6.1f} MiB"
+          f"   --no-verify {mn:.3f} s: {mn/ml:.2f}x lq, {mn/mc:.2f}x cp")
 print("\ngoal (<= 1.0x llama-quantize on both models, peak RSS < 64 MiB):",
       "met" if ok else "NOT met")
 EOF
