@@ -45,7 +45,9 @@ pub fn run(args: ImatrixArgs) -> anyhow::Result<()> {
     if let Some(t) = args.threads {
         anyhow::ensure!(t > 0, "-t/--threads must be at least 1");
         std::env::set_var("RAYON_NUM_THREADS", t.to_string());
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(t).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global();
     }
     let model = Model::open(&args.model)?;
     let options = SelectOptions {
@@ -65,7 +67,9 @@ pub fn run(args: ImatrixArgs) -> anyhow::Result<()> {
     let dataset = args
         .calib
         .as_ref()
-        .map_or("built-in calibration text".to_string(), |p| p.display().to_string());
+        .map_or("built-in calibration text".to_string(), |p| {
+            p.display().to_string()
+        });
     let im = collector.finish(&dataset, args.ctx as u32)?;
     im.write_gguf(&args.output, args.force)
         .with_context(|| format!("writing {}", args.output.display()))?;

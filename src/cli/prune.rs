@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use gguf_prune::gguf::{Model, WriteOptions};
 use gguf_prune::forward::{BlockObserver, NoObserver};
+use gguf_prune::gguf::{Model, WriteOptions};
 use gguf_prune::pipeline::{write_verified, PruneReport};
 use gguf_prune::prune::{block_count, parse_layer_list, rewrite, PrunePlan};
 use gguf_prune::quant::collect::ImatrixCollector;
@@ -56,7 +56,12 @@ pub struct PruneQuantArgs {
     /// With --quantize: use this importance matrix of the SOURCE model (llama-imatrix's GGUF or
     /// .dat, or one saved by --imatrix-out) instead of collecting one; its layer names are
     /// renumbered for the pruned model.
-    #[arg(long, value_name = "FILE", requires = "quantize", conflicts_with = "no_imatrix")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "quantize",
+        conflicts_with = "no_imatrix"
+    )]
     pub imatrix: Option<PathBuf>,
     /// With --quantize: quantize without an importance matrix (as plain llama-quantize does).
     #[arg(long, requires = "quantize")]
@@ -126,16 +131,22 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
     let ftype = match &q.quantize {
         Some(name) => Some(FileType::from_name(name).with_context(|| {
             let names: Vec<&str> = FileType::all().map(|f| f.name()).collect();
-            format!("--quantize {name:?}: unknown file type; one of {}", names.join(", "))
+            format!(
+                "--quantize {name:?}: unknown file type; one of {}",
+                names.join(", ")
+            )
         })?),
         None => None,
     };
     let given_imatrix = match &q.imatrix {
-        Some(p) => Some(ImatrixData::read(p).with_context(|| format!("--imatrix {}", p.display()))?),
+        Some(p) => {
+            Some(ImatrixData::read(p).with_context(|| format!("--imatrix {}", p.display()))?)
+        }
         None => None,
     };
     // One calibration pass gives the scores (with --remove) and the importance matrix.
-    let collect = q.imatrix_out.is_some() || (ftype.is_some() && given_imatrix.is_none() && !q.no_imatrix);
+    let collect =
+        q.imatrix_out.is_some() || (ftype.is_some() && given_imatrix.is_none() && !q.no_imatrix);
     let mut collector = ImatrixCollector::new();
     let mut selection = None;
     let calib_options = args.select.to_options()?;
@@ -171,13 +182,21 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
             .select
             .calib
             .as_ref()
-            .map_or("built-in calibration text".to_string(), |p| p.display().to_string());
+            .map_or("built-in calibration text".to_string(), |p| {
+                p.display().to_string()
+            });
         let im = collector.finish(&dataset, args.select.ctx as u32)?;
         if let Some(path) = &q.imatrix_out {
             im.write_gguf(path, args.force)
                 .with_context(|| format!("--imatrix-out {}", path.display()))?;
             if !args.json {
-                eprintln!("importance matrix: {} entries, {} chunks of {} tokens, saved to {}", im.len(), im.chunk_count, im.chunk_size, path.display());
+                eprintln!(
+                    "importance matrix: {} entries, {} chunks of {} tokens, saved to {}",
+                    im.len(),
+                    im.chunk_count,
+                    im.chunk_size,
+                    path.display()
+                );
             }
         }
         Some(im)
@@ -200,7 +219,10 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         let imatrix = if q.no_imatrix {
             None
         } else {
-            given_imatrix.as_ref().or(collected.as_ref()).map(|im| im.after_layer_removal(&removed))
+            given_imatrix
+                .as_ref()
+                .or(collected.as_ref())
+                .map(|im| im.after_layer_removal(&removed))
         };
         let params = QuantizeParams {
             ftype,
@@ -211,7 +233,11 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         };
         let r = quantize_rewrite(&model, &mut rewritten, &params)?;
         if !r.requantized.is_empty() && !args.json {
-            let mut from: Vec<String> = r.requantized.iter().map(|(_, f, _)| f.to_string()).collect();
+            let mut from: Vec<String> = r
+                .requantized
+                .iter()
+                .map(|(_, f, _)| f.to_string())
+                .collect();
             from.dedup();
             eprintln!(
                 "warning: requantizing {} already quantized tensors ({}): the result is worse than quantizing from F16/F32",
@@ -234,7 +260,12 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         bar.update(done, total)
     })?;
     bar.finish();
-    print_report(&report, selection.as_ref(), quant_report.as_ref(), args.json)
+    print_report(
+        &report,
+        selection.as_ref(),
+        quant_report.as_ref(),
+        args.json,
+    )
 }
 
 fn print_report(

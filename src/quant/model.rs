@@ -381,7 +381,10 @@ pub fn quantize_rewrite<'a>(
             },
         };
         let len = to.bytes_for(n_el).ok_or_else(|| {
-            Error::Invalid(format!("tensor {:?}: {n_el} elements do not fit {to}", t.name))
+            Error::Invalid(format!(
+                "tensor {:?}: {n_el} elements do not fit {to}",
+                t.name
+            ))
         })?;
         report.bytes_out += len;
         report.n_converted += 1;

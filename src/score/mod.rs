@@ -16,7 +16,9 @@ use crate::error::{Error, Result};
 use crate::forward::{ops, Batch, BlockObserver, Forward, NoObserver, StateCache};
 use crate::gguf::Model;
 use rayon::prelude::*;
-pub use select::{select_layers, select_layers_observed, Candidate, Metric, SelectOptions, Selection};
+pub use select::{
+    select_layers, select_layers_observed, Candidate, Metric, SelectOptions, Selection,
+};
 
 /// Scores of every block from one pass.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -83,7 +85,15 @@ pub fn score_layers_cached(
     prior: &[f64],
     progress: &mut dyn FnMut(usize),
 ) -> Result<LayerScores> {
-    score_impl(fw, windows, skip, 1, Some((cache, prior)), &mut NoObserver, progress)
+    score_impl(
+        fw,
+        windows,
+        skip,
+        1,
+        Some((cache, prior)),
+        &mut NoObserver,
+        progress,
+    )
 }
 
 fn score_impl(
@@ -124,7 +134,8 @@ fn score_impl(
             (x, Some(prior), start)
         }
         None => {
-            let (x, _) = fw.run_cached_observed(windows, skip, None, &mut observe, obs, progress)?;
+            let (x, _) =
+                fw.run_cached_observed(windows, skip, None, &mut observe, obs, progress)?;
             (x, None, 0)
         }
     };
