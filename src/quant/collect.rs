@@ -77,7 +77,7 @@ impl ImatrixCollector {
 
 impl BlockObserver for ImatrixCollector {
     fn matmul_input(&mut self, il: usize, weight: &str, x: &[f32], n: usize) {
-        if n < MIN_ROWS || x.is_empty() || x.len() % n != 0 {
+        if n < MIN_ROWS || x.is_empty() || !x.len().is_multiple_of(n) {
             return;
         }
         let cols = x.len() / n;
