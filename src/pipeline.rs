@@ -24,6 +24,8 @@ pub struct PruneReport {
     /// Every output tensor is a verbatim copy and was compared byte for byte with its source
     /// (false when some were requantized or healed: those are checked for structure only).
     pub verified: bool,
+    /// The copied tensors were compared with their sources (not skipped by `--no-verify`).
+    pub bytes_compared: bool,
 }
 
 /// Writes `model` without the blocks `plan` removes to `output`, verifies the result against
@@ -92,5 +94,6 @@ pub fn write_verified(
         tensors_before: model.tensors.len(),
         tensors_after,
         verified: verified_all && compared,
+        bytes_compared: compared,
     })
 }

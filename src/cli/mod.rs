@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod eval;
+pub mod imatrix;
 pub mod inspect;
 pub mod progress;
 pub mod prune;
@@ -22,6 +23,7 @@ pub mod verify;
 ///   gguf-prune quantize model.F16.gguf model.Q4_K_M.gguf Q4_K_M
 ///   gguf-prune inspect model.gguf
 ///   gguf-prune verify small.gguf
+///   gguf-prune model.F16.gguf --remove 4 --quantize Q4_K_M -o small.Q4_K_M.gguf
 #[derive(Debug, Parser)]
 #[command(
     verbatim_doc_comment,
@@ -56,6 +58,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Score every block (Block Influence, angular distance) on calibration text.
     Score(score::ScoreArgs),
+    /// Collect an importance matrix on calibration text, as llama-imatrix does.
+    Imatrix(imatrix::ImatrixArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -66,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Quantize(args)) => quantize::run(args),
         Some(Command::Eval(args)) => eval::run(args),
         Some(Command::Score(args)) => score::run(args),
+        Some(Command::Imatrix(args)) => imatrix::run(args),
     }
 }
 

@@ -3,13 +3,17 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use gguf_prune::forward::{BlockObserver, NoObserver};
 use gguf_prune::gguf::{Model, WriteOptions};
-use gguf_prune::pipeline::{prune_model, PruneReport};
-use gguf_prune::prune::{block_count, parse_layer_list, PrunePlan};
+use gguf_prune::pipeline::{write_verified, PruneReport};
+use gguf_prune::prune::{block_count, parse_layer_list, rewrite, PrunePlan};
+use gguf_prune::quant::collect::ImatrixCollector;
+use gguf_prune::quant::model::quantize_rewrite;
+use gguf_prune::quant::{FileType, ImatrixData, QuantizeParams, QuantizeReport};
 
 use super::progress::{ByteProgress, StageProgress};
 use super::select::SelectArgs;
-use gguf_prune::score::{select_layers, Selection};
+use gguf_prune::score::{select_layers_observed, Selection};
 
 #[derive(Debug, clap::Args)]
 pub struct PruneArgs {
@@ -38,6 +42,38 @@ pub struct PruneArgs {
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub quant: PruneQuantArgs,
+}
+
+/// Quantizing the pruned model in the same write.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PruneQuantArgs {
+    /// Also quantize the output to this file type (Q4_K_M, Q8_0, ... as llama-quantize names
+    /// them), choosing each tensor's type with llama-quantize's mix at the pruned depth. By
+    /// default the importance matrix collected in the calibration pass is used.
+    #[arg(long, value_name = "TYPE")]
+    pub quantize: Option<String>,
+    /// With --quantize: no mix, the file type's default type for every quantizable tensor.
+    #[arg(long, requires = "quantize")]
+    pub pure: bool,
+    /// With --quantize: use this importance matrix of the SOURCE model (llama-imatrix's GGUF or
+    /// .dat, or one saved by --imatrix-out) instead of collecting one; its layer names are
+    /// renumbered for the pruned model.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "quantize",
+        conflicts_with = "no_imatrix"
+    )]
+    pub imatrix: Option<PathBuf>,
+    /// With --quantize: quantize without an importance matrix (as plain llama-quantize does).
+    #[arg(long, requires = "quantize")]
+    pub no_imatrix: bool,
+    /// Save the importance matrix collected in the calibration pass (llama-imatrix's GGUF
+    /// format, names of the SOURCE model's layers, so --imatrix and llama-quantize accept it).
+    #[arg(long, value_name = "FILE")]
+    pub imatrix_out: Option<PathBuf>,
 }
 
 /// Parses `500M`, `2G`, `1024K` or a plain byte count.
@@ -95,12 +131,47 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
     let n_layers = block_count(model.metadata())
         .with_context(|| format!("{}: cannot read the block count", input.display()))?;
 
+    let q = &args.quant;
+    let ftype = match &q.quantize {
+        Some(name) => Some(FileType::from_name(name).with_context(|| {
+            let names: Vec<&str> = FileType::all().map(|f| f.name()).collect();
+            format!(
+                "--quantize {name:?}: unknown file type; one of {}",
+                names.join(", ")
+            )
+        })?),
+        None => None,
+    };
+    let given_imatrix = match &q.imatrix {
+        Some(p) => {
+            Some(ImatrixData::read(p).with_context(|| format!("--imatrix {}", p.display()))?)
+        }
+        None => None,
+    };
+    // One calibration pass gives the scores (with --remove) and the importance matrix.
+    let collect =
+        q.imatrix_out.is_some() || (ftype.is_some() && given_imatrix.is_none() && !q.no_imatrix);
+    let mut collector = ImatrixCollector::new();
     let mut selection = None;
-    let removed = match (&args.layers, args.select.to_options()?) {
-        (Some(list), _) => parse_layer_list(list)?,
+    let calib_options = args.select.to_options()?;
+    let removed = match (&args.layers, calib_options) {
+        (Some(list), _) => {
+            let removed = parse_layer_list(list)?;
+            if collect {
+                // No scoring needed: a pass over the calibration text for the importance matrix.
+                let bar = StageProgress::new(!args.json);
+                select_layers_observed(&model, &args.select.options(0), &mut collector, &mut |_, done, total| {
+                    bar.update("importance matrix", done, total)
+                })
+                .with_context(|| format!("collecting an importance matrix on {}", input.display()))?;
+                bar.finish();
+            }
+            removed
+        }
         (None, Some(options)) => {
             let bar = StageProgress::new(!args.json);
-            let sel = select_layers(&model, &options, &mut |stage, done, total| bar.update(stage, done, total))
+            let obs: &mut dyn BlockObserver = if collect { &mut collector } else { &mut NoObserver };
+            let sel = select_layers_observed(&model, &options, obs, &mut |stage, done, total| bar.update(stage, done, total))
                 .with_context(|| format!("choosing {} layers to remove from {}", options.remove, input.display()))?;
             bar.finish();
             let removed = sel.removed.clone();
@@ -110,6 +181,32 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         (None, None) => bail!("say which layers to remove: --remove N (scored), or --layers LIST (e.g. --layers 20,21,22)"),
     };
     let plan = PrunePlan::new(n_layers, &removed)?;
+    let collected = if collect {
+        let dataset = args
+            .select
+            .calib
+            .as_ref()
+            .map_or("built-in calibration text".to_string(), |p| {
+                p.display().to_string()
+            });
+        let im = collector.finish(&dataset, args.select.ctx as u32)?;
+        if let Some(path) = &q.imatrix_out {
+            im.write_gguf(path, args.force)
+                .with_context(|| format!("--imatrix-out {}", path.display()))?;
+            if !args.json {
+                eprintln!(
+                    "importance matrix: {} entries, {} chunks of {} tokens, saved to {}",
+                    im.len(),
+                    im.chunk_count,
+                    im.chunk_size,
+                    path.display()
+                );
+            }
+        }
+        Some(im)
+    } else {
+        None
+    };
     let output = args
         .output
         .clone()
@@ -121,21 +218,77 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         skip_byte_comparison: args.no_verify,
     };
 
+    let mut rewritten = rewrite(&model, &plan)?;
+    let mut quant_report = None;
+    if let Some(ftype) = ftype {
+        let imatrix = if q.no_imatrix {
+            None
+        } else {
+            given_imatrix
+                .as_ref()
+                .or(collected.as_ref())
+                .map(|im| im.after_layer_removal(&removed))
+        };
+        let params = QuantizeParams {
+            ftype,
+            pure: q.pure,
+            imatrix: imatrix.as_ref(),
+            imatrix_path: q.imatrix.clone(),
+            overwrite: args.force,
+        };
+        let r = quantize_rewrite(&model, &mut rewritten, &params)?;
+        if !r.requantized.is_empty() && !args.json {
+            let mut from: Vec<String> = r
+                .requantized
+                .iter()
+                .map(|(_, f, _)| f.to_string())
+                .collect();
+            from.dedup();
+            eprintln!(
+                "warning: requantizing {} already quantized tensors ({}): the result is worse than quantizing from F16/F32",
+                r.requantized.len(),
+                from.join(", ")
+            );
+        }
+        if !r.missing_imatrix.is_empty() && imatrix.is_some() && !args.json {
+            eprintln!(
+                "note: no importance data for {} converted tensors (e.g. {}; llama-imatrix collects none for the embedding and output head either)",
+                r.missing_imatrix.len(),
+                r.missing_imatrix[0]
+            );
+        }
+        quant_report = Some((ftype, imatrix.is_some(), r));
+    }
+
     let mut bar = ByteProgress::new("writing", !args.json);
-    let report = prune_model(&model, &plan, &output, &options, &mut |done, total| {
+    let report = write_verified(&model, rewritten, &output, &options, &mut |done, total| {
         bar.update(done, total)
     })?;
     bar.finish();
-    print_report(&report, selection.as_ref(), args.json)
+    print_report(
+        &report,
+        selection.as_ref(),
+        quant_report.as_ref(),
+        args.json,
+    )
 }
 
 fn print_report(
     report: &PruneReport,
     selection: Option<&Selection>,
+    quant: Option<&(FileType, bool, QuantizeReport)>,
     json: bool,
 ) -> anyhow::Result<()> {
     if json {
         let mut value = serde_json::to_value(report)?;
+        if let Some((ftype, with_imatrix, q)) = quant {
+            value["quantize"] = serde_json::json!({
+                "type": ftype.name(),
+                "imatrix": with_imatrix,
+                "converted": q.n_converted,
+                "requantized": q.requantized.len(),
+            });
+        }
         if let Some(sel) = selection {
             value["selection"] = serde_json::json!({
                 "method": sel.method,
@@ -189,10 +342,21 @@ fn print_report(
     for out in &report.outputs {
         println!("wrote {}", out.display());
     }
-    if report.verified {
+    if let Some((ftype, with_imatrix, q)) = quant {
+        println!(
+            "quantized to {} ({} of {} tensors converted, {}importance matrix)",
+            ftype.name(),
+            q.n_converted,
+            q.n_tensors,
+            if *with_imatrix { "" } else { "no " }
+        );
+    }
+    if !report.bytes_compared {
+        println!("verified: structure (tensors not compared byte for byte: --no-verify)");
+    } else if report.verified {
         println!("verified: structure, and every tensor byte for byte against the source");
     } else {
-        println!("verified: structure (tensors not compared byte for byte)");
+        println!("verified: structure, and every copied tensor byte for byte against the source");
     }
     Ok(())
 }

@@ -584,8 +584,22 @@ impl<'m> Forward<'m> {
         &self,
         windows: &[Vec<u32>],
         skip: &[usize],
+        cache: Option<&mut StateCache>,
+        observe: &mut dyn FnMut(usize, &Batch) -> Result<()>,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<(Batch, usize)> {
+        self.run_cached_observed(windows, skip, cache, observe, &mut NoObserver, progress)
+    }
+
+    /// [`Forward::run_cached`], also showing `obs` the inside of every block it runs (so that one
+    /// calibration pass can both score blocks and collect an importance matrix).
+    pub fn run_cached_observed(
+        &self,
+        windows: &[Vec<u32>],
+        skip: &[usize],
         mut cache: Option<&mut StateCache>,
         observe: &mut dyn FnMut(usize, &Batch) -> Result<()>,
+        obs: &mut dyn BlockObserver,
         progress: &mut dyn FnMut(usize),
     ) -> Result<(Batch, usize)> {
         let (start, mut x) = match cache.as_deref().and_then(|c| c.lookup(skip)) {
@@ -605,7 +619,7 @@ impl<'m> Forward<'m> {
             }
             observe(il, &x)?;
             let w = self.load_block(il)?;
-            self.block_forward(il, &w, &mut x)?;
+            self.block_forward_observed(il, &w, &mut x, obs)?;
             progress(il);
         }
         observe(self.hp.n_layer, &x)?;

@@ -25,6 +25,7 @@
 //! # Ok::<(), gguf_prune::Error>(())
 //! ```
 
+pub mod collect;
 pub mod imatrix;
 pub mod kquants;
 pub mod legacy;

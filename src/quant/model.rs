@@ -300,3 +300,118 @@ pub fn quantize_model(
     pending.commit()?;
     Ok(report)
 }
+
+/// Quantizes a pruned model on its way out: every tensor of `rewrite` gets the type the mix
+/// chooses at the PRUNED depth and new block indices (what llama-quantize would choose for the
+/// pruned file, not what it would choose for the source), tensors whose type changes become
+/// converted data made while writing, the others stay verbatim copies (still verified byte for
+/// byte by `pipeline::write_verified`), and the metadata gets llama-quantize's keys.
+///
+/// `params.imatrix`, if any, must already use the output's names
+/// ([`ImatrixData::after_layer_removal`]). Nothing is converted here: the conversions run when
+/// the rewrite is written.
+pub fn quantize_rewrite<'a>(
+    model: &'a Model,
+    rewrite: &mut crate::prune::Rewrite<'a>,
+    params: &QuantizeParams,
+) -> Result<QuantizeReport> {
+    let ftype = params.ftype;
+    if let Some(im) = params.imatrix {
+        check_finite(im)?;
+    }
+    let ctx = MixContext::from_metadata(&rewrite.metadata, params.imatrix.is_some(), params.pure)?;
+    let descs: Vec<TensorDesc> = rewrite
+        .tensors
+        .iter()
+        .map(|t| TensorDesc {
+            name: &t.name,
+            dims: &t.dims,
+            ggml_type: t.ggml_type,
+        })
+        .collect();
+    let choices = mix::choose_types(ftype, &ctx, &descs)?;
+    let mut report = QuantizeReport {
+        n_tensors: rewrite.tensors.len(),
+        ..Default::default()
+    };
+    for ((t, c), src) in rewrite
+        .tensors
+        .iter_mut()
+        .zip(&choices)
+        .zip(&rewrite.sources)
+    {
+        let from = t.ggml_type;
+        let to = c.ty;
+        let n_el: u64 = t.dims.iter().product();
+        report.bytes_in += t.data.len();
+        if let Some(wanted) = c.fallback_from {
+            report.fallbacks.push((t.name.clone(), wanted, to));
+        }
+        if to == from {
+            report.bytes_out += t.data.len();
+            continue;
+        }
+        if !can_dequantize(from) {
+            return Err(Error::QuantUnsupported {
+                ty: from,
+                op: "dequantize",
+            });
+        }
+        if is_quantized(from) {
+            report.requantized.push((t.name.clone(), from, to));
+        }
+        let want = t.dims[0] * t.dims.get(2).copied().unwrap_or(1);
+        let weights: Option<Vec<f32>> = match params.imatrix {
+            None => None,
+            Some(im) => match im.get(&t.name) {
+                None => {
+                    report.missing_imatrix.push(t.name.clone());
+                    None
+                }
+                Some(w) if w.len() as u64 == want => Some(w.to_vec()),
+                // llama-quantize tolerates a mismatched token_embd entry (it never uses one).
+                Some(_) if t.name == "token_embd.weight" => None,
+                Some(w) => {
+                    return Err(Error::Invalid(format!(
+                        "importance vector of {:?} has {} values, the tensor needs {want}",
+                        t.name,
+                        w.len()
+                    )))
+                }
+            },
+        };
+        let len = to.bytes_for(n_el).ok_or_else(|| {
+            Error::Invalid(format!(
+                "tensor {:?}: {n_el} elements do not fit {to}",
+                t.name
+            ))
+        })?;
+        report.bytes_out += len;
+        report.n_converted += 1;
+        let bytes = model.data(src);
+        let name = t.name.clone();
+        let dims = t.dims.clone();
+        t.ggml_type = to;
+        t.data = TensorData::Lazy {
+            len,
+            make: Box::new(move || {
+                crate::interrupt::check()?;
+                convert_tensor(&name, bytes, &dims, from, to, weights.as_deref())
+            }),
+        };
+    }
+    rewrite.metadata = output_metadata(&rewrite.metadata, ftype, params);
+    Ok(report)
+}
+
+/// llama-quantize refuses these too: one NaN poisons every block it touches.
+fn check_finite(im: &ImatrixData) -> Result<()> {
+    for (name, e) in &im.entries {
+        if let Some(v) = e.sums.iter().find(|v| !v.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "importance matrix entry {name:?} holds a non-finite value ({v})"
+            )));
+        }
+    }
+    Ok(())
+}

@@ -19,10 +19,12 @@ mod deps;
 pub mod select;
 
 use crate::error::{Error, Result};
-use crate::forward::{ops, Batch, Forward, StateCache};
+use crate::forward::{ops, Batch, BlockObserver, Forward, NoObserver, StateCache};
 use crate::gguf::Model;
 use rayon::prelude::*;
-pub use select::{select_layers, Candidate, Metric, SelectOptions, Selection};
+pub use select::{
+    select_layers, select_layers_observed, Candidate, Metric, SelectOptions, Selection,
+};
 
 /// Scores of every block from one pass.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -63,7 +65,20 @@ pub fn score_layers(
     max_run: usize,
     progress: &mut dyn FnMut(usize),
 ) -> Result<LayerScores> {
-    score_impl(fw, windows, skip, max_run, None, progress)
+    score_impl(fw, windows, skip, max_run, None, &mut NoObserver, progress)
+}
+
+/// [`score_layers`], also showing `obs` the inside of every block (the matmul inputs an
+/// importance matrix is made of), so one pass yields both.
+pub fn score_layers_observed(
+    fw: &Forward,
+    windows: &[Vec<u32>],
+    skip: &[usize],
+    max_run: usize,
+    obs: &mut dyn BlockObserver,
+    progress: &mut dyn FnMut(usize),
+) -> Result<LayerScores> {
+    score_impl(fw, windows, skip, max_run, None, obs, progress)
 }
 
 /// BI only, resuming from `cache` (states of these windows from earlier passes): blocks before
@@ -76,7 +91,15 @@ pub fn score_layers_cached(
     prior: &[f64],
     progress: &mut dyn FnMut(usize),
 ) -> Result<LayerScores> {
-    score_impl(fw, windows, skip, 1, Some((cache, prior)), progress)
+    score_impl(
+        fw,
+        windows,
+        skip,
+        1,
+        Some((cache, prior)),
+        &mut NoObserver,
+        progress,
+    )
 }
 
 fn score_impl(
@@ -85,6 +108,7 @@ fn score_impl(
     skip: &[usize],
     max_run: usize,
     cached: Option<(&mut StateCache, &[f64])>,
+    obs: &mut dyn BlockObserver,
     progress: &mut dyn FnMut(usize),
 ) -> Result<LayerScores> {
     let n_layer = fw.n_layer();
@@ -111,10 +135,15 @@ fn score_impl(
     };
     let (x, prior, start) = match cached {
         Some((cache, prior)) => {
-            let (x, start) = fw.run_cached(windows, skip, Some(cache), &mut observe, progress)?;
+            let (x, start) =
+                fw.run_cached_observed(windows, skip, Some(cache), &mut observe, obs, progress)?;
             (x, Some(prior), start)
         }
-        None => (fw.run(windows, skip, &mut observe, progress)?, None, 0),
+        None => {
+            let (x, _) =
+                fw.run_cached_observed(windows, skip, None, &mut observe, obs, progress)?;
+            (x, None, 0)
+        }
     };
     if let Some(prior) = prior {
         for l in (0..start).filter(|l| !skip.contains(l)) {

@@ -2,11 +2,11 @@
 //! optionally (`--refine`) a choice among candidates by perplexity on held-back calibration text.
 
 use super::{
-    calibration_text, calibration_windows, check_removal, score_layers, score_layers_cached,
-    LayerScores,
+    calibration_text, calibration_windows, check_removal, score_layers_cached,
+    score_layers_observed, LayerScores,
 };
 use crate::error::{Error, Result};
-use crate::forward::{Forward, ModelLogits, StateCache};
+use crate::forward::{BlockObserver, Forward, ModelLogits, NoObserver, StateCache};
 use crate::gguf::Model;
 use std::path::PathBuf;
 
@@ -109,6 +109,18 @@ pub fn select_layers(
     options: &SelectOptions,
     progress: Progress,
 ) -> Result<Selection> {
+    select_layers_observed(model, options, &mut NoObserver, progress)
+}
+
+/// [`select_layers`], showing `obs` every block of the first scoring pass over the unpruned
+/// model (the scoring windows only, not the held-back ones): an importance matrix collected
+/// there comes from the same pass as the scores.
+pub fn select_layers_observed(
+    model: &Model,
+    options: &SelectOptions,
+    obs: &mut dyn BlockObserver,
+    progress: Progress,
+) -> Result<Selection> {
     let fw = Forward::new(model)?;
     let n_layer = fw.n_layer();
     let n = options.remove;
@@ -150,7 +162,7 @@ pub fn select_layers(
     // States of the scoring windows kept between iterative passes (each pass then starts at the
     // block just removed instead of at the embedding).
     let mut cache = StateCache::new(CACHE_BYTES);
-    let scores = score_layers(&fw, &windows, &[], max_run, &mut |il| {
+    let scores = score_layers_observed(&fw, &windows, &[], max_run, obs, &mut |il| {
         progress("scoring", il + 1, n_layer)
     })?;
     let mut candidates: Vec<(String, Vec<usize>)> = Vec::new();

@@ -1,0 +1,85 @@
+//! `gguf-prune imatrix`: an importance matrix from calibration text, as llama-imatrix makes one.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use gguf_prune::gguf::Model;
+use gguf_prune::quant::collect::ImatrixCollector;
+use gguf_prune::score::select::{DEFAULT_CTX, DEFAULT_MAX_TOKENS};
+use gguf_prune::score::{select_layers_observed, SelectOptions};
+
+use super::progress::StageProgress;
+
+/// Collect an importance matrix (per-column mean of squared matmul inputs of every block weight)
+/// by running the model over calibration text, and save it in llama-imatrix's GGUF format for
+/// `gguf-prune --quantize --imatrix`, `gguf-prune quantize --imatrix` or llama-quantize.
+/// The prune command collects the same matrix in its scoring pass (--imatrix-out there).
+///
+/// Example:
+///   gguf-prune imatrix model.F16.gguf -o model.imatrix.gguf --calib wiki.train.raw
+#[derive(Debug, clap::Args)]
+pub struct ImatrixArgs {
+    /// The model to run (first shard of a split model).
+    pub model: PathBuf,
+    /// Where to write the importance matrix (GGUF).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// Calibration text file (default: the built-in text).
+    #[arg(long, value_name = "FILE")]
+    pub calib: Option<PathBuf>,
+    /// Tokens per window (llama-imatrix's -c).
+    #[arg(long, default_value_t = DEFAULT_CTX, value_name = "N")]
+    pub ctx: usize,
+    /// At most this many tokens (llama-imatrix's --chunks times -c).
+    #[arg(long, default_value_t = DEFAULT_MAX_TOKENS, value_name = "N")]
+    pub max_tokens: usize,
+    /// Threads for the forward pass (default: all cores).
+    #[arg(short = 't', long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(args: ImatrixArgs) -> anyhow::Result<()> {
+    if let Some(t) = args.threads {
+        anyhow::ensure!(t > 0, "-t/--threads must be at least 1");
+        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global();
+    }
+    let model = Model::open(&args.model)?;
+    let options = SelectOptions {
+        remove: 0,
+        calib: args.calib.clone(),
+        ctx: args.ctx,
+        max_tokens: args.max_tokens,
+        ..Default::default()
+    };
+    let mut collector = ImatrixCollector::new();
+    let bar = StageProgress::new(true);
+    let sel = select_layers_observed(&model, &options, &mut collector, &mut |_, done, total| {
+        bar.update("importance matrix", done, total)
+    })
+    .with_context(|| format!("running {} over the calibration text", args.model.display()))?;
+    bar.finish();
+    let dataset = args
+        .calib
+        .as_ref()
+        .map_or("built-in calibration text".to_string(), |p| {
+            p.display().to_string()
+        });
+    let im = collector.finish(&dataset, args.ctx as u32)?;
+    im.write_gguf(&args.output, args.force)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    println!(
+        "{} entries from {} tokens ({} chunks of {}), wrote {}",
+        im.len(),
+        sel.n_tokens,
+        im.chunk_count,
+        im.chunk_size,
+        args.output.display()
+    );
+    Ok(())
+}
