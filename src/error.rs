@@ -86,4 +86,22 @@ pub enum Error {
     // === Quantization ===
 
     // === Evaluation ===
+    /// Occurs when the evaluation text is too short for even the first chunk pair.
+    #[error("the text tokenizes to only {have} tokens; a context of {n_ctx} needs at least {need} (2 x context)")]
+    TooFewTokens {
+        have: usize,
+        need: usize,
+        n_ctx: usize,
+    },
+    #[error("context size {n_ctx} is too small: {why}")]
+    ContextSize { n_ctx: usize, why: String },
+    /// Occurs when two sides of a comparison disagree on the vocabulary (or a token id is out of it).
+    #[error("vocabulary mismatch: {0}")]
+    VocabMismatch(String),
+    /// Occurs when a `--kl-divergence-base` logits file is malformed or truncated.
+    #[error("logits file, at byte {offset}: {what}")]
+    KlBaseFormat { offset: u64, what: String },
+    /// Occurs when a logits source breaks its contract (row length, order, missing rows).
+    #[error("logits source: {0}")]
+    LogitsSource(String),
 }

@@ -4,10 +4,17 @@
 //! Data flows one way: open ([`gguf::Model::open`]) -> plan (which layers) -> rewrite (metadata,
 //! tensor names) -> write (streamed, atomic) -> verify.
 
+pub mod arch;
+pub mod calibration;
 pub mod error;
+pub mod eval;
 pub mod forward;
 pub mod gguf;
+pub mod inspect;
 pub mod interrupt;
+pub mod pipeline;
+pub mod prune;
 pub mod score;
+pub mod verify;
 
 pub use error::{Error, Result};

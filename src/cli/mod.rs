@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod inspect;
+pub mod progress;
 pub mod prune;
 pub mod score;
 pub mod select;

@@ -14,4 +14,4 @@ pub use file::{GgufFile, Model, ModelTensor};
 pub use read::{align_up, Content, TensorInfo};
 pub use types::GgmlType;
 pub use value::{arch_key, Array, Metadata, Value, ValueType};
-pub use write::{write_model, OutTensor, TensorData, WriteOptions};
+pub use write::{write_model, OutTensor, Pending, TensorData, WriteOptions};

@@ -95,13 +95,8 @@ impl Content {
             if metadata.contains(&key) {
                 return Err(r.error_at(key_at, format!("duplicate metadata key {key:?}")));
             }
-            let type_at = r.pos;
             let value_type = r.value_type(&key)?;
-            let value = r.value(value_type, &key, 0).map_err(|e| match e {
-                Error::Parse { .. } => e,
-                other => other,
-            })?;
-            let _ = type_at;
+            let value = r.value(value_type, &key, 0)?;
             metadata.push(key, value);
         }
 

@@ -137,7 +137,7 @@ impl GgmlType {
     /// not a multiple of the block size, or the size overflows.
     pub fn bytes_for(self, n_elements: u64) -> Option<u64> {
         let (block, size) = (self.block_size()?, self.type_size()?);
-        if n_elements % block != 0 {
+        if !n_elements.is_multiple_of(block) {
             return None;
         }
         (n_elements / block).checked_mul(size)

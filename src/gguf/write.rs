@@ -165,16 +165,43 @@ struct Shard {
     end: usize,
 }
 
-/// Removes temporary files unless the write completed.
-struct TempGuard {
-    paths: Vec<PathBuf>,
-    done: bool,
+/// Files written to temporary paths, not yet in place. Dropping it removes them; [`commit`]
+/// renames them to their targets.
+///
+/// [`commit`]: Pending::commit
+#[must_use = "the output is only put in place by commit()"]
+pub struct Pending {
+    temps: Vec<PathBuf>,
+    targets: Vec<PathBuf>,
+    committed: bool,
 }
 
-impl Drop for TempGuard {
+impl Pending {
+    /// The temporary paths, first shard first (open them to verify before committing).
+    pub fn temp_paths(&self) -> &[PathBuf] {
+        &self.temps
+    }
+
+    /// The final paths.
+    pub fn targets(&self) -> &[PathBuf] {
+        &self.targets
+    }
+
+    /// Renames every temporary file to its target.
+    pub fn commit(mut self) -> Result<Vec<PathBuf>> {
+        for (temp, target) in self.temps.iter().zip(&self.targets) {
+            std::fs::rename(temp, target).map_err(io_err(target))?;
+            interrupt::forget_temp(temp);
+        }
+        self.committed = true;
+        Ok(std::mem::take(&mut self.targets))
+    }
+}
+
+impl Drop for Pending {
     fn drop(&mut self) {
-        if !self.done {
-            for p in &self.paths {
+        if !self.committed {
+            for p in &self.temps {
                 let _ = std::fs::remove_file(p);
                 interrupt::forget_temp(p);
             }
@@ -182,13 +209,22 @@ impl Drop for TempGuard {
     }
 }
 
-fn temp_path_for(target: &Path) -> PathBuf {
-    let mut name = target
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
-    name.push(format!(".tmp-gguf-prune-{}", std::process::id()));
-    target.with_file_name(name)
+/// A temporary name beside `target`. For shards the shard suffix stays last, so the first
+/// temporary shard opens as a split model.
+fn temp_name(target: &Path, shard: Option<(&Path, u64, u64)>) -> PathBuf {
+    let tag = format!(".tmp-gguf-prune-{}", std::process::id());
+    match shard {
+        None => {
+            let mut name = target.as_os_str().to_os_string();
+            name.push(tag);
+            PathBuf::from(name)
+        }
+        Some((prefix, i, n)) => {
+            let mut p = prefix.as_os_str().to_os_string();
+            p.push(tag);
+            split_path(Path::new(&p), i, n)
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -198,7 +234,8 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
     }
 }
 
-/// Writes a model to `target` (or to shards named after it) and returns the paths written.
+/// Writes a model to temporary files beside `target` (one, or shards named after it) and
+/// returns them pending: verify them, then [`Pending::commit`].
 ///
 /// `progress` is called with (bytes written, bytes total) as data goes out.
 pub fn write_model(
@@ -208,7 +245,7 @@ pub fn write_model(
     mut tensors: Vec<OutTensor>,
     options: &WriteOptions,
     progress: &mut dyn FnMut(u64, u64),
-) -> Result<Vec<PathBuf>> {
+) -> Result<Pending> {
     let alignment = alignment_of(metadata);
     let padded: Vec<u64> = tensors
         .iter()
@@ -235,7 +272,7 @@ pub fn write_model(
     let shards: Vec<Shard> = if options.split_max_bytes.is_none() {
         vec![Shard {
             target: target.to_path_buf(),
-            temp: temp_path_for(target),
+            temp: temp_name(target, None),
             first: 0,
             end: tensors.len(),
         }]
@@ -245,14 +282,11 @@ pub fn write_model(
         ranges
             .iter()
             .enumerate()
-            .map(|(i, &(first, end))| {
-                let target = split_path(&prefix, i as u64, n_shards);
-                Shard {
-                    temp: temp_path_for(&target),
-                    target,
-                    first,
-                    end,
-                }
+            .map(|(i, &(first, end))| Shard {
+                target: split_path(&prefix, i as u64, n_shards),
+                temp: temp_name(target, Some((&prefix, i as u64, n_shards))),
+                first,
+                end,
             })
             .collect()
     };
@@ -263,9 +297,10 @@ pub fn write_model(
 
     let total: u64 = padded.iter().sum();
     let mut done = 0u64;
-    let mut guard = TempGuard {
-        paths: Vec::new(),
-        done: false,
+    let mut pending = Pending {
+        temps: Vec::new(),
+        targets: Vec::new(),
+        committed: false,
     };
     for (i, shard) in shards.iter().enumerate() {
         let mut meta = if i == 0 {
@@ -280,11 +315,14 @@ pub fn write_model(
             if i > 0 && alignment != DEFAULT_ALIGNMENT {
                 meta.set(ALIGNMENT_KEY, Value::U32(alignment as u32));
             }
+            // llama-gguf-split's order (it sets split.count last), so a split matches its
+            // output byte for byte.
             meta.set(SPLIT_NO_KEY, Value::U16(i as u16));
-            meta.set(SPLIT_COUNT_KEY, Value::U16(n_shards as u16));
             meta.set(SPLIT_TENSORS_COUNT_KEY, Value::I32(tensors.len() as i32));
+            meta.set(SPLIT_COUNT_KEY, Value::U16(n_shards as u16));
         }
-        guard.paths.push(shard.temp.clone());
+        pending.temps.push(shard.temp.clone());
+        pending.targets.push(shard.target.clone());
         interrupt::register_temp(&shard.temp);
         let shard_tensors = &mut tensors[shard.first..shard.end];
         write_one(
@@ -299,12 +337,7 @@ pub fn write_model(
             },
         )?;
     }
-    for shard in &shards {
-        std::fs::rename(&shard.temp, &shard.target).map_err(io_err(&shard.target))?;
-        interrupt::forget_temp(&shard.temp);
-    }
-    guard.done = true;
-    Ok(shards.into_iter().map(|s| s.target).collect())
+    Ok(pending)
 }
 
 fn check_target(target: &Path, options: &WriteOptions) -> Result<()> {

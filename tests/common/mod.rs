@@ -13,7 +13,9 @@ pub fn repo() -> &'static Path {
 pub fn cache() -> PathBuf {
     match std::env::var_os("GGUF_PRUNE_CACHE") {
         Some(p) => PathBuf::from(p),
-        None => PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/gguf-prune"),
+        None => {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/gguf-prune")
+        }
     }
 }
 
@@ -56,7 +58,10 @@ pub fn llama_tool(name: &str) -> PathBuf {
 
 /// The shared data folder (wikitext-2-raw lives in `../shared/data`).
 pub fn wikitext(name: &str) -> PathBuf {
-    let candidates = [repo().join("../shared/data/wikitext-2-raw"), repo().join("data/wikitext-2-raw")];
+    let candidates = [
+        repo().join("../shared/data/wikitext-2-raw"),
+        repo().join("data/wikitext-2-raw"),
+    ];
     for dir in &candidates {
         if dir.join(name).exists() {
             return dir.join(name);
@@ -72,12 +77,17 @@ pub fn gguf_prune() -> Command {
 
 /// A fresh temporary folder, removed when dropped.
 pub fn workdir() -> tempfile::TempDir {
-    tempfile::Builder::new().prefix("gguf-prune-test").tempdir().expect("temp dir")
+    tempfile::Builder::new()
+        .prefix("gguf-prune-test")
+        .tempdir()
+        .expect("temp dir")
 }
 
 /// Runs a command, panicking with its output if it fails; returns stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
@@ -91,16 +101,39 @@ pub fn run_ok(cmd: &mut Command) -> String {
 /// Runs llama-perplexity on `model` over wiki.test.raw and returns the final estimate.
 pub fn llama_perplexity(model: &Path, ctx: u32, chunks: u32) -> f64 {
     let out = Command::new(llama_tool("llama-perplexity"))
-        .args(["-m"]).arg(model)
-        .args(["-f"]).arg(wikitext("wiki.test.raw"))
-        .args(["-c", &ctx.to_string(), "--chunks", &chunks.to_string(), "-t", "2", "-b", &ctx.to_string()])
+        .args(["-m"])
+        .arg(model)
+        .args(["-f"])
+        .arg(wikitext("wiki.test.raw"))
+        .args([
+            "-c",
+            &ctx.to_string(),
+            "--chunks",
+            &chunks.to_string(),
+            "-t",
+            "2",
+            "-b",
+            &ctx.to_string(),
+        ])
         .output()
         .expect("llama-perplexity runs");
-    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "llama-perplexity failed on {}:\n{text}", model.display());
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "llama-perplexity failed on {}:\n{text}",
+        model.display()
+    );
     let line = text
         .lines()
         .find(|l| l.contains("Final estimate: PPL ="))
         .unwrap_or_else(|| panic!("no final estimate in llama-perplexity output:\n{text}"));
-    line.split("PPL =").nth(1).unwrap().split_whitespace().next().unwrap().parse().expect("PPL value")
+    line.split("PPL =")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .expect("PPL value")
 }

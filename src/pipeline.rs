@@ -1,0 +1,72 @@
+//! The whole prune job, in the order data flows: plan -> rewrite -> write (to temporary files)
+//! -> verify -> put in place.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Result;
+use crate::gguf::{Model, WriteOptions};
+use crate::prune::{rewrite, PrunePlan};
+use crate::verify;
+
+/// What a prune did, for the report (and `--json`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PruneReport {
+    pub input: PathBuf,
+    pub outputs: Vec<PathBuf>,
+    pub layers_before: usize,
+    pub layers_after: usize,
+    /// Original indices of the removed blocks.
+    pub removed: Vec<usize>,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub tensors_before: usize,
+    pub tensors_after: usize,
+    /// Every output tensor was compared byte for byte with its source.
+    pub verified: bool,
+}
+
+/// Writes `model` without the blocks `plan` removes to `output`, verifies the result against
+/// the source, then puts it in place. On any error nothing is left at the output path.
+pub fn prune_model(
+    model: &Model,
+    plan: &PrunePlan,
+    output: &Path,
+    options: &WriteOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<PruneReport> {
+    let rewritten = rewrite(model, plan)?;
+    let sources = rewritten.sources.clone();
+    let tensors_after = rewritten.tensors.len();
+    let mut options = options.clone();
+    options
+        .protect
+        .extend(model.shards.iter().map(|s| s.path().to_path_buf()));
+    let pending = crate::gguf::write_model(
+        output,
+        rewritten.version,
+        &rewritten.metadata,
+        rewritten.tensors,
+        &options,
+        progress,
+    )?;
+
+    let written = Model::open(&pending.temp_paths()[0])?;
+    verify::check_structure(&written)?;
+    verify::compare_with_sources(&written, model, &sources)?;
+    let bytes_after = written.file_size();
+    drop(written);
+
+    let outputs = pending.commit()?;
+    Ok(PruneReport {
+        input: model.path().to_path_buf(),
+        outputs,
+        layers_before: plan.n_layers,
+        layers_after: plan.kept.len(),
+        removed: plan.removed.clone(),
+        bytes_before: model.file_size(),
+        bytes_after,
+        tensors_before: model.tensors.len(),
+        tensors_after,
+        verified: true,
+    })
+}

@@ -1,0 +1,125 @@
+//! Checking a written model: structure (what llama.cpp's loader will insist on) and, after a
+//! prune, every tensor's bytes against the source tensor it was copied from.
+
+use std::os::unix::fs::FileExt;
+
+use crate::error::{Error, Result};
+use crate::gguf::{align_up, GgufFile, Model, ModelTensor};
+use crate::prune::{block_count, check_blocks};
+
+/// What [`check_structure`] looked at.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StructureReport {
+    pub shards: usize,
+    pub tensors: usize,
+    pub tensor_bytes: u64,
+    pub block_count: Option<usize>,
+}
+
+/// Structural checks on any GGUF model. Parsing already checked counts, lengths, bounds,
+/// overlaps and alignment; this adds llama.cpp's layout rule (tensors packed in header order,
+/// each at the previous end rounded up to the alignment) and, when the file declares a block
+/// count, that `blk.N` tensors agree with it.
+pub fn check_structure(model: &Model) -> Result<StructureReport> {
+    let mut tensor_bytes = 0;
+    for shard in &model.shards {
+        check_layout(shard)?;
+        tensor_bytes += shard.content.tensors.iter().map(|t| t.size).sum::<u64>();
+    }
+    let n_layers = block_count(model.metadata()).ok();
+    if let Some(n) = n_layers {
+        check_blocks(model, n)?;
+    }
+    Ok(StructureReport {
+        shards: model.shards.len(),
+        tensors: model.tensors.len(),
+        tensor_bytes,
+        block_count: n_layers,
+    })
+}
+
+fn check_layout(file: &GgufFile) -> Result<()> {
+    let content = &file.content;
+    let mut expected = 0u64;
+    for t in &content.tensors {
+        if t.offset != expected {
+            return Err(Error::InFile {
+                path: file.path().to_path_buf(),
+                source: Box::new(Error::Verify(format!(
+                    "tensor {:?} is at data offset {}, llama.cpp expects {expected} (tensors packed in header order)",
+                    t.name, t.offset
+                ))),
+            });
+        }
+        expected = align_up(t.offset + t.size, content.alignment);
+    }
+    Ok(())
+}
+
+/// Bytes compared per read: keeps memory flat whatever the model size.
+const CHUNK: usize = 1 << 20;
+
+/// Checks that every tensor of `output` has exactly the bytes of its source tensor, pairing
+/// them in order (`sources[i]` is the source of the output's i-th tensor).
+pub fn compare_with_sources(
+    output: &Model,
+    source: &Model,
+    sources: &[&ModelTensor],
+) -> Result<()> {
+    if output.tensors.len() != sources.len() {
+        return Err(Error::Verify(format!(
+            "output has {} tensors, expected {}",
+            output.tensors.len(),
+            sources.len()
+        )));
+    }
+    let mut a = vec![0u8; CHUNK];
+    let mut b = vec![0u8; CHUNK];
+    for (out, src) in output.tensors.iter().zip(sources) {
+        crate::interrupt::check()?;
+        if out.info.size != src.info.size
+            || out.info.ggml_type != src.info.ggml_type
+            || out.info.dims != src.info.dims
+        {
+            return Err(Error::Verify(format!(
+                "tensor {:?} ({} {:?}, {} bytes) does not match its source {:?} ({} {:?}, {} bytes)",
+                out.info.name, out.info.ggml_type, out.info.dims, out.info.size,
+                src.info.name, src.info.ggml_type, src.info.dims, src.info.size
+            )));
+        }
+        let (out_file, src_file) = (&output.shards[out.shard], &source.shards[src.shard]);
+        let (out_start, src_start) = (
+            out_file.data_start(&out.info),
+            src_file.data_start(&src.info),
+        );
+        let mut done = 0u64;
+        while done < out.info.size {
+            let n = (out.info.size - done).min(CHUNK as u64) as usize;
+            read_at(out_file, &mut a[..n], out_start + done)?;
+            read_at(src_file, &mut b[..n], src_start + done)?;
+            if a[..n] != b[..n] {
+                let at = a[..n]
+                    .iter()
+                    .zip(&b[..n])
+                    .position(|(x, y)| x != y)
+                    .unwrap_or(0) as u64
+                    + done;
+                return Err(Error::Verify(format!(
+                    "tensor {:?} differs from its source {:?} at byte {at} of its data",
+                    out.info.name, src.info.name
+                )));
+            }
+            done += n as u64;
+        }
+    }
+    Ok(())
+}
+
+fn read_at(file: &GgufFile, buf: &mut [u8], offset: u64) -> Result<()> {
+    file.file()
+        .read_exact_at(buf, offset)
+        .map_err(|source| Error::Io {
+            path: file.path().to_path_buf(),
+            source,
+        })
+}
