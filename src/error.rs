@@ -70,7 +70,15 @@ pub enum Error {
     #[error("verification failed: {0}")]
     Verify(String),
     // === Tokenizer ===
-
+    /// Occurs when `tokenizer.ggml.model` names a tokenizer this crate does not implement.
+    #[error("tokenizer.ggml.model {model:?} is not supported (supported: \"gpt2\" byte-level BPE, \"llama\" SentencePiece)")]
+    UnsupportedTokenizer { model: String },
+    /// Occurs when `tokenizer.ggml.pre` names a pre-tokenizer this crate does not know.
+    #[error("tokenizer.ggml.pre {pre:?} is not a pre-tokenizer type this tokenizer knows")]
+    UnknownPreTokenizer { pre: String },
+    /// Occurs when the vocabulary metadata is inconsistent, or text cannot be tokenized with it.
+    #[error("tokenizer: {what}")]
+    Tokenize { what: String },
     // === Forward pass and scoring ===
     /// Occurs when a model's tensors do not fit the forward pass (shapes, types).
     #[error("forward pass: {0}")]

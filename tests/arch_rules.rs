@@ -392,10 +392,35 @@ fn mtp_heads_cannot_be_removed_but_main_layers_can() {
 }
 
 #[test]
+fn deepstack_mapping_is_sliced_and_its_layers_kept() {
+    let map: Vec<i32> = (0..10).map(|i| if i < 3 { i } else { -1 }).collect();
+    let m = md(
+        "granite",
+        10,
+        &[("{arch}.deepstack_mapping", Value::Array(Array::I32(map)))],
+    );
+    let out = rewrite(&m, &[5]).unwrap();
+    assert_eq!(
+        out.get("granite.deepstack_mapping"),
+        Some(&Value::Array(Array::I32(vec![
+            0, 1, 2, -1, -1, -1, -1, -1, -1
+        ])))
+    );
+    assert!(conflict(rewrite(&m, &[1])).contains("keep layer 1"));
+}
+
+#[test]
 fn layer_index_lists_are_renumbered() {
-    let m = md("qwen4exp", 12, &[("{arch}.ple.layers", Value::Array(Array::U32(vec![5])))]);
+    let m = md(
+        "qwen4exp",
+        12,
+        &[("{arch}.ple.layers", Value::Array(Array::U32(vec![5])))],
+    );
     let out = rewrite(&m, &[0, 1, 2, 3]).unwrap();
-    assert_eq!(out.get("qwen4exp.ple.layers"), Some(&Value::Array(Array::U32(vec![1]))));
+    assert_eq!(
+        out.get("qwen4exp.ple.layers"),
+        Some(&Value::Array(Array::U32(vec![1])))
+    );
     assert!(conflict(rewrite(&m, &[5])).contains("keep layer 5"));
 }
 
@@ -492,6 +517,8 @@ fn depth_detected_models_and_pinned_defaults() {
     let m = md("exaone4", 64, &[]);
     assert!(conflict(rewrite(&m, &[30])).contains("64"));
     assert!(rewrite(&md("exaone4", 30, &[]), &[3]).is_ok());
+    // baichuan: 32 layers use RoPE, 40 ALiBi, other depths neither.
+    assert!(conflict(rewrite(&md("baichuan", 40, &[]), &[3])).contains("ALiBi"));
     let m = md("minicpm", 40, &[]);
     let out = rewrite(&m, &[20]).unwrap();
     let v = out

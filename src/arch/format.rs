@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 pub const FILES: &[(&str, &str)] = &[
     ("generic.toml", include_str!("../../formats/generic.toml")),
     ("afmoe.toml", include_str!("../../formats/afmoe.toml")),
+    ("baichuan.toml", include_str!("../../formats/baichuan.toml")),
     ("cohere2.toml", include_str!("../../formats/cohere2.toml")),
     (
         "cohere2moe.toml",
@@ -122,6 +123,11 @@ pub struct Layers {
     /// computed" (DSA `attention.indexer.types`): removing a 1 that a kept 0 relies on is refused.
     #[serde(default)]
     pub reuse_previous: Vec<String>,
+    /// Per-layer arrays where an entry >= 0 connects the layer to an extra input (granite's
+    /// `deepstack_mapping`, -1 = none): sliced; removing a connected layer is refused, since the
+    /// number of inputs also sizes the input embedding.
+    #[serde(default)]
+    pub per_layer_inputs: Vec<String>,
     /// Arrays whose values are layer indices (renumbered; removing a listed layer is refused).
     #[serde(default)]
     pub layer_lists: Vec<String>,

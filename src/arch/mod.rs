@@ -13,12 +13,15 @@
 //! 3. **Global tensors packing per-layer data** (gemma3n/gemma4 `per_layer_token_embd`,
 //!    `per_layer_model_proj`): refused when present; slicing them is not supported.
 //! 4. **Depth-detected behaviour** (gemma2 27B at 46 blocks, gemma3 27B at 62, exaone4 at 64,
-//!    deepseek2 "lite" depths): refused when the original or the new depth is listed.
+//!    deepseek2 "lite" depths, baichuan's RoPE/ALiBi choice): refused when the original or the new
+//!    depth is listed.
 //! 5. **Per-layer arrays.** Every key llama.cpp reads per layer (the generic list plus the
 //!    architecture's): an array is sliced to the kept layers and keeps its element type; a scalar
 //!    applies to all layers and stays; an array of any other length than llama.cpp expects is
 //!    [`Error::PerLayerLength`] naming key, expected and got.
-//! 6. **Layer-index lists** (`ple.layers`): values renumbered; removing a listed layer is refused.
+//! 6. **Layers other layers or inputs depend on**: layer-index lists (`ple.layers`) are
+//!    renumbered; removing a listed layer, a layer with an extra input (`deepstack_mapping`), or a
+//!    DSA indexer layer whose top-k a kept layer reuses (`indexer.types`) is refused.
 //! 7. **Position-derived roles** (sliding window, recurrent, no-RoPE, MoE interleave, dense lead,
 //!    shared KV, deepstack): the kept layers' true roles are computed from the original index
 //!    and compared with what llama.cpp would derive at their new index. When they differ, the
@@ -248,6 +251,30 @@ fn plan(
         handled.extend(table.not_per_layer.iter().map(|t| ctx.key(t)));
     }
     for table in ctx.tables() {
+        for t in &table.per_layer_inputs {
+            let key = ctx.key(t);
+            if let Some(Value::Array(a)) = md.get(&key) {
+                if a.len() != n {
+                    return Err(Error::PerLayerLength {
+                        key,
+                        expected: n,
+                        got: a.len(),
+                    });
+                }
+                if let Some(&r) = ctx
+                    .removed
+                    .iter()
+                    .find(|&&r| a.int_at(r).is_some_and(|v| v >= 0))
+                {
+                    return Err(ctx.conflict(format!(
+                        "{key} connects layer {r} to input {} (the input count sizes the input embedding); keep layer {r}",
+                        a.int_at(r).unwrap_or(-1)
+                    )));
+                }
+                edits.push((key.clone(), Value::Array(a.select(ctx.kept))));
+            }
+            handled.push(key);
+        }
         for t in &table.reuse_previous {
             let key = ctx.key(t);
             if let Some(Value::Array(a)) = md.get(&key) {

@@ -1,0 +1,165 @@
+//! The metadata rewrite checked against real llama.cpp: pruned files written with the library
+//! load in llama-perplexity, and keeping the kept layers' true roles beats llama-quantize's
+//! `--prune-layers`, which only sets block_count.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use gguf_prune::arch::{kept_from_removed, rewrite_metadata};
+use gguf_prune::gguf::{self, Array, Metadata, Model, OutTensor, TensorData, Value, WriteOptions};
+
+/// `blk.N.rest` -> `blk.{new N}.rest` for kept layers, None for removed ones, other names kept.
+/// (A test-local helper; the project's renaming lives in src/prune.)
+fn rename(name: &str, kept: &[usize]) -> Option<String> {
+    let Some(rest) = name.strip_prefix("blk.") else {
+        return Some(name.to_string());
+    };
+    let (num, tail) = rest.split_once('.')?;
+    let il: usize = num.parse().ok()?;
+    let j = kept.binary_search(&il).ok()?;
+    Some(format!("blk.{j}.{tail}"))
+}
+
+/// Writes `model` with `metadata`, keeping the tensors of `kept` layers renumbered.
+fn write(model: &Model, metadata: &Metadata, kept: &[usize], out: &Path) {
+    let version = model.shards[0].content.version;
+    let mut tensors = Vec::new();
+    for t in &model.tensors {
+        let Some(name) = rename(&t.info.name, kept) else {
+            continue;
+        };
+        let shard = &model.shards[t.shard];
+        tensors.push(OutTensor {
+            name,
+            dims: t.info.dims.clone(),
+            ggml_type: t.info.ggml_type,
+            data: TensorData::Copy {
+                file: shard.file(),
+                offset: shard.data_start(&t.info),
+                len: t.info.size,
+            },
+        });
+    }
+    let options = WriteOptions {
+        overwrite: true,
+        ..WriteOptions::default()
+    };
+    gguf::write_model(out, version, metadata, tensors, &options, &mut |_, _| {}).unwrap();
+}
+
+/// Prunes `src` by removing `removed` with the arch rules, writes `out`.
+fn prune(src: &Path, removed: &[usize], out: &Path) -> Metadata {
+    let model = Model::open(src).unwrap();
+    let md = model.metadata();
+    let arch = md.architecture().unwrap().to_string();
+    let n = md.get_u64(&format!("{arch}.block_count")).unwrap() as usize;
+    let kept = kept_from_removed(n, removed).unwrap();
+    let names: Vec<&str> = model.tensors.iter().map(|t| t.info.name.as_str()).collect();
+    let new_md = rewrite_metadata(md, &names, &kept).unwrap();
+    write(&model, &new_md, &kept, out);
+    new_md
+}
+
+fn quantize_prune(src: &Path, layers: &str, out: &Path) {
+    common::run_ok(
+        Command::new(common::llama_tool("llama-quantize"))
+            .arg("--prune-layers")
+            .arg(layers)
+            .arg(src)
+            .arg(out)
+            .arg("COPY"),
+    );
+}
+
+#[test]
+fn renaming_helper() {
+    let kept = [0, 1, 4];
+    assert_eq!(
+        rename("blk.4.attn_q.weight", &kept).as_deref(),
+        Some("blk.2.attn_q.weight")
+    );
+    assert_eq!(rename("blk.2.attn_q.weight", &kept), None);
+    assert_eq!(
+        rename("output_norm.weight", &kept).as_deref(),
+        Some("output_norm.weight")
+    );
+}
+
+#[test]
+fn gemma3_true_sliding_pattern_beats_quantize_prune_layers() {
+    let dir = common::workdir();
+    let ours = dir.path().join("gemma3-ours.gguf");
+    let theirs = dir.path().join("gemma3-quantize.gguf");
+    let md = prune(&common::gemma3(), &[8, 9], &ours);
+    assert!(matches!(
+        md.get("gemma3.attention.sliding_window_pattern"),
+        Some(Value::Array(Array::Bool(v))) if v.len() == 16
+    ));
+    quantize_prune(&common::gemma3(), "8,9", &theirs);
+    let ppl_ours = common::llama_perplexity(&ours, 512, 4);
+    let ppl_theirs = common::llama_perplexity(&theirs, 512, 4);
+    eprintln!("gemma3 minus 8,9: PPL {ppl_ours:.4} (kept layers' pattern) vs {ppl_theirs:.4} (llama-quantize --prune-layers)");
+    assert!(ppl_ours.is_finite() && ppl_theirs.is_finite());
+    assert!(
+        ppl_ours < ppl_theirs * 0.97,
+        "the true pattern should clearly help: {ppl_ours} vs {ppl_theirs}"
+    );
+}
+
+#[test]
+fn smollm2_per_layer_head_count_kv_array_is_sliced_and_loads() {
+    let dir = common::workdir();
+    let src = Model::open(common::smollm2()).unwrap();
+    let all: Vec<usize> = (0..30).collect();
+    // The scalar model pruned: the reference.
+    let scalar_pruned = dir.path().join("scalar-pruned.gguf");
+    prune(&common::smollm2(), &[20, 21, 22, 23], &scalar_pruned);
+    let ppl_scalar = common::llama_perplexity(&scalar_pruned, 512, 4);
+    for (label, array) in [
+        ("u32", Array::U32(vec![3; 30])),
+        ("i32", Array::I32(vec![3; 30])),
+    ] {
+        // A copy whose head_count_kv is a per-layer array of 30 entries (same model).
+        let mut md = src.metadata().clone();
+        md.set("llama.attention.head_count_kv", Value::Array(array));
+        let copy = dir.path().join(format!("array-{label}.gguf"));
+        write(&src, &md, &all, &copy);
+        let pruned = dir.path().join(format!("array-{label}-pruned.gguf"));
+        let new_md = prune(&copy, &[20, 21, 22, 23], &pruned);
+        assert_eq!(
+            new_md
+                .get_array("llama.attention.head_count_kv")
+                .unwrap()
+                .len(),
+            26
+        );
+        let ppl = common::llama_perplexity(&pruned, 512, 4);
+        eprintln!("SmolLM2 {label} head_count_kv array, minus 20-23: PPL {ppl:.4} (scalar model pruned: {ppl_scalar:.4})");
+        assert!(ppl.is_finite());
+        assert!(
+            (ppl - ppl_scalar).abs() < 1e-3 * ppl_scalar,
+            "{ppl} vs {ppl_scalar}"
+        );
+    }
+    // llama-quantize --prune-layers leaves the array at 30 entries and the file does not load
+    // (llama.cpp issue 27976).
+    let copy = dir.path().join("array-u32.gguf");
+    let theirs = dir.path().join("array-quantize.gguf");
+    quantize_prune(&copy, "20,21,22,23", &theirs);
+    let out = Command::new(common::llama_tool("llama-perplexity"))
+        .arg("-m")
+        .arg(&theirs)
+        .arg("-f")
+        .arg(common::wikitext("wiki.test.raw"))
+        .args(["-c", "512", "--chunks", "1", "-t", "2"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "llama-quantize's output was expected not to load"
+    );
+    assert!(text.contains("wrong array length"), "{text}");
+}
