@@ -92,6 +92,15 @@ pub enum Error {
     #[error("calibration: {0}")]
     Calibration(String),
     // === Quantization ===
+    /// Occurs when a tensor type has no (de)quantization kernel in this build.
+    #[error("cannot {op} {ty}: not supported by this build")]
+    QuantUnsupported {
+        ty: crate::gguf::GgmlType,
+        op: &'static str,
+    },
+    /// Occurs when an importance-matrix file is malformed or does not fit the model.
+    #[error("importance matrix {}: {what}", path.display())]
+    Imatrix { path: PathBuf, what: String },
 
     // === Evaluation ===
     /// Occurs when the evaluation text is too short for even the first chunk pair.
@@ -107,8 +116,12 @@ pub enum Error {
     #[error("vocabulary mismatch: {0}")]
     VocabMismatch(String),
     /// Occurs when a `--kl-divergence-base` logits file is malformed or truncated.
-    #[error("logits file, at byte {offset}: {what}")]
-    KlBaseFormat { offset: u64, what: String },
+    #[error("{}: at byte {offset}: {what}", path.display())]
+    KlBaseFormat {
+        path: PathBuf,
+        offset: u64,
+        what: String,
+    },
     /// Occurs when a logits source breaks its contract (row length, order, missing rows).
     #[error("logits source: {0}")]
     LogitsSource(String),

@@ -15,6 +15,7 @@ pub mod interrupt;
 pub mod pipeline;
 pub mod prune;
 pub mod score;
+pub mod quant;
 pub mod tokenizer;
 pub mod verify;
 

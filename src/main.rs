@@ -12,10 +12,27 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", render(&err));
             ExitCode::from(if is_interrupted(&err) { 130 } else { 1 })
         }
     }
+}
+
+/// The error and its causes on one line, like `{:#}`, but without repeating a cause that its
+/// parent's message already ends with (our errors print their cause themselves).
+fn render(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 fn is_interrupted(err: &anyhow::Error) -> bool {

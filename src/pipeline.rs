@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Result;
-use crate::gguf::{Model, WriteOptions};
-use crate::prune::{rewrite, PrunePlan};
+use crate::gguf::{Model, ModelTensor, TensorData, WriteOptions};
+use crate::prune::{rewrite, PrunePlan, Rewrite};
 use crate::verify;
 
 /// What a prune did, for the report (and `--json`).
@@ -21,7 +21,8 @@ pub struct PruneReport {
     pub bytes_after: u64,
     pub tensors_before: usize,
     pub tensors_after: usize,
-    /// Every output tensor was compared byte for byte with its source.
+    /// Every output tensor is a verbatim copy and was compared byte for byte with its source
+    /// (false when some were requantized or healed: those are checked for structure only).
     pub verified: bool,
 }
 
@@ -34,9 +35,27 @@ pub fn prune_model(
     options: &WriteOptions,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<PruneReport> {
-    let rewritten = rewrite(model, plan)?;
-    let sources = rewritten.sources.clone();
+    write_verified(model, rewrite(model, plan)?, output, options, progress)
+}
+
+/// Writes a (possibly edited) rewrite to temporary files, checks their structure, compares every
+/// tensor that is still a verbatim copy with its source, then puts the files in place.
+pub fn write_verified(
+    model: &Model,
+    rewritten: Rewrite,
+    output: &Path,
+    options: &WriteOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<PruneReport> {
+    let copied: Vec<Option<&ModelTensor>> = rewritten
+        .tensors
+        .iter()
+        .zip(&rewritten.sources)
+        .map(|(t, &src)| matches!(t.data, TensorData::Copy { .. }).then_some(src))
+        .collect();
+    let verified_all = copied.iter().all(Option::is_some);
     let tensors_after = rewritten.tensors.len();
+    let plan = rewritten.plan;
     let mut options = options.clone();
     options
         .protect
@@ -52,7 +71,7 @@ pub fn prune_model(
 
     let written = Model::open(&pending.temp_paths()[0])?;
     verify::check_structure(&written)?;
-    verify::compare_with_sources(&written, model, &sources)?;
+    verify::compare_with_sources(&written, model, &copied)?;
     let bytes_after = written.file_size();
     drop(written);
 
@@ -67,6 +86,6 @@ pub fn prune_model(
         bytes_after,
         tensors_before: model.tensors.len(),
         tensors_after,
-        verified: true,
+        verified: verified_all,
     })
 }

@@ -59,12 +59,13 @@ fn check_layout(file: &GgufFile) -> Result<()> {
 /// Bytes compared per read: keeps memory flat whatever the model size.
 const CHUNK: usize = 1 << 20;
 
-/// Checks that every tensor of `output` has exactly the bytes of its source tensor, pairing
-/// them in order (`sources[i]` is the source of the output's i-th tensor).
+/// Checks that every copied tensor of `output` has exactly the bytes of its source tensor,
+/// pairing them in order: `sources[i]` is the source of the output's i-th tensor, or None when
+/// that tensor was made anew (requantized, healed) and has no source to equal.
 pub fn compare_with_sources(
     output: &Model,
     source: &Model,
-    sources: &[&ModelTensor],
+    sources: &[Option<&ModelTensor>],
 ) -> Result<()> {
     if output.tensors.len() != sources.len() {
         return Err(Error::Verify(format!(
@@ -77,6 +78,7 @@ pub fn compare_with_sources(
     let mut b = vec![0u8; CHUNK];
     for (out, src) in output.tensors.iter().zip(sources) {
         crate::interrupt::check()?;
+        let Some(src) = src else { continue };
         if out.info.size != src.info.size
             || out.info.ggml_type != src.info.ggml_type
             || out.info.dims != src.info.dims

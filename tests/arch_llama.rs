@@ -46,7 +46,9 @@ fn write(model: &Model, metadata: &Metadata, kept: &[usize], out: &Path) {
         overwrite: true,
         ..WriteOptions::default()
     };
-    gguf::write_model(out, version, metadata, tensors, &options, &mut |_, _| {}).unwrap();
+    gguf::write_model(out, version, metadata, tensors, &options, &mut |_, _| {})
+        .and_then(|pending| pending.commit())
+        .unwrap();
 }
 
 /// Prunes `src` by removing `removed` with the arch rules, writes `out`.

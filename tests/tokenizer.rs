@@ -253,6 +253,7 @@ fn vocab_only(source: &Metadata, pre: &str, dir: &Path) -> std::path::PathBuf {
         &WriteOptions::default(),
         &mut |_, _| {},
     )
+    .and_then(|pending| pending.commit())
     .unwrap();
     path
 }
@@ -529,6 +530,7 @@ fn spm_space_prefix_matches_llama_tokenize() {
         &WriteOptions::default(),
         &mut |_, _| {},
     )
+    .and_then(|pending| pending.commit())
     .unwrap();
     let tok = Tokenizer::from_metadata(&md).unwrap();
     let joined = TRICKY.join("\n");

@@ -3,11 +3,13 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod eval;
 pub mod inspect;
 pub mod progress;
 pub mod prune;
 pub mod score;
 pub mod select;
+pub mod quantize;
 pub mod verify;
 
 /// Remove whole transformer layers from GGUF models (ShortGPT), for llama.cpp.
@@ -38,6 +40,17 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Score every block (Block Influence, angular distance) on calibration text.
     Score(score::ScoreArgs),
+    /// Quantize a model as llama-quantize does (Q4_K_M, Q8_0, ...), optionally with an imatrix.
+    Quantize(quantize::QuantizeArgs),
+    /// Perplexity and KL divergence against a reference, computed as llama-perplexity does.
+    ///
+    /// Examples:
+    ///   gguf-prune eval small.gguf --text wiki.test.raw --chunks 20
+    ///   gguf-prune eval small.gguf --ref model.gguf --text wiki.test.raw --json
+    ///   llama-perplexity -m model.gguf -f wiki.test.raw --kl-divergence-base base.logits
+    ///   gguf-prune eval model.gguf --kl-base base.logits
+    #[command(verbatim_doc_comment)]
+    Eval(eval::EvalArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -46,6 +59,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Inspect(args)) => inspect::run(args),
         Some(Command::Verify(args)) => verify::run(args),
         Some(Command::Score(args)) => score::run(args),
+        Some(Command::Quantize(args)) => quantize::run(args),
+        Some(Command::Eval(args)) => eval::run(args),
     }
 }
 

@@ -170,10 +170,7 @@ impl KlBase {
         // SAFETY: the map is read-only and private to this value; like every mmap reader we rely
         // on nobody truncating the file while it is open, which would fault rather than corrupt.
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
-        let (n_ctx, n_vocab, n_chunk) = check_layout(&map).map_err(|e| Error::InFile {
-            path: path.to_path_buf(),
-            source: Box::new(e),
-        })?;
+        let (n_ctx, n_vocab, n_chunk) = check_layout(&map, path)?;
         Ok(KlBase {
             path: path.to_path_buf(),
             map,
@@ -245,8 +242,9 @@ impl KlBase {
     }
 }
 
-fn check_layout(bytes: &[u8]) -> Result<(usize, usize, usize)> {
+fn check_layout(bytes: &[u8], path: &Path) -> Result<(usize, usize, usize)> {
     let bad = |offset: usize, what: String| Error::KlBaseFormat {
+        path: path.to_path_buf(),
         offset: offset as u64,
         what,
     };
@@ -419,20 +417,20 @@ mod tests {
             w.write_row(&row).unwrap();
         }
         w.finish();
-        assert!(check_layout(&file).is_ok());
-        let err = check_layout(&file[..file.len() - 1])
+        assert!(check_layout(&file, Path::new("t")).is_ok());
+        let err = check_layout(&file[..file.len() - 1], Path::new("t"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("interrupted"), "{err}");
         let mut bad = file.clone();
         bad[0] = b'X';
-        assert!(check_layout(&bad)
+        assert!(check_layout(&bad, Path::new("t"))
             .unwrap_err()
             .to_string()
             .contains("magic"));
         let mut bad = file.clone();
         bad[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&7i32.to_le_bytes());
-        assert!(check_layout(&bad)
+        assert!(check_layout(&bad, Path::new("t"))
             .unwrap_err()
             .to_string()
             .contains("outside the vocabulary"));

@@ -24,6 +24,8 @@ pub mod source;
 pub use kl_base::{BaseRow, KlBase};
 pub use source::LogitsSource;
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
 
 /// How to cut the text and drive the model.
@@ -69,6 +71,11 @@ pub fn make_windows(tokens: &[u32], opts: &EvalOptions) -> Result<Vec<Vec<u32>>>
             n_ctx,
         });
     }
+    if opts.max_chunks == Some(0) {
+        return Err(Error::Invalid(
+            "the number of chunks must be at least 1".into(),
+        ));
+    }
     let fit = tokens.len() / n_ctx;
     let n_chunk = opts.max_chunks.map_or(fit, |c| c.min(fit));
     Ok(tokens
@@ -88,8 +95,23 @@ pub fn make_windows(tokens: &[u32], opts: &EvalOptions) -> Result<Vec<Vec<u32>>>
 /// max in f32, `expf` of each shifted logit summed in f64, `(logit[t] - max)` in f32 minus the f64 log.
 pub fn row_nll(logits: &[f32], target: usize) -> f64 {
     let max = logits.iter().copied().fold(logits[0], f32::max);
-    let sum_exp: f64 = logits.iter().map(|&l| (l - max).exp() as f64).sum();
+    let sum_exp = sum_exp_shifted(logits, max);
     -((logits[target] - max) as f64 - sum_exp.ln())
+}
+
+/// Rows longer than this are split across threads (llama.cpp also spreads its log-softmax over
+/// all cores): a 262144-token row costs milliseconds, comparable to the forward pass per token.
+const PAR_CHUNK: usize = 16384;
+
+/// `sum exp(l - max)`, each term in f32 (`expf`), summed in f64. Partial sums are added in a
+/// fixed order, so the result does not depend on the thread count.
+fn sum_exp_shifted(logits: &[f32], max: f32) -> f64 {
+    let part = |c: &[f32]| c.iter().map(|&l| (l - max).exp() as f64).sum::<f64>();
+    if logits.len() < 2 * PAR_CHUNK {
+        return part(logits);
+    }
+    let parts: Vec<f64> = logits.par_chunks(PAR_CHUNK).map(part).collect();
+    parts.iter().sum()
 }
 
 /// Running sums of per-token negative log-likelihoods.
@@ -241,6 +263,41 @@ pub fn perplexity(
     windows_per_call: usize,
     progress: &mut dyn FnMut(&ChunkDone),
 ) -> Result<Perplexity> {
+    perplexity_inner(source, windows, windows_per_call, progress, None)
+}
+
+/// [`perplexity`], also writing every scored row to `out` as llama-perplexity
+/// `--kl-divergence-base` does, so llama.cpp can compare its own model with our logits
+/// (`llama-perplexity -m MODEL --kl-divergence-base FILE --kl-divergence`). The negative
+/// log-likelihoods then come from the row encoder, as in llama.cpp's saving run.
+pub fn perplexity_saving<W: std::io::Write>(
+    source: &mut dyn LogitsSource,
+    windows: &[Vec<u32>],
+    windows_per_call: usize,
+    progress: &mut dyn FnMut(&ChunkDone),
+    out: &mut kl_base::KlBaseWriter<W>,
+    out_path: &std::path::Path,
+) -> Result<Perplexity> {
+    let mut row_bytes = vec![0u8; kl_base::row_bytes(source.n_vocab())];
+    let mut save = |row: &[f32], target: usize| -> Result<f64> {
+        let nll = kl_base::encode_row(row, target, &mut row_bytes);
+        out.write_row(&row_bytes).map_err(|source| Error::Io {
+            path: out_path.to_path_buf(),
+            source,
+        })?;
+        Ok(nll)
+    };
+    perplexity_inner(source, windows, windows_per_call, progress, Some(&mut save))
+}
+
+#[allow(clippy::type_complexity)]
+fn perplexity_inner(
+    source: &mut dyn LogitsSource,
+    windows: &[Vec<u32>],
+    windows_per_call: usize,
+    progress: &mut dyn FnMut(&ChunkDone),
+    mut save: Option<&mut dyn FnMut(&[f32], usize) -> Result<f64>>,
+) -> Result<Perplexity> {
     let n_vocab = source.n_vocab();
     check_tokens(windows, n_vocab)?;
     let n_ctx = windows.first().map_or(0, Vec::len);
@@ -256,7 +313,11 @@ pub fn perplexity(
             check_row(n_vocab, group, first, w, p, row)?;
             order.expect(w, p)?;
             if p + 1 < n_ctx {
-                sum.add(row_nll(row, group[w][p + 1] as usize));
+                let target = group[w][p + 1] as usize;
+                sum.add(match save.as_mut() {
+                    Some(save) => save(row, target)?,
+                    None => row_nll(row, target),
+                });
             } else {
                 per_chunk.push(sum.ppl());
                 progress(&ChunkDone {
@@ -315,8 +376,7 @@ impl KlAccumulator {
                 imax = i;
             }
         }
-        let sum_exp: f64 = logits.iter().map(|&l| (l - max_logit).exp() as f64).sum();
-        let log_sum_exp = sum_exp.ln() as f32;
+        let log_sum_exp = sum_exp_shifted(logits, max_logit).ln() as f32;
 
         let nll: f32 = max_logit + log_sum_exp - logits[target];
         self.sum_nll += nll as f64;
@@ -327,19 +387,7 @@ impl KlAccumulator {
         self.sum_nll_nll_base += (nll * nll_base) as f64;
 
         let log_norm = max_logit + log_sum_exp;
-        let mut kld = 0f64;
-        let mut imax_base = 0;
-        let mut max_base = f32::NEG_INFINITY;
-        for (i, (lp_base, &l)) in base.log_probs().zip(logits).enumerate() {
-            if i == 0 || lp_base > max_base {
-                max_base = lp_base;
-                imax_base = i;
-            }
-            if lp_base > -16.0 {
-                let p_base = lp_base.exp();
-                kld += (p_base * (lp_base - l + log_norm)) as f64;
-            }
-        }
+        let (kld, _, imax_base) = kl_terms(logits, base, log_norm);
         self.sum_kld += kld;
         self.sum_kld2 += kld * kld;
         self.count += 1;
@@ -365,7 +413,7 @@ impl KlAccumulator {
         (self.sum_nll / self.count as f64).exp()
     }
 
-    pub fn kld_mean(&self) -> f64 {
+    pub fn kl_mean(&self) -> f64 {
         self.sum_kld / self.count as f64
     }
 
@@ -381,7 +429,7 @@ impl KlAccumulator {
         let ln_ratio = log_ppl - log_ppl_base;
         let ln_ratio_unc =
             (log_ppl_unc * log_ppl_unc + log_ppl_base_unc * log_ppl_base_unc - 2.0 * cov).sqrt();
-        let (kld_mean, kld_err) = mean_and_uncertainty(self.sum_kld, self.sum_kld2, n);
+        let (kl_mean, kl_err) = mean_and_uncertainty(self.sum_kld, self.sum_kld2, n);
         let (p_diff_mean, _) = mean_and_uncertainty(self.sum_p_diff, self.sum_p_diff2, n);
         let (p_diff_mse, p_diff_mse_unc) =
             mean_and_uncertainty(self.sum_p_diff2, self.sum_p_diff4, n);
@@ -403,12 +451,12 @@ impl KlAccumulator {
             ppl_base_err: ppl_base * log_ppl_base_unc,
             ln_ppl_ratio: ln_ratio,
             ln_ppl_ratio_err: ln_ratio_unc,
-            kld_mean,
-            kld_err,
-            kld_median: median as f64,
-            kld_p90: percentile(kv, 0.90) as f64,
-            kld_p99: percentile(kv, 0.99) as f64,
-            kld_max: kv.last().copied().unwrap_or(0.0) as f64,
+            kl_mean,
+            kl_err,
+            kl_median: median as f64,
+            kl_p90: percentile(kv, 0.90) as f64,
+            kl_p99: percentile(kv, 0.99) as f64,
+            kl_max: kv.last().copied().unwrap_or(0.0) as f64,
             p_diff_mean,
             p_diff_rms,
             p_diff_rms_err: if p_diff_rms > 0.0 {
@@ -428,6 +476,45 @@ impl KlAccumulator {
             n_ctx,
         }
     }
+}
+
+/// One row's KL sum `sum p_base (ln p_base - ln q)` over reference log-probabilities above -16
+/// (llama.cpp skips the rest), with the reference's top token (first maximum), by chunks across
+/// threads for long rows; chunk results are combined in order, keeping the first maximum.
+fn kl_terms(logits: &[f32], base: &BaseRow<'_>, log_norm: f32) -> (f64, f32, usize) {
+    let part = |start: usize, c: &[f32]| {
+        let mut kld = 0f64;
+        let mut max_base = f32::NEG_INFINITY;
+        let mut imax_base = start;
+        for (k, &l) in c.iter().enumerate() {
+            let lp_base = base.log_prob(start + k);
+            if k == 0 || lp_base > max_base {
+                max_base = lp_base;
+                imax_base = start + k;
+            }
+            if lp_base > -16.0 {
+                kld += (lp_base.exp() * (lp_base - l + log_norm)) as f64;
+            }
+        }
+        (kld, max_base, imax_base)
+    };
+    if logits.len() < 2 * PAR_CHUNK {
+        return part(0, logits);
+    }
+    let parts: Vec<(f64, f32, usize)> = logits
+        .par_chunks(PAR_CHUNK)
+        .enumerate()
+        .map(|(j, c)| part(j * PAR_CHUNK, c))
+        .collect();
+    let mut total = (0f64, f32::NEG_INFINITY, 0usize);
+    for (j, (kld, max_base, imax_base)) in parts.into_iter().enumerate() {
+        total.0 += kld;
+        if j == 0 || max_base > total.1 {
+            total.1 = max_base;
+            total.2 = imax_base;
+        }
+    }
+    total
 }
 
 /// llama.cpp's `mean_and_uncertainty`: the uncertainty is 0 for 10 values or fewer.
@@ -481,12 +568,12 @@ pub struct KlDivergence {
     pub ln_ppl_ratio: f64,
     pub ln_ppl_ratio_err: f64,
     /// Mean KL(reference || model) per token, in nats.
-    pub kld_mean: f64,
-    pub kld_err: f64,
-    pub kld_median: f64,
-    pub kld_p90: f64,
-    pub kld_p99: f64,
-    pub kld_max: f64,
+    pub kl_mean: f64,
+    pub kl_err: f64,
+    pub kl_median: f64,
+    pub kl_p90: f64,
+    pub kl_p99: f64,
+    pub kl_max: f64,
     /// Mean and RMS of p(model, actual token) - p(reference, actual token).
     pub p_diff_mean: f64,
     pub p_diff_rms: f64,
@@ -518,6 +605,11 @@ pub fn kl_divergence_vs_base(
             base.path().display(),
             base.n_vocab()
         )));
+    }
+    if max_chunks == Some(0) {
+        return Err(Error::Invalid(
+            "the number of chunks must be at least 1".into(),
+        ));
     }
     let n_chunks = max_chunks.map_or(base.n_chunks(), |c| c.min(base.n_chunks()));
     let n_ctx = base.n_ctx();
@@ -551,7 +643,7 @@ pub fn kl_divergence_vs_base(
                     chunk: start + w + 1,
                     n_chunks,
                     ppl: acc.ppl(),
-                    kld: Some(acc.kld_mean()),
+                    kld: Some(acc.kl_mean()),
                 };
                 progress(&done);
             }
@@ -624,7 +716,7 @@ pub fn kl_divergence_vs_model(
                     chunk: start + w + 1,
                     n_chunks,
                     ppl: acc.ppl(),
-                    kld: Some(acc.kld_mean()),
+                    kld: Some(acc.kl_mean()),
                 };
                 progress(&done);
             }

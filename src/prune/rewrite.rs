@@ -50,8 +50,13 @@ pub fn renumber(name: &str, plan: &PrunePlan) -> Renamed {
 }
 
 /// A pruned model ready to write: its metadata, its tensors (data still in the source), and for
-/// each output tensor the source tensor it copies (for verification).
+/// each output tensor the source tensor it came from.
+///
+/// Later stages may edit it before writing: requantizing or healing replaces a tensor's
+/// `ggml_type` and `data`; tensors whose data is still [`TensorData::Copy`] are verified byte
+/// for byte after writing.
 pub struct Rewrite<'a> {
+    pub plan: PrunePlan,
     pub version: u32,
     pub metadata: Metadata,
     pub tensors: Vec<OutTensor<'a>>,
@@ -102,6 +107,7 @@ pub fn rewrite<'a>(model: &'a Model, plan: &PrunePlan) -> Result<Rewrite<'a>> {
         sources.push(t);
     }
     Ok(Rewrite {
+        plan: plan.clone(),
         version: model.shards[0].content.version,
         metadata,
         tensors,

@@ -1,0 +1,384 @@
+//! `gguf-prune eval`: perplexity, and KL divergence against a reference, the llama-perplexity way.
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use gguf_prune::eval::{
+    self, ChunkDone, EvalOptions, KlBase, KlDivergence, LogitsSource, Perplexity,
+};
+use gguf_prune::gguf::Model;
+
+/// Measure a model's perplexity on a text, as llama-perplexity does (same chunks, same scored
+/// tokens, same formula), and optionally how far its predictions are from a reference (the
+/// `Eval` command's doc in mod.rs is the help text).
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// The GGUF model to evaluate.
+    pub model: PathBuf,
+    /// The text to evaluate on (UTF-8), e.g. wikitext-2's wiki.test.raw.
+    #[arg(long, required_unless_present = "kl_base")]
+    pub text: Option<PathBuf>,
+    /// Tokens per chunk (llama-perplexity -c); the second half of each chunk is scored.
+    #[arg(
+        short = 'c',
+        long = "ctx-size",
+        default_value_t = 512,
+        conflicts_with = "kl_base"
+    )]
+    pub ctx_size: usize,
+    /// Evaluate at most this many chunks (default: as many as the text holds).
+    #[arg(long)]
+    pub chunks: Option<usize>,
+    /// A reference model (typically the unpruned original): also report KL divergence of this
+    /// model from it, top-token agreement, and both perplexities. Same vocabulary required.
+    #[arg(long = "ref", value_name = "ORIGINAL", conflicts_with = "kl_base")]
+    pub reference: Option<PathBuf>,
+    /// A logits file written by `llama-perplexity --kl-divergence-base FILE`: compare this model
+    /// with llama.cpp's stored distributions, on the file's own tokens and context size.
+    #[arg(long, value_name = "FILE", conflicts_with = "text")]
+    pub kl_base: Option<PathBuf>,
+    /// Also save this model's scored distributions in llama-perplexity's `--kl-divergence-base`
+    /// format, so llama.cpp can compare its own run with ours:
+    /// `llama-perplexity -m MODEL --kl-divergence-base FILE --kl-divergence`.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kl_base", "reference"])]
+    pub save_logits: Option<PathBuf>,
+    /// Print one JSON object on stdout instead of the text report.
+    #[arg(long)]
+    pub json: bool,
+    /// Threads for the forward pass (default: all cores).
+    #[arg(short = 't', long)]
+    pub threads: Option<usize>,
+    /// Chunks handed to the forward pass at a time.
+    #[arg(long, default_value_t = 1, hide = true)]
+    pub chunks_per_pass: usize,
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    if let Some(n) = args.threads {
+        anyhow::ensure!(n > 0, "--threads must be at least 1");
+        // Before any pool exists: rayon reads this once, and candle's CPU kernels read it too.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global();
+    }
+    let started = std::time::Instant::now();
+    // Check the cheap inputs before loading any model.
+    let base = match &args.kl_base {
+        Some(path) => Some(KlBase::open(path)?),
+        None => None,
+    };
+    let text = match &args.text {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the text {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let model =
+        Model::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
+    let bos = bos_token(&model)?;
+    let mut progress = |d: &ChunkDone| {
+        match d.kld {
+            None => eprint!("[{}]{:.4},", d.chunk, d.ppl),
+            Some(k) => eprint!("[{}]{:.4} kld {:.5},", d.chunk, d.ppl, k),
+        }
+        if d.chunk == d.n_chunks {
+            eprintln!();
+        }
+        let _ = std::io::stderr().flush();
+    };
+    let per_pass = args.chunks_per_pass.max(1);
+
+    if let Some(base) = base {
+        eprintln!(
+            "eval: {}: {} chunks of {} tokens, n_vocab {}",
+            base.path().display(),
+            base.n_chunks(),
+            base.n_ctx(),
+            base.n_vocab()
+        );
+        let mut source = open_logits_source(&model)?;
+        let kl = eval::kl_divergence_vs_base(
+            &mut *source,
+            &base,
+            bos,
+            args.chunks,
+            per_pass,
+            &mut progress,
+        )?;
+        return report(&args, None, Some(&kl), started);
+    }
+
+    let text = text.expect("clap requires --text without --kl-base");
+    // llama.cpp's `-f` drops one trailing newline before tokenizing; so do we, for the same ids.
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    let tokens = tokenize(&model, text)?;
+    let opts = EvalOptions {
+        n_ctx: args.ctx_size,
+        max_chunks: args.chunks,
+        bos,
+        windows_per_call: per_pass,
+    };
+    let windows =
+        eval::make_windows(&tokens, &opts).with_context(|| format!("{}", args.model.display()))?;
+    eprintln!(
+        "eval: {} tokens, {} chunks of {}, scoring {} tokens per chunk",
+        tokens.len(),
+        windows.len(),
+        opts.n_ctx,
+        eval::kl_base::rows_per_window(opts.n_ctx)
+    );
+    let mut source = open_logits_source(&model)?;
+    match &args.reference {
+        None => {
+            let ppl = match &args.save_logits {
+                None => eval::perplexity(&mut *source, &windows, per_pass, &mut progress)?,
+                Some(path) => save_logits(
+                    path,
+                    &mut *source,
+                    &tokens,
+                    &windows,
+                    per_pass,
+                    &mut progress,
+                )?,
+            };
+            report(&args, Some(&ppl), None, started)
+        }
+        Some(ref_path) => {
+            let reference = Model::open(ref_path)
+                .with_context(|| format!("opening the reference {}", ref_path.display()))?;
+            check_same_vocab(&model, &reference)?;
+            let mut ref_source = open_logits_source(&reference)?;
+            let kl = eval::kl_divergence_vs_model(
+                &mut *source,
+                &mut *ref_source,
+                &windows,
+                per_pass,
+                &mut progress,
+            )?;
+            report(&args, None, Some(&kl), started)
+        }
+    }
+}
+
+/// Runs perplexity while writing the rows to `path` (through a temporary file renamed at the end,
+/// so an interrupted run leaves no truncated file behind).
+fn save_logits(
+    path: &std::path::Path,
+    source: &mut dyn LogitsSource,
+    tokens: &[u32],
+    windows: &[Vec<u32>],
+    per_pass: usize,
+    progress: &mut dyn FnMut(&ChunkDone),
+) -> anyhow::Result<Perplexity> {
+    let n_ctx = windows[0].len();
+    let tmp = path.with_extension("logits.tmp");
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let header = &tokens[..n_ctx * windows.len()];
+    let mut out = eval::kl_base::KlBaseWriter::new(
+        std::io::BufWriter::new(file),
+        n_ctx,
+        source.n_vocab(),
+        header,
+    )
+    .with_context(|| format!("writing {}", tmp.display()))?;
+    let result = eval::perplexity_saving(source, windows, per_pass, progress, &mut out, &tmp)
+        .map_err(anyhow::Error::from)
+        .and_then(|ppl| {
+            out.finish()
+                .flush()
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            Ok(ppl)
+        });
+    let ppl = match result {
+        Ok(ppl) => ppl,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    eprintln!(
+        "eval: saved {} rows of logits to {}",
+        windows.len() * eval::kl_base::rows_per_window(n_ctx),
+        path.display()
+    );
+    Ok(ppl)
+}
+
+/// Refuses a reference whose token list differs: the same ids would mean different text.
+fn check_same_vocab(model: &Model, reference: &Model) -> anyhow::Result<()> {
+    let key = "tokenizer.ggml.tokens";
+    if let (Some(a), Some(b)) = (model.metadata().get(key), reference.metadata().get(key)) {
+        if a != b {
+            anyhow::bail!(
+                "{} and the reference {} have different token lists ({key}): KL divergence needs the same vocabulary",
+                model.path().display(),
+                reference.path().display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn report(
+    args: &EvalArgs,
+    ppl: Option<&Perplexity>,
+    kl: Option<&KlDivergence>,
+    started: std::time::Instant,
+) -> anyhow::Result<()> {
+    let seconds = started.elapsed().as_secs_f64();
+    if args.json {
+        let mut obj = serde_json::Map::new();
+        obj.insert("model".into(), args.model.display().to_string().into());
+        if let Some(p) = ppl {
+            let v = serde_json::to_value(p)?;
+            obj.extend(
+                v.as_object()
+                    .expect("a struct serializes to an object")
+                    .clone(),
+            );
+        }
+        if let Some(k) = kl {
+            let v = serde_json::to_value(k)?;
+            obj.extend(
+                v.as_object()
+                    .expect("a struct serializes to an object")
+                    .clone(),
+            );
+            if let Some(r) = &args.reference {
+                obj.insert("reference".into(), r.display().to_string().into());
+            }
+            if let Some(b) = &args.kl_base {
+                obj.insert("kl_base".into(), b.display().to_string().into());
+            }
+        }
+        obj.insert("seconds".into(), seconds.into());
+        println!("{}", serde_json::Value::Object(obj));
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    if let Some(p) = ppl {
+        writeln!(out, "{}", per_chunk_line(&p.per_chunk))?;
+        writeln!(
+            out,
+            "Final estimate: PPL = {:.4} +/- {:.5}",
+            p.ppl, p.ppl_err
+        )?;
+        writeln!(
+            out,
+            "({} chunks of {} tokens, {} tokens scored, {:.1} s)",
+            p.chunks, p.n_ctx, p.n_tokens, seconds
+        )?;
+    }
+    if let Some(k) = kl {
+        writeln!(out, "====== Perplexity statistics ======")?;
+        writeln!(
+            out,
+            "Mean PPL(Q)                   : {:10.6} ± {:10.6}",
+            k.ppl, k.ppl_err
+        )?;
+        writeln!(
+            out,
+            "Mean PPL(base)                : {:10.6} ± {:10.6}",
+            k.ppl_base, k.ppl_base_err
+        )?;
+        writeln!(
+            out,
+            "Mean ln(PPL(Q)/PPL(base))     : {:10.6} ± {:10.6}",
+            k.ln_ppl_ratio, k.ln_ppl_ratio_err
+        )?;
+        writeln!(out)?;
+        writeln!(out, "====== KL divergence statistics ======")?;
+        writeln!(out, "Mean    KLD: {:10.6} ± {:10.6}", k.kl_mean, k.kl_err)?;
+        writeln!(out, "Maximum KLD: {:10.6}", k.kl_max)?;
+        writeln!(out, "99.0%   KLD: {:10.6}", k.kl_p99)?;
+        writeln!(out, "90.0%   KLD: {:10.6}", k.kl_p90)?;
+        writeln!(out, "Median  KLD: {:10.6}", k.kl_median)?;
+        writeln!(out)?;
+        writeln!(out, "====== Token probability statistics ======")?;
+        writeln!(out, "Mean    Δp: {:6.3} %", 100.0 * k.p_diff_mean)?;
+        writeln!(out, "Maximum Δp: {:6.3}%", 100.0 * k.p_diff_max)?;
+        writeln!(
+            out,
+            "RMS Δp    : {:6.3} ± {:5.3} %",
+            100.0 * k.p_diff_rms,
+            100.0 * k.p_diff_rms_err
+        )?;
+        writeln!(
+            out,
+            "Same top p: {:6.3} ± {:5.3} %",
+            100.0 * k.top1,
+            100.0 * k.top1_err
+        )?;
+        writeln!(
+            out,
+            "({} chunks of {} tokens, {} tokens scored, {:.1} s)",
+            k.chunks, k.n_ctx, k.n_tokens, seconds
+        )?;
+    }
+    Ok(())
+}
+
+/// llama-perplexity's running estimates: `[1]12.3456,[2]...`.
+fn per_chunk_line(values: &[f64]) -> String {
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("[{}]{:.4},", i + 1, v))
+        .collect()
+}
+
+// --- Integration points: filled in when the tokenizer and forward branches are merged. ---
+
+/// The token ids of `text` as llama.cpp's `common_tokenize(ctx, text, add_special = true)` makes
+/// them (BOS added when the model adds it; special-token text not parsed).
+fn tokenize(model: &Model, text: &str) -> anyhow::Result<Vec<u32>> {
+    // At merge: let tok = gguf_prune::tokenizer::Tokenizer::from_metadata(model.metadata())?;
+    //           Ok(tok.encode(text, true)?)
+    let _ = text;
+    anyhow::bail!(
+        "{}: this build has no tokenizer yet (the tokenizer branch is not merged)",
+        model.path().display()
+    )
+}
+
+/// The BOS id that replaces the first token of every chunk, or `None` when the model adds no BOS.
+/// Read from `tokenizer.ggml.add_bos_token` / `bos_token_id`; when the flag is absent llama.cpp
+/// derives it from the tokenizer type, which is the tokenizer module's job.
+fn bos_token(model: &Model) -> anyhow::Result<Option<u32>> {
+    // At merge: let tok = gguf_prune::tokenizer::Tokenizer::from_metadata(model.metadata())?;
+    //           Ok(if tok.add_bos() { tok.bos_id() } else { None })
+    let meta = model.metadata();
+    let Some(add_bos) = meta.get("tokenizer.ggml.add_bos_token") else {
+        anyhow::bail!(
+            "{}: no tokenizer.ggml.add_bos_token key, and this build has no tokenizer to derive it",
+            model.path().display()
+        );
+    };
+    let add_bos = add_bos.to_bool().with_context(|| {
+        format!(
+            "{}: tokenizer.ggml.add_bos_token is not a bool",
+            model.path().display()
+        )
+    })?;
+    if !add_bos {
+        return Ok(None);
+    }
+    Ok(Some(
+        meta.get_u32("tokenizer.ggml.bos_token_id")
+            .with_context(|| model.path().display().to_string())?,
+    ))
+}
+
+/// The model side: the forward pass over `model`, producing full-vocabulary logits.
+fn open_logits_source(model: &Model) -> anyhow::Result<Box<dyn LogitsSource + '_>> {
+    // At merge: Ok(Box::new(gguf_prune::forward::ModelLogits::new(model)?))
+    anyhow::bail!(
+        "{}: this build has no forward pass yet (the forward branch is not merged)",
+        model.path().display()
+    )
+}

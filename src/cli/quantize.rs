@@ -1,0 +1,135 @@
+//! `gguf-prune quantize`.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use gguf_prune::gguf::Model;
+use gguf_prune::quant::{self, quantize_model, FileType, ImatrixData, MixContext, QuantizeParams};
+
+/// Quantize a GGUF model the way llama-quantize does (same kernels, same type mixes, byte for
+/// byte), reading F32/F16/BF16 or already quantized sources.
+///
+/// Examples:
+///   gguf-prune quantize model.F16.gguf model.Q4_K_M.gguf Q4_K_M
+///   gguf-prune quantize small.F16.gguf small.Q4_K_M.gguf q4_k_m --imatrix imatrix.gguf -t 4
+#[derive(Debug, clap::Args)]
+pub struct QuantizeArgs {
+    /// The model to read (first shard of a split model).
+    pub input: PathBuf,
+    /// The file to write.
+    pub output: PathBuf,
+    /// File type: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q2_K_S, Q3_K_S, Q3_K_M,
+    /// Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K (or llama.cpp's number).
+    pub ftype: String,
+    /// No mix: every quantizable tensor gets the file type's default type.
+    #[arg(long)]
+    pub pure: bool,
+    /// Importance matrix from llama-imatrix (GGUF or legacy .dat).
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
+    /// Worker threads (default: all cores).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
+    let ftype = FileType::from_name(&args.ftype).with_context(|| {
+        let names: Vec<&str> = FileType::all().map(|f| f.name()).collect();
+        format!(
+            "unknown file type {:?}; one of {}",
+            args.ftype,
+            names.join(", ")
+        )
+    })?;
+    let model = Model::open(&args.input)?;
+    let imatrix = match &args.imatrix {
+        Some(p) => {
+            let im = ImatrixData::read(p)?;
+            eprintln!("imatrix: {} entries from {}", im.len(), p.display());
+            Some(im)
+        }
+        None => None,
+    };
+    let params = QuantizeParams {
+        ftype,
+        pure: args.pure,
+        imatrix: imatrix.as_ref(),
+        imatrix_path: args.imatrix.clone(),
+        overwrite: args.force,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads.unwrap_or(0))
+        .build()?;
+    // Say up front what will happen to the precision, before the work starts.
+    let ctx = MixContext::from_metadata(model.metadata(), imatrix.is_some(), args.pure)?;
+    let choices = quant::model::plan(&model, ftype, &ctx)?;
+    let mut requantized = BTreeMap::<String, usize>::new();
+    let mut fallbacks = BTreeMap::<String, usize>::new();
+    for (t, c) in model.tensors.iter().zip(&choices) {
+        if c.ty != t.info.ggml_type && quant::is_quantized(t.info.ggml_type) {
+            *requantized.entry(t.info.ggml_type.to_string()).or_default() += 1;
+        }
+        if let Some(wanted) = c.fallback_from {
+            *fallbacks
+                .entry(format!("{wanted} -> {}", c.ty))
+                .or_default() += 1;
+        }
+    }
+    if !requantized.is_empty() {
+        eprintln!(
+            "warning: requantizing already quantized tensors ({}): the result is worse than quantizing from F16/F32",
+            counts(&requantized)
+        );
+    }
+    if !fallbacks.is_empty() {
+        eprintln!(
+            "note: rows not divisible by the block size, fallback types used as llama-quantize does: {}",
+            counts(&fallbacks)
+        );
+    }
+    let start = Instant::now();
+    let report = pool.install(|| {
+        quantize_model(
+            &model,
+            &args.output,
+            &params,
+            &mut |i, n, name, from, to| {
+                if from == to {
+                    eprintln!("[{:4}/{n}] {name:<40} {from} (copied)", i + 1);
+                } else {
+                    eprintln!("[{:4}/{n}] {name:<40} {from} -> {to}", i + 1);
+                }
+            },
+        )
+    })?;
+    if !report.missing_imatrix.is_empty() {
+        eprintln!(
+            "warning: no importance data for {} converted tensors (e.g. {})",
+            report.missing_imatrix.len(),
+            report.missing_imatrix[0]
+        );
+    }
+    eprintln!(
+        "{} -> {}: {:.2} MiB -> {:.2} MiB, {} of {} tensors converted, {:.2} s",
+        args.input.display(),
+        args.output.display(),
+        report.bytes_in as f64 / 1048576.0,
+        report.bytes_out as f64 / 1048576.0,
+        report.n_converted,
+        report.n_tensors,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// "Q4_1 x210, Q8_0 x1".
+fn counts(m: &BTreeMap<String, usize>) -> String {
+    m.iter()
+        .map(|(k, n)| format!("{k} x{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

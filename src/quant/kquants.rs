@@ -1,0 +1,1041 @@
+//! The 256-element super-block types (Q2_K .. Q6_K, and Q8_K for dequantization), and the
+//! scale-search helpers they share with the legacy types' importance-matrix paths.
+//!
+//! Written from ggml-quants.c (llama.cpp 0c1e57098): `quantize_row_qN_K_ref` when there is no
+//! importance matrix (llama-quantize calls exactly these then) and `quantize_row_qN_K_impl`
+//! when there is one. Every float expression keeps ggml's evaluation order (`w*x*l` is
+//! `(w*x)*l`), since ggml-base is built without FMA contraction and any change moves bytes.
+
+// The loops index several arrays with one counter, as ggml does, so that the port can be
+// checked against the C line by line.
+#![allow(clippy::needless_range_loop)]
+
+use super::{f16_bits, f16_value};
+
+pub const QK_K: usize = 256;
+const GROUP_MAX_EPS: f32 = 1e-15;
+
+/// Round to nearest (ties to even) by ggml's float trick: valid for |f| <= 4194303.
+#[inline]
+pub fn nearest_int(f: f32) -> i32 {
+    let val = f + 12582912.0;
+    ((val.to_bits() & 0x007f_ffff) as i32) - 0x0040_0000
+}
+
+/// ggml's `make_qx_quants` with `rmse_type == 1` (the only mode the ported paths use): a
+/// symmetric scale for `nmax` levels each side, searched over 18 nearby scales for the least
+/// weighted squared error. `l` receives levels offset by `nmax`. Weights are `qw`, or `x*x`.
+pub fn make_qx_quants(n: usize, nmax: i32, x: &[f32], l: &mut [i8], qw: Option<&[f32]>) -> f32 {
+    let (mut max, mut amax) = (0.0f32, 0.0f32);
+    for &v in &x[..n] {
+        let ax = v.abs();
+        if ax > amax {
+            amax = ax;
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        l[..n].fill(0);
+        return 0.0;
+    }
+    let w_at = |i: usize| match qw {
+        Some(q) => q[i],
+        None => x[i] * x[i],
+    };
+    let mut iscale = -(nmax as f32) / max;
+    let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
+    for i in 0..n {
+        let li = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+        l[i] = (li + nmax) as i8;
+        let w = w_at(i);
+        let lf = li as f32;
+        sumlx += w * x[i] * lf;
+        suml2 += w * lf * lf;
+    }
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    for is in -9..=9 {
+        if is == 0 {
+            continue;
+        }
+        iscale = -(nmax as f32 + 0.1 * is as f32) / max;
+        sumlx = 0.0;
+        suml2 = 0.0;
+        for i in 0..n {
+            let li = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+            let w = w_at(i);
+            let lf = li as f32;
+            sumlx += w * x[i] * lf;
+            suml2 += w * lf * lf;
+        }
+        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
+            for i in 0..n {
+                let li = nearest_int(iscale * x[i]);
+                l[i] = (nmax + li.clamp(-nmax, nmax - 1)) as i8;
+            }
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    scale
+}
+
+/// ggml's `make_q3_quants` with `do_rmse`: symmetric levels refined one element at a time.
+fn make_q3_quants(n: usize, nmax: i32, x: &[f32], l: &mut [i8]) -> f32 {
+    let (mut max, mut amax) = (0.0f32, 0.0f32);
+    for &v in &x[..n] {
+        let ax = v.abs();
+        if ax > amax {
+            amax = ax;
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        l[..n].fill(0);
+        return 0.0;
+    }
+    let iscale = -(nmax as f32) / max;
+    let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
+    for i in 0..n {
+        let li = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+        l[i] = li as i8;
+        let w = x[i] * x[i];
+        sumlx += w * x[i] * li as f32;
+        suml2 += w * li as f32 * li as f32;
+    }
+    for _ in 0..5 {
+        let mut n_changed = 0;
+        for i in 0..n {
+            let w = x[i] * x[i];
+            let li = l[i] as f32;
+            let mut slx = sumlx - w * x[i] * li;
+            if slx > 0.0 {
+                let mut sl2 = suml2 - w * li * li;
+                let new_l = nearest_int(x[i] * sl2 / slx).clamp(-nmax, nmax - 1);
+                if new_l != l[i] as i32 {
+                    let nl = new_l as f32;
+                    slx += w * x[i] * nl;
+                    sl2 += w * nl * nl;
+                    if sl2 > 0.0 && slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        l[i] = new_l as i8;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        n_changed += 1;
+                    }
+                }
+            }
+        }
+        if n_changed == 0 {
+            break;
+        }
+    }
+    for v in &mut l[..n] {
+        *v += nmax as i8;
+    }
+    if suml2 > 0.0 {
+        sumlx / suml2
+    } else {
+        0.0
+    }
+}
+
+/// ggml's `make_qkx2_quants`: an asymmetric scale and min for levels 0..=nmax, searched over
+/// `nstep + 1` candidate scales by weighted least squares. Returns the scale; `the_min`
+/// receives minus the offset.
+#[allow(clippy::too_many_arguments)]
+fn make_qkx2_quants(
+    n: usize,
+    nmax: i32,
+    x: &[f32],
+    weights: &[f32],
+    l: &mut [u8],
+    the_min: &mut f32,
+    laux: &mut [u8],
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+    use_mad: bool,
+) -> f32 {
+    let (mut min, mut max) = (x[0], x[0]);
+    let mut sum_w = weights[0];
+    let mut sum_x = sum_w * x[0];
+    for i in 1..n {
+        if x[i] < min {
+            min = x[i];
+        }
+        if x[i] > max {
+            max = x[i];
+        }
+        let w = weights[i];
+        sum_w += w;
+        sum_x += w * x[i];
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    if max == min {
+        l[..n].fill(0);
+        *the_min = -min;
+        return 0.0;
+    }
+    let mut iscale = nmax as f32 / (max - min);
+    let mut scale = 1.0 / iscale;
+    let mut best_error = 0.0f32;
+    for i in 0..n {
+        let li = nearest_int(iscale * (x[i] - min));
+        l[i] = li.clamp(0, nmax) as u8;
+        let mut diff = scale * l[i] as f32 + min - x[i];
+        diff = if use_mad { diff.abs() } else { diff * diff };
+        best_error += weights[i] * diff;
+    }
+    if nstep < 1 {
+        *the_min = -min;
+        return scale;
+    }
+    for is in 0..=nstep {
+        iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
+        let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
+        for i in 0..n {
+            let li = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+            laux[i] = li as u8;
+            let w = weights[i];
+            let lf = li as f32;
+            sum_l += w * lf;
+            sum_l2 += w * lf * lf;
+            sum_xl += w * lf * x[i];
+        }
+        let d = sum_w * sum_l2 - sum_l * sum_l;
+        if d > 0.0 {
+            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / d;
+            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / d;
+            if this_min > 0.0 {
+                this_min = 0.0;
+                this_scale = sum_xl / sum_l2;
+            }
+            let mut cur_error = 0.0f32;
+            for i in 0..n {
+                let mut diff = this_scale * laux[i] as f32 + this_min - x[i];
+                diff = if use_mad { diff.abs() } else { diff * diff };
+                cur_error += weights[i] * diff;
+            }
+            if cur_error < best_error {
+                l[..n].copy_from_slice(&laux[..n]);
+                best_error = cur_error;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    *the_min = -min;
+    scale
+}
+
+/// ggml's `make_qkx3_quants` with weights given (every caller passes them).
+#[allow(clippy::too_many_arguments)]
+pub fn make_qkx3_quants(
+    n: usize,
+    nmax: i32,
+    x: &[f32],
+    weights: &[f32],
+    l: &mut [u8],
+    the_min: &mut f32,
+    laux: &mut [u8],
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+    use_mad: bool,
+) -> f32 {
+    let (mut min, mut max) = (x[0], x[0]);
+    let mut sum_w = weights[0];
+    let mut sum_x = sum_w * x[0];
+    for i in 1..n {
+        if x[i] < min {
+            min = x[i];
+        }
+        if x[i] > max {
+            max = x[i];
+        }
+        let w = weights[i];
+        sum_w += w;
+        sum_x += w * x[i];
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    if max <= min {
+        l[..n].fill(0);
+        *the_min = -min;
+        return 0.0;
+    }
+    let mut iscale = nmax as f32 / (max - min);
+    let mut scale = 1.0 / iscale;
+    let mut best_mad = 0.0f32;
+    for i in 0..n {
+        let li = nearest_int(iscale * (x[i] - min));
+        l[i] = li.clamp(0, nmax) as u8;
+        let mut diff = scale * l[i] as f32 + min - x[i];
+        diff = if use_mad { diff.abs() } else { diff * diff };
+        best_mad += weights[i] * diff;
+    }
+    if nstep < 1 {
+        *the_min = -min;
+        return scale;
+    }
+    for is in 0..=nstep {
+        iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
+        let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
+        for i in 0..n {
+            let li = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+            laux[i] = li as u8;
+            let w = weights[i];
+            let lf = li as f32;
+            sum_l += w * lf;
+            sum_l2 += w * lf * lf;
+            sum_xl += w * lf * x[i];
+        }
+        let d = sum_w * sum_l2 - sum_l * sum_l;
+        if d > 0.0 {
+            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / d;
+            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / d;
+            if this_min > 0.0 {
+                this_min = 0.0;
+                this_scale = sum_xl / sum_l2;
+            }
+            let mut mad = 0.0f32;
+            for i in 0..n {
+                let mut diff = this_scale * laux[i] as f32 + this_min - x[i];
+                diff = if use_mad { diff.abs() } else { diff * diff };
+                mad += weights[i] * diff;
+            }
+            if mad < best_mad {
+                l[..n].copy_from_slice(&laux[..n]);
+                best_mad = mad;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    *the_min = -min;
+    scale
+}
+
+/// ggml's `make_qp_quants`: quantizes non-negative values (sub-block scales or mins) to
+/// 0..=nmax with a weighted search, used by the importance-matrix paths.
+fn make_qp_quants(n: usize, nmax: i32, x: &[f32], l: &mut [u8], qw: &[f32]) -> f32 {
+    let mut max = 0.0f32;
+    for &v in &x[..n] {
+        max = if max > v { max } else { v };
+    }
+    if max < GROUP_MAX_EPS {
+        l[..n].fill(0);
+        return 0.0;
+    }
+    let mut iscale = nmax as f32 / max;
+    for i in 0..n {
+        l[i] = nearest_int(iscale * x[i]) as u8;
+    }
+    let scale = 1.0 / iscale;
+    let mut best_mse = 0.0f32;
+    for i in 0..n {
+        let diff = x[i] - scale * l[i] as f32;
+        best_mse += qw[i] * diff * diff;
+    }
+    for is in -4..=4 {
+        if is == 0 {
+            continue;
+        }
+        let iscale_is = (0.1 * is as f32 + nmax as f32) / max;
+        let scale_is = 1.0 / iscale_is;
+        let mut mse = 0.0f32;
+        for i in 0..n {
+            let li = nearest_int(iscale_is * x[i]).min(nmax);
+            let diff = x[i] - scale_is * li as f32;
+            mse += qw[i] * diff * diff;
+        }
+        if mse < best_mse {
+            best_mse = mse;
+            iscale = iscale_is;
+        }
+    }
+    let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
+    for i in 0..n {
+        let li = nearest_int(iscale * x[i]).min(nmax);
+        l[i] = li as u8;
+        let w = qw[i];
+        sumlx += w * x[i] * li as f32;
+        suml2 += w * li as f32 * li as f32;
+    }
+    for _ in 0..5 {
+        let mut n_changed = 0;
+        for i in 0..n {
+            let w = qw[i];
+            let li = l[i] as f32;
+            let mut slx = sumlx - w * x[i] * li;
+            let mut sl2 = suml2 - w * li * li;
+            if slx > 0.0 && sl2 > 0.0 {
+                let new_l = nearest_int(x[i] * sl2 / slx).min(nmax);
+                if new_l != l[i] as i32 {
+                    let nl = new_l as f32;
+                    slx += w * x[i] * nl;
+                    sl2 += w * nl * nl;
+                    if slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        l[i] = new_l as u8;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        n_changed += 1;
+                    }
+                }
+            }
+        }
+        if n_changed == 0 {
+            break;
+        }
+    }
+    if suml2 > 0.0 {
+        sumlx / suml2
+    } else {
+        0.0
+    }
+}
+
+/// The 6-bit scale and min of sub-block `j` from the 12 packed scale bytes of Q4_K/Q5_K.
+#[inline]
+fn get_scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        (
+            (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4),
+            (q[j + 4] >> 4) | ((q[j] >> 6) << 4),
+        )
+    }
+}
+
+/// Packs eight 6-bit scales and mins the way Q4_K and Q5_K store them.
+fn pack_scales_k4(ls: &[u8; 8], lm: &[u8; 8], s: &mut [u8]) {
+    s[..12].fill(0);
+    for j in 0..8 {
+        let (a, b) = (ls[j], lm[j]);
+        if j < 4 {
+            s[j] = a;
+            s[j + 4] = b;
+        } else {
+            s[j + 4] = (a & 0x0f) | ((b & 0x0f) << 4);
+            s[j - 4] |= (a >> 4) << 6;
+            s[j] |= (b >> 4) << 6;
+        }
+    }
+}
+
+fn pack_2bit(l: &[u8], qs: &mut [u8]) {
+    for j in (0..QK_K).step_by(128) {
+        for i in 0..32 {
+            qs[j / 4 + i] =
+                l[j + i] | (l[j + i + 32] << 2) | (l[j + i + 64] << 4) | (l[j + i + 96] << 6);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- Q2_K
+// Layout: scales[16] (low nibble scale, high nibble min), qs[64], d (f16), dmin (f16).
+
+pub fn quantize_q2_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
+    let mut l = [0u8; QK_K];
+    let mut laux = [0u8; 16];
+    let mut weights = [0f32; 16];
+    let mut mins = [0f32; 16];
+    let mut scales = [0f32; 16];
+    for (ib, (x, y)) in row
+        .chunks_exact(QK_K)
+        .zip(out.chunks_exact_mut(84))
+        .enumerate()
+    {
+        let (sc, rest) = y.split_at_mut(16);
+        let (qs, dd) = rest.split_at_mut(64);
+        if let Some(qw_row) = imatrix {
+            let qw_block = &qw_row[QK_K * ib..QK_K * (ib + 1)];
+            let mut sumx2 = 0.0f32;
+            for &v in x {
+                sumx2 += v * v;
+            }
+            let sigma2 = sumx2 / QK_K as f32;
+            let mut sw = [0f32; 16];
+            for j in 0..16 {
+                let qw = &qw_block[16 * j..16 * j + 16];
+                for i in 0..16 {
+                    weights[i] = qw[i] * (sigma2 + x[16 * j + i] * x[16 * j + i]).sqrt();
+                }
+                for &w in &weights {
+                    sw[j] += w;
+                }
+                scales[j] = make_qkx3_quants(
+                    16,
+                    3,
+                    &x[16 * j..],
+                    &weights,
+                    &mut l[16 * j..],
+                    &mut mins[j],
+                    &mut laux,
+                    -0.9,
+                    0.05,
+                    36,
+                    false,
+                );
+            }
+            let (mut ls, mut lm) = ([0u8; 16], [0u8; 16]);
+            let dm = make_qp_quants(16, 15, &scales, &mut ls, &sw);
+            let mm = make_qp_quants(16, 15, &mins, &mut lm, &sw);
+            dd[0..2].copy_from_slice(&f16_bits(dm));
+            dd[2..4].copy_from_slice(&f16_bits(mm));
+            let dm = f16_value(dd[0], dd[1]);
+            let mm = f16_value(dd[2], dd[3]);
+            for j in 0..16 {
+                sc[j] = ls[j] | (lm[j] << 4);
+            }
+            for j in 0..16 {
+                let d = dm * (sc[j] & 0x0f) as f32;
+                if d == 0.0 {
+                    continue;
+                }
+                let m = mm * (sc[j] >> 4) as f32;
+                for i in 0..16 {
+                    l[16 * j + i] = nearest_int((x[16 * j + i] + m) / d).clamp(0, 3) as u8;
+                }
+            }
+        } else {
+            let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
+            for j in 0..16 {
+                for i in 0..16 {
+                    weights[i] = x[16 * j + i].abs();
+                }
+                scales[j] = make_qkx2_quants(
+                    16,
+                    3,
+                    &x[16 * j..],
+                    &weights,
+                    &mut l[16 * j..],
+                    &mut mins[j],
+                    &mut laux,
+                    -0.5,
+                    0.1,
+                    15,
+                    true,
+                );
+                if scales[j] > max_scale {
+                    max_scale = scales[j];
+                }
+                if mins[j] > max_min {
+                    max_min = mins[j];
+                }
+            }
+            if max_scale > 0.0 {
+                let iscale = 15.0 / max_scale;
+                for j in 0..16 {
+                    sc[j] = nearest_int(iscale * scales[j]) as u8;
+                }
+                dd[0..2].copy_from_slice(&f16_bits(max_scale / 15.0));
+            } else {
+                sc.fill(0);
+                dd[0..2].copy_from_slice(&f16_bits(0.0));
+            }
+            if max_min > 0.0 {
+                let iscale = 15.0 / max_min;
+                for j in 0..16 {
+                    let li = nearest_int(iscale * mins[j]);
+                    sc[j] |= (li << 4) as u8;
+                }
+                dd[2..4].copy_from_slice(&f16_bits(max_min / 15.0));
+            } else {
+                dd[2..4].copy_from_slice(&f16_bits(0.0));
+            }
+            for j in 0..16 {
+                let d = f16_value(dd[0], dd[1]) * (sc[j] & 0x0f) as f32;
+                if d == 0.0 {
+                    continue;
+                }
+                let dm = f16_value(dd[2], dd[3]) * (sc[j] >> 4) as f32;
+                for i in 0..16 {
+                    l[16 * j + i] = nearest_int((x[16 * j + i] + dm) / d).clamp(0, 3) as u8;
+                }
+            }
+        }
+        pack_2bit(&l, qs);
+    }
+}
+
+pub fn dequantize_q2_k(blocks: &[u8], out: &mut [f32]) {
+    for (b, y) in blocks.chunks_exact(84).zip(out.chunks_exact_mut(QK_K)) {
+        let sc = &b[0..16];
+        let d = f16_value(b[80], b[81]);
+        let min = f16_value(b[82], b[83]);
+        let mut k = 0;
+        let mut is = 0;
+        for n in 0..2 {
+            let q = &b[16 + 32 * n..16 + 32 * n + 32];
+            for shift in [0, 2, 4, 6] {
+                for half in 0..2 {
+                    let s = sc[is];
+                    is += 1;
+                    let dl = d * (s & 0x0f) as f32;
+                    let ml = min * (s >> 4) as f32;
+                    for i in 0..16 {
+                        y[k] = dl * ((q[16 * half + i] >> shift) & 3) as f32 - ml;
+                        k += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- Q3_K
+// Layout: hmask[32], qs[64], scales[12], d (f16).
+
+fn pack_scales_q3(ls: &[i32; 16], s: &mut [u8]) {
+    s[..12].fill(0);
+    for j in 0..16 {
+        let mut l = ls[j];
+        if j < 8 {
+            s[j] = (l & 0x0f) as u8;
+        } else {
+            s[j - 8] |= ((l & 0x0f) << 4) as u8;
+        }
+        l >>= 4;
+        s[j % 4 + 8] |= (l << (2 * (j / 4))) as u8;
+    }
+}
+
+fn q3_scale(s: &[u8], j: usize) -> i8 {
+    let lo = if j < 8 { s[j] & 0x0f } else { s[j - 8] >> 4 };
+    ((lo | (((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) as i8).wrapping_sub(32)
+}
+
+fn finish_q3(x: &[f32], l: &mut [i8; QK_K], y: &mut [u8]) {
+    let (hmask, rest) = y.split_at_mut(32);
+    let (qs, rest) = rest.split_at_mut(64);
+    let (sc, dd) = rest.split_at_mut(12);
+    let dall = f16_value(dd[0], dd[1]);
+    for j in 0..16 {
+        let d = dall * q3_scale(sc, j) as f32;
+        if d == 0.0 {
+            continue;
+        }
+        for i in 0..16 {
+            let li = nearest_int(x[16 * j + i] / d).clamp(-4, 3);
+            l[16 * j + i] = (li + 4) as i8;
+        }
+    }
+    hmask.fill(0);
+    let (mut m, mut hm) = (0usize, 1u8);
+    for v in l.iter_mut() {
+        if *v > 3 {
+            hmask[m] |= hm;
+            *v -= 4;
+        }
+        m += 1;
+        if m == QK_K / 8 {
+            m = 0;
+            hm <<= 1;
+        }
+    }
+    let lu: Vec<u8> = l.iter().map(|&v| v as u8).collect();
+    pack_2bit(&lu, qs);
+}
+
+pub fn quantize_q3_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
+    let mut l = [0i8; QK_K];
+    let mut scales = [0f32; 16];
+    for (ib, (x, y)) in row
+        .chunks_exact(QK_K)
+        .zip(out.chunks_exact_mut(110))
+        .enumerate()
+    {
+        // The 6-bit sub-block scales (offset by 32), or None where ggml leaves them zero.
+        let packed: Option<[i32; 16]>;
+        let d_out;
+        if let Some(qw_row) = imatrix {
+            let qw_block = &qw_row[QK_K * ib..QK_K * (ib + 1)];
+            let mut sumx2 = 0.0f32;
+            for &v in x {
+                sumx2 += v * v;
+            }
+            let sigma2 = 2.0 * sumx2 / QK_K as f32;
+            let mut weight = [0f32; 16];
+            let mut sw = [0f32; 16];
+            for j in 0..16 {
+                let qw = &qw_block[16 * j..16 * j + 16];
+                for i in 0..16 {
+                    weight[i] = qw[i] * (sigma2 + x[16 * j + i] * x[16 * j + i]).sqrt();
+                }
+                let mut sumw = 0.0f32;
+                for &w in &weight {
+                    sumw += w;
+                }
+                sw[j] = sumw;
+                scales[j] = make_qx_quants(16, 4, &x[16 * j..], &mut l[16 * j..], Some(&weight));
+            }
+            let mut ls = [0i8; 16];
+            let d_block = make_qx_quants(16, 32, &scales, &mut ls, Some(&sw));
+            packed = Some(ls.map(|v| v as i32));
+            d_out = f16_bits(d_block);
+        } else {
+            let (mut max_scale, mut amax) = (0.0f32, 0.0f32);
+            for j in 0..16 {
+                scales[j] = make_q3_quants(16, 4, &x[16 * j..], &mut l[16 * j..]);
+                let s = scales[j].abs();
+                if s > amax {
+                    amax = s;
+                    max_scale = scales[j];
+                }
+            }
+            if max_scale != 0.0 {
+                let iscale = -32.0 / max_scale;
+                // ggml stores nearest_int in an int8_t before clamping
+                packed = Some(
+                    scales.map(|s| (nearest_int(iscale * s) as i8 as i32).clamp(-32, 31) + 32),
+                );
+                d_out = f16_bits(1.0 / iscale);
+            } else {
+                packed = None;
+                d_out = f16_bits(0.0);
+            }
+        }
+        match &packed {
+            Some(p) => pack_scales_q3(p, &mut y[96..108]),
+            None => y[96..108].fill(0),
+        }
+        y[108..110].copy_from_slice(&d_out);
+        finish_q3(x, &mut l, y);
+    }
+}
+
+pub fn dequantize_q3_k(blocks: &[u8], out: &mut [f32]) {
+    for (b, y) in blocks.chunks_exact(110).zip(out.chunks_exact_mut(QK_K)) {
+        let hm = &b[0..32];
+        let sc = &b[96..108];
+        let d_all = f16_value(b[108], b[109]);
+        let mut k = 0;
+        let mut is = 0;
+        let mut m = 1u8;
+        for n in 0..2 {
+            let q = &b[32 + 32 * n..32 + 32 * n + 32];
+            for shift in [0, 2, 4, 6] {
+                for half in 0..2 {
+                    let dl = d_all * q3_scale(sc, is) as f32;
+                    is += 1;
+                    for i in 0..16 {
+                        let lo = ((q[16 * half + i] >> shift) & 3) as i32;
+                        let h = if hm[16 * half + i] & m != 0 { 0 } else { 4 };
+                        y[k] = dl * (lo - h) as f32;
+                        k += 1;
+                    }
+                }
+                m <<= 1;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- Q4_K and Q5_K
+// Q4_K layout: d (f16), dmin (f16), scales[12], qs[128].
+// Q5_K layout: d, dmin, scales[12], qh[32], qs[128].
+
+/// The scale/min search shared by Q4_K (nmax 15) and Q5_K (nmax 31); fills `l` with levels.
+fn kx_scales(x: &[f32], qw_block: Option<&[f32]>, nmax: i32, l: &mut [u8; QK_K], head: &mut [u8]) {
+    let mut laux = [0u8; 32];
+    let mut weights = [0f32; 32];
+    let mut mins = [0f32; 8];
+    let mut scales = [0f32; 8];
+    let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
+    let (d, dmin);
+    if let Some(qwb) = qw_block {
+        let mut sum_x2 = 0.0f32;
+        for &v in x {
+            sum_x2 += v * v;
+        }
+        let sigma2 = 2.0 * sum_x2 / QK_K as f32;
+        let mut sw = [0f32; 8];
+        for j in 0..8 {
+            let qw = &qwb[32 * j..32 * j + 32];
+            for i in 0..32 {
+                weights[i] = qw[i] * (sigma2 + x[32 * j + i] * x[32 * j + i]).sqrt();
+            }
+            let mut sumw = 0.0f32;
+            for &w in &weights {
+                sumw += w;
+            }
+            sw[j] = sumw;
+            scales[j] = make_qkx3_quants(
+                32,
+                nmax,
+                &x[32 * j..],
+                &weights,
+                &mut l[32 * j..],
+                &mut mins[j],
+                &mut laux,
+                -0.9,
+                0.05,
+                36,
+                false,
+            );
+        }
+        let d_block = make_qp_quants(8, 63, &scales, &mut ls, &sw);
+        let m_block = make_qp_quants(8, 63, &mins, &mut lm, &sw);
+        if nmax == 31 {
+            // quantize_row_q5_K_impl clamps to 63 here; the Q4_K one does not
+            for j in 0..8 {
+                ls[j] = ls[j].min(63);
+                lm[j] = lm[j].min(63);
+            }
+        }
+        d = d_block;
+        dmin = m_block;
+    } else {
+        let (rmin, nstep) = if nmax == 15 { (-1.0, 20) } else { (-0.5, 15) };
+        let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
+        for j in 0..8 {
+            let xs = &x[32 * j..32 * j + 32];
+            let mut sum_x2 = 0.0f32;
+            for &v in xs {
+                sum_x2 += v * v;
+            }
+            let av_x = (sum_x2 / 32.0).sqrt();
+            for i in 0..32 {
+                weights[i] = av_x + xs[i].abs();
+            }
+            scales[j] = make_qkx2_quants(
+                32,
+                nmax,
+                xs,
+                &weights,
+                &mut l[32 * j..],
+                &mut mins[j],
+                &mut laux,
+                rmin,
+                0.1,
+                nstep,
+                false,
+            );
+            if scales[j] > max_scale {
+                max_scale = scales[j];
+            }
+            if mins[j] > max_min {
+                max_min = mins[j];
+            }
+        }
+        let inv_scale = if max_scale > 0.0 {
+            63.0 / max_scale
+        } else {
+            0.0
+        };
+        let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+        for j in 0..8 {
+            ls[j] = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+            lm[j] = (nearest_int(inv_min * mins[j]) as u8).min(63);
+        }
+        d = max_scale / 63.0;
+        dmin = max_min / 63.0;
+    }
+    pack_scales_k4(&ls, &lm, &mut head[4..16]);
+    head[0..2].copy_from_slice(&f16_bits(d));
+    head[2..4].copy_from_slice(&f16_bits(dmin));
+    let (df, mf) = (f16_value(head[0], head[1]), f16_value(head[2], head[3]));
+    for j in 0..8 {
+        let (sc, m) = get_scale_min_k4(j, &head[4..16]);
+        let d = df * sc as f32;
+        if d == 0.0 {
+            continue;
+        }
+        let dm = mf * m as f32;
+        for i in 0..32 {
+            l[32 * j + i] = nearest_int((x[32 * j + i] + dm) / d).clamp(0, nmax) as u8;
+        }
+    }
+}
+
+pub fn quantize_q4_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
+    let mut l = [0u8; QK_K];
+    for (ib, (x, y)) in row
+        .chunks_exact(QK_K)
+        .zip(out.chunks_exact_mut(144))
+        .enumerate()
+    {
+        let qwb = imatrix.map(|q| &q[QK_K * ib..QK_K * (ib + 1)]);
+        kx_scales(x, qwb, 15, &mut l, &mut y[0..16]);
+        let q = &mut y[16..144];
+        for (n, j) in (0..QK_K).step_by(64).enumerate() {
+            for i in 0..32 {
+                q[32 * n + i] = l[j + i] | (l[j + i + 32] << 4);
+            }
+        }
+    }
+}
+
+pub fn quantize_q5_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
+    let mut l = [0u8; QK_K];
+    for (ib, (x, y)) in row
+        .chunks_exact(QK_K)
+        .zip(out.chunks_exact_mut(176))
+        .enumerate()
+    {
+        let qwb = imatrix.map(|q| &q[QK_K * ib..QK_K * (ib + 1)]);
+        kx_scales(x, qwb, 31, &mut l, &mut y[0..16]);
+        let (qh, ql) = y[16..176].split_at_mut(32);
+        qh.fill(0);
+        let (mut m1, mut m2) = (1u8, 2u8);
+        for (k, n) in (0..QK_K).step_by(64).enumerate() {
+            for j in 0..32 {
+                let mut l1 = l[n + j];
+                if l1 > 15 {
+                    l1 -= 16;
+                    qh[j] |= m1;
+                }
+                let mut l2 = l[n + j + 32];
+                if l2 > 15 {
+                    l2 -= 16;
+                    qh[j] |= m2;
+                }
+                ql[32 * k + j] = l1 | (l2 << 4);
+            }
+            m1 <<= 2;
+            m2 <<= 2;
+        }
+    }
+}
+
+pub fn dequantize_q4_k(blocks: &[u8], out: &mut [f32]) {
+    for (b, y) in blocks.chunks_exact(144).zip(out.chunks_exact_mut(QK_K)) {
+        let d = f16_value(b[0], b[1]);
+        let min = f16_value(b[2], b[3]);
+        let sc = &b[4..16];
+        for n in 0..4 {
+            let q = &b[16 + 32 * n..16 + 32 * n + 32];
+            let (s1, m1) = get_scale_min_k4(2 * n, sc);
+            let (s2, m2) = get_scale_min_k4(2 * n + 1, sc);
+            let (d1, m1) = (d * s1 as f32, min * m1 as f32);
+            let (d2, m2) = (d * s2 as f32, min * m2 as f32);
+            for i in 0..32 {
+                y[64 * n + i] = d1 * (q[i] & 0x0f) as f32 - m1;
+                y[64 * n + 32 + i] = d2 * (q[i] >> 4) as f32 - m2;
+            }
+        }
+    }
+}
+
+pub fn dequantize_q5_k(blocks: &[u8], out: &mut [f32]) {
+    for (b, y) in blocks.chunks_exact(176).zip(out.chunks_exact_mut(QK_K)) {
+        let d = f16_value(b[0], b[1]);
+        let min = f16_value(b[2], b[3]);
+        let sc = &b[4..16];
+        let qh = &b[16..48];
+        let (mut u1, mut u2) = (1u8, 2u8);
+        for n in 0..4 {
+            let ql = &b[48 + 32 * n..48 + 32 * n + 32];
+            let (s1, m1) = get_scale_min_k4(2 * n, sc);
+            let (s2, m2) = get_scale_min_k4(2 * n + 1, sc);
+            let (d1, m1) = (d * s1 as f32, min * m1 as f32);
+            let (d2, m2) = (d * s2 as f32, min * m2 as f32);
+            for i in 0..32 {
+                let h1 = if qh[i] & u1 != 0 { 16 } else { 0 };
+                let h2 = if qh[i] & u2 != 0 { 16 } else { 0 };
+                y[64 * n + i] = d1 * ((ql[i] & 0x0f) as i32 + h1) as f32 - m1;
+                y[64 * n + 32 + i] = d2 * ((ql[i] >> 4) as i32 + h2) as f32 - m2;
+            }
+            u1 <<= 2;
+            u2 <<= 2;
+        }
+    }
+}
+
+// ---------------------------------------------------------------- Q6_K
+// Layout: ql[128], qh[64], scales[16] (i8), d (f16).
+
+pub fn quantize_q6_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
+    let mut l = [0i8; QK_K];
+    let mut scales = [0f32; 16];
+    for (ib, (x, y)) in row
+        .chunks_exact(QK_K)
+        .zip(out.chunks_exact_mut(210))
+        .enumerate()
+    {
+        let (mut max_scale, mut max_abs_scale) = (0.0f32, 0.0f32);
+        for j in 0..16 {
+            // with an importance matrix ggml passes it raw, without the sigma2 weighting
+            let qw = imatrix.map(|q| &q[QK_K * ib + 16 * j..QK_K * ib + 16 * j + 16]);
+            let scale = make_qx_quants(16, 32, &x[16 * j..], &mut l[16 * j..], qw);
+            scales[j] = scale;
+            if scale.abs() > max_abs_scale {
+                max_abs_scale = scale.abs();
+                max_scale = scale;
+            }
+        }
+        if max_abs_scale < GROUP_MAX_EPS {
+            y.fill(0);
+            continue;
+        }
+        let iscale = -128.0 / max_scale;
+        y[208..210].copy_from_slice(&f16_bits(1.0 / iscale));
+        for j in 0..16 {
+            y[192 + j] = nearest_int(iscale * scales[j]).min(127) as i8 as u8;
+        }
+        let d_all = f16_value(y[208], y[209]);
+        for j in 0..16 {
+            let d = d_all * (y[192 + j] as i8) as f32;
+            if d == 0.0 {
+                continue;
+            }
+            for i in 0..16 {
+                let li = nearest_int(x[16 * j + i] / d).clamp(-32, 31);
+                l[16 * j + i] = (li + 32) as i8;
+            }
+        }
+        let (ql, rest) = y.split_at_mut(128);
+        let qh = &mut rest[..64];
+        for (n, j) in (0..QK_K).step_by(128).enumerate() {
+            for i in 0..32 {
+                let lv = |k: usize| l[j + i + k] as u8;
+                ql[64 * n + i] = (lv(0) & 0x0f) | ((lv(64) & 0x0f) << 4);
+                ql[64 * n + i + 32] = (lv(32) & 0x0f) | ((lv(96) & 0x0f) << 4);
+                qh[32 * n + i] = (lv(0) >> 4)
+                    | ((lv(32) >> 4) << 2)
+                    | ((lv(64) >> 4) << 4)
+                    | ((lv(96) >> 4) << 6);
+            }
+        }
+    }
+}
+
+pub fn dequantize_q6_k(blocks: &[u8], out: &mut [f32]) {
+    for (b, y) in blocks.chunks_exact(210).zip(out.chunks_exact_mut(QK_K)) {
+        let d = f16_value(b[208], b[209]);
+        for n in 0..2 {
+            let ql = &b[64 * n..64 * n + 64];
+            let qh = &b[128 + 32 * n..128 + 32 * n + 32];
+            let sc = &b[192 + 8 * n..192 + 8 * n + 8];
+            let yy = &mut y[128 * n..128 * n + 128];
+            for i in 0..32 {
+                let is = i / 16;
+                let q1 = ((ql[i] & 0x0f) | ((qh[i] & 3) << 4)) as i32 - 32;
+                let q2 = ((ql[i + 32] & 0x0f) | (((qh[i] >> 2) & 3) << 4)) as i32 - 32;
+                let q3 = ((ql[i] >> 4) | (((qh[i] >> 4) & 3) << 4)) as i32 - 32;
+                let q4 = ((ql[i + 32] >> 4) | (((qh[i] >> 6) & 3) << 4)) as i32 - 32;
+                yy[i] = d * (sc[is] as i8) as f32 * q1 as f32;
+                yy[i + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
+                yy[i + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
+                yy[i + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- Q8_K
+// Layout: d (f32), qs[256] (i8), bsums[16] (i16).
+
+pub fn dequantize_q8_k(blocks: &[u8], out: &mut [f32]) {
+    for (b, y) in blocks.chunks_exact(292).zip(out.chunks_exact_mut(QK_K)) {
+        let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        for j in 0..QK_K {
+            y[j] = d * (b[4 + j] as i8) as f32;
+        }
+    }
+}

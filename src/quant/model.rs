@@ -1,0 +1,302 @@
+//! Quantizing a whole model: choose each tensor's type with [`mix`](super::mix), convert the
+//! tensors that change, copy the others verbatim, and write a GGUF that llama.cpp loads, with
+//! the metadata llama-quantize sets.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::gguf::{self, GgmlType, Metadata, Model, OutTensor, TensorData, Value, WriteOptions};
+
+use super::imatrix::ImatrixData;
+use super::mix::{self, Choice, FileType, MixContext, TensorDesc};
+use super::{can_dequantize, dequantize, is_quantized, quantize};
+
+/// GGML_QNT_VERSION: the block-format version llama-quantize records.
+pub const QUANTIZATION_VERSION: u32 = 2;
+
+/// How to quantize.
+pub struct QuantizeParams<'a> {
+    pub ftype: FileType,
+    /// `--pure`: the default type everywhere (shape fallbacks still apply).
+    pub pure: bool,
+    pub imatrix: Option<&'a ImatrixData>,
+    /// Recorded in `quantize.imatrix.file`, as llama-quantize does.
+    pub imatrix_path: Option<PathBuf>,
+    pub overwrite: bool,
+}
+
+impl QuantizeParams<'_> {
+    /// Plain `llama-quantize IN OUT TYPE`: the mix, no imatrix, no overwriting.
+    pub fn new(ftype: FileType) -> QuantizeParams<'static> {
+        QuantizeParams {
+            ftype,
+            pure: false,
+            imatrix: None,
+            imatrix_path: None,
+            overwrite: false,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct QuantizeReport {
+    pub n_tensors: usize,
+    pub n_converted: usize,
+    /// Tensors whose mix type did not fit their rows: (name, wanted, got).
+    pub fallbacks: Vec<(String, GgmlType, GgmlType)>,
+    /// Tensors converted from an already quantized type: (name, from, to).
+    pub requantized: Vec<(String, GgmlType, GgmlType)>,
+    /// Converted tensors that had no importance entry although an imatrix was given.
+    pub missing_imatrix: Vec<String>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// The type every tensor of `model` gets.
+pub fn plan(model: &Model, ftype: FileType, ctx: &MixContext) -> Result<Vec<Choice>> {
+    let descs: Vec<TensorDesc> = model
+        .tensors
+        .iter()
+        .map(|t| TensorDesc {
+            name: &t.info.name,
+            dims: &t.info.dims,
+            ggml_type: t.info.ggml_type,
+        })
+        .collect();
+    mix::choose_types(ftype, ctx, &descs)
+}
+
+/// The metadata llama-quantize writes: the input's, without split keys, with
+/// `general.quantization_version` and `general.file_type` (moved to the end, as
+/// `gguf_set_val_u32` does), and the `quantize.imatrix.*` keys when an imatrix was used.
+pub fn output_metadata(input: &Metadata, ftype: FileType, params: &QuantizeParams) -> Metadata {
+    let mut meta = input.clone();
+    let mut put = |k: &str, v: Value| {
+        meta.remove(k);
+        meta.set(k, v);
+    };
+    put(
+        "general.quantization_version",
+        Value::U32(QUANTIZATION_VERSION),
+    );
+    put("general.file_type", Value::U32(ftype.llama_ftype()));
+    if let Some(im) = params.imatrix {
+        if let Some(p) = &params.imatrix_path {
+            let s: String = p.to_string_lossy().chars().take(127).collect();
+            put("quantize.imatrix.file", Value::String(s.into_bytes()));
+        }
+        if let Some(ds) = im.datasets.first() {
+            let s: String = ds.chars().take(127).collect();
+            put("quantize.imatrix.dataset", Value::String(s.into_bytes()));
+        }
+        put(
+            "quantize.imatrix.entries_count",
+            Value::U32(im.len() as u32),
+        );
+        if im.chunk_count > 0 {
+            put("quantize.imatrix.chunks_count", Value::U32(im.chunk_count));
+        }
+    }
+    for k in ["split.no", "split.count", "split.tensors.count"] {
+        meta.remove(k);
+    }
+    meta
+}
+
+/// Converts one tensor's bytes from `from` to `to`, with an optional importance vector per
+/// expert matrix (`n_per_row * n_mat` values).
+pub fn convert_tensor(
+    name: &str,
+    bytes: &[u8],
+    dims: &[u64],
+    from: GgmlType,
+    to: GgmlType,
+    imatrix: Option<&[f32]>,
+) -> Result<Vec<u8>> {
+    let n_per_row = *dims.first().unwrap_or(&1) as usize;
+    let n: u64 = dims.iter().product();
+    let mut f32s = vec![0f32; n as usize];
+    dequantize(from, bytes, &mut f32s)
+        .map_err(|e| Error::Invalid(format!("tensor {name:?}: {e}")))?;
+    let n_mat = dims.get(2).copied().unwrap_or(1).max(1) as usize;
+    match imatrix {
+        Some(w) if n_mat > 1 => {
+            let per_mat = f32s.len() / n_mat;
+            let mut out = Vec::new();
+            for e in 0..n_mat {
+                out.extend(quantize(
+                    to,
+                    &f32s[e * per_mat..(e + 1) * per_mat],
+                    n_per_row,
+                    Some(&w[e * n_per_row..(e + 1) * n_per_row]),
+                )?);
+            }
+            Ok(out)
+        }
+        _ => quantize(to, &f32s, n_per_row, imatrix),
+    }
+}
+
+/// Quantizes `model` to `out`, holding one converted tensor in memory at a time.
+/// `progress(i, n, name, from, to)` is called before each tensor is written.
+pub fn quantize_model(
+    model: &Model,
+    out: &Path,
+    params: &QuantizeParams,
+    progress: &mut dyn FnMut(usize, usize, &str, GgmlType, GgmlType),
+) -> Result<QuantizeReport> {
+    let ftype = params.ftype;
+    if let Some(im) = params.imatrix {
+        // llama-quantize refuses these too: one NaN poisons every block it touches.
+        for (name, e) in &im.entries {
+            if let Some(v) = e.sums.iter().find(|v| !v.is_finite()) {
+                return Err(Error::Invalid(format!(
+                    "importance matrix entry {name:?} holds a non-finite value ({v})"
+                )));
+            }
+        }
+    }
+    let ctx = MixContext::from_metadata(model.metadata(), params.imatrix.is_some(), params.pure)?;
+    let choices = plan(model, ftype, &ctx)?;
+    let mut report = QuantizeReport {
+        n_tensors: model.tensors.len(),
+        ..Default::default()
+    };
+    // Check everything that can fail before writing anything.
+    for (t, c) in model.tensors.iter().zip(&choices) {
+        let info = &t.info;
+        report.bytes_in += info.size;
+        if let Some(wanted) = c.fallback_from {
+            report.fallbacks.push((info.name.clone(), wanted, c.ty));
+        }
+        if c.ty == info.ggml_type {
+            continue;
+        }
+        if !can_dequantize(info.ggml_type) {
+            return Err(Error::QuantUnsupported {
+                ty: info.ggml_type,
+                op: "dequantize",
+            });
+        }
+        if is_quantized(info.ggml_type) {
+            report
+                .requantized
+                .push((info.name.clone(), info.ggml_type, c.ty));
+        }
+        if let Some(im) = params.imatrix {
+            let want = info.dims[0] * info.dims.get(2).copied().unwrap_or(1);
+            match im.get(&info.name) {
+                None => report.missing_imatrix.push(info.name.clone()),
+                Some(w) if w.len() as u64 != want && info.name != "token_embd.weight" => {
+                    return Err(Error::Invalid(format!(
+                        "importance vector of {:?} has {} values, the tensor needs {want}",
+                        info.name,
+                        w.len()
+                    )))
+                }
+                _ => {}
+            }
+        }
+        report.n_converted += 1;
+    }
+
+    let meta = output_metadata(model.metadata(), ftype, params);
+    let n = model.tensors.len();
+    let mut tensors = Vec::with_capacity(n);
+    for (i, (t, c)) in model.tensors.iter().zip(&choices).enumerate() {
+        let info = &t.info;
+        let to = c.ty;
+        let len = to.bytes_for(info.n_elements()).ok_or_else(|| {
+            Error::Invalid(format!(
+                "tensor {:?}: {} elements do not fit {to}",
+                info.name,
+                info.n_elements()
+            ))
+        })?;
+        report.bytes_out += len;
+        let data = if to == info.ggml_type {
+            let shard = &model.shards[t.shard];
+            TensorData::Copy {
+                file: shard.file(),
+                offset: shard.data_start(info),
+                len: info.size,
+            }
+        } else {
+            let imatrix = params
+                .imatrix
+                .and_then(|im| im.get(&info.name))
+                .filter(|w| {
+                    w.len() as u64 == info.dims[0] * info.dims.get(2).copied().unwrap_or(1)
+                });
+            let from = info.ggml_type;
+            let bytes = model.data(t);
+            let name = info.name.clone();
+            let dims = info.dims.clone();
+            TensorData::Lazy {
+                len,
+                make: Box::new(move || {
+                    crate::interrupt::check()?;
+                    convert_tensor(&name, bytes, &dims, from, to, imatrix)
+                }),
+            }
+        };
+        tensors.push((
+            i,
+            info.name.clone(),
+            info.ggml_type,
+            to,
+            OutTensor {
+                name: info.name.clone(),
+                dims: info.dims.clone(),
+                ggml_type: to,
+                data,
+            },
+        ));
+    }
+    // Progress per tensor: the writer reports bytes; map them back to tensor starts.
+    let starts: Vec<(u64, usize, String, GgmlType, GgmlType)> = {
+        let align = gguf::write::alignment_of(&meta);
+        let mut at = 0u64;
+        tensors
+            .iter()
+            .map(|(i, name, from, to, t)| {
+                let s = at;
+                at += gguf::align_up(t.data.len(), align);
+                (s, *i, name.clone(), *from, *to)
+            })
+            .collect()
+    };
+    let out_tensors: Vec<OutTensor> = tensors.into_iter().map(|t| t.4).collect();
+    let options = WriteOptions {
+        overwrite: params.overwrite,
+        protect: model
+            .shards
+            .iter()
+            .map(|s| s.path().to_path_buf())
+            .collect(),
+        ..Default::default()
+    };
+    let mut next = 0usize;
+    let version = model.shards[0].content.version;
+    let pending = gguf::write_model(
+        out,
+        version,
+        &meta,
+        out_tensors,
+        &options,
+        &mut |done, _total| {
+            while next < starts.len() && starts[next].0 <= done {
+                let (_, i, name, from, to) = &starts[next];
+                progress(*i, n, name, *from, *to);
+                next += 1;
+            }
+        },
+    )?;
+    // Structure checked before the output is put in place.
+    let written = Model::open(&pending.temp_paths()[0])?;
+    crate::verify::check_structure(&written)?;
+    drop(written);
+    pending.commit()?;
+    Ok(report)
+}
