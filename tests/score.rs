@@ -168,6 +168,21 @@ fn silent_block_has_zero_influence() {
         all
     };
     let (full, without) = (logits(vec![]), logits(vec![2]));
+    // One window per layer-major batch gives the same rows.
+    let mut small = ModelLogits::new(&model).unwrap();
+    small.batch_bytes = 1;
+    let mut rows = Vec::new();
+    small
+        .logits(&windows(), 20, &mut |w, p, row| {
+            rows.push((w, p, row.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(rows.len(), full.len());
+    for (a, b) in full.iter().zip(&rows) {
+        assert_eq!((a.0, a.1), (b.0, b.1));
+        assert!(a.2.iter().zip(&b.2).all(|(x, y)| (x - y).abs() < 1e-5));
+    }
     assert_eq!(full.len(), 3 * 4);
     for (a, b) in full.iter().zip(&without) {
         assert_eq!((a.0, a.1), (b.0, b.1));

@@ -100,9 +100,9 @@ fn table(sel: &Selection, order: &[usize]) -> String {
         .max(1e-12);
     let mut s = String::new();
     let _ = writeln!(s, "Block Influence on {} tokens (1 - mean cos between a block's input and output; low = redundant)", sel.n_tokens);
-    let _ = writeln!(s, "{:>5} {:>8} {:>8}  {}", "block", "BI", "angular", "");
-    for i in 0..bi.len() {
-        let width = ((bi[i] / max) * 40.0).round().max(0.0) as usize;
+    let _ = writeln!(s, "{:>5} {:>8} {:>8}", "block", "BI", "angular");
+    for (i, &b) in bi.iter().enumerate() {
+        let width = ((b / max) * 40.0).round().max(0.0) as usize;
         let mark = if sel.removed.contains(&i) {
             "  <- remove"
         } else {
@@ -111,7 +111,7 @@ fn table(sel: &Selection, order: &[usize]) -> String {
         let _ = writeln!(
             s,
             "{i:>5} {:>8.4} {:>8.4}  {}{mark}",
-            bi[i],
+            b,
             sel.scores.angular[0][i],
             "#".repeat(width)
         );
@@ -134,9 +134,10 @@ fn table(sel: &Selection, order: &[usize]) -> String {
             join(&sel.order)
         );
         for c in &sel.candidates {
-            let p = c
-                .held_out_ppl
-                .map_or(String::new(), |p| format!("  held-back PPL {p:.3}"));
+            let p = match (c.held_out_kl, c.held_out_ppl) {
+                (Some(kl), Some(p)) => format!("  held-back KL {kl:.4}, PPL {p:.3}"),
+                _ => String::new(),
+            };
             let _ = writeln!(s, "  candidate {:<10} {}{p}", c.method, join(&c.removed));
         }
     }

@@ -22,6 +22,7 @@ pub trait LogitsSource {
     fn n_vocab(&self) -> usize;
     /// Runs each window (token ids, already including BOS where wanted) through the model and calls
     /// `f(window_index, position, logits_row)` for every position >= `first` of every window, in order.
+    #[allow(clippy::type_complexity)]
     fn logits(
         &mut self,
         windows: &[Vec<u32>],
@@ -146,6 +147,62 @@ impl Batch {
                 Some(s)
             })
             .collect()
+    }
+}
+
+/// Residual-stream states of one fixed set of windows, keyed by the block they enter and the
+/// skipped blocks before it: a state entering block b is valid for any skip set that agrees
+/// below b, so re-running with one more block removed resumes there instead of at the embedding.
+pub struct StateCache {
+    entries: Vec<(usize, Vec<usize>, Batch)>,
+    budget_bytes: usize,
+}
+
+impl StateCache {
+    /// A cache holding at most `budget_bytes` of states (oldest dropped first).
+    pub fn new(budget_bytes: usize) -> StateCache {
+        StateCache {
+            entries: Vec::new(),
+            budget_bytes,
+        }
+    }
+
+    fn below(skip: &[usize], b: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = skip.iter().copied().filter(|&s| s < b).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The latest state valid for `skip`.
+    pub fn lookup(&self, skip: &[usize]) -> Option<(usize, &Batch)> {
+        self.entries
+            .iter()
+            .filter(|(b, k, _)| *k == Self::below(skip, *b))
+            .max_by_key(|(b, _, _)| *b)
+            .map(|(b, _, x)| (*b, x))
+    }
+
+    fn insert(&mut self, b: usize, skip: &[usize], x: &Batch) {
+        let key = Self::below(skip, b);
+        if self.entries.iter().any(|(eb, k, _)| *eb == b && *k == key) {
+            return;
+        }
+        let size = x.data.len() * 4;
+        if size > self.budget_bytes {
+            return;
+        }
+        while self
+            .entries
+            .iter()
+            .map(|e| e.2.data.len() * 4)
+            .sum::<usize>()
+            + size
+            > self.budget_bytes
+        {
+            self.entries.remove(0);
+        }
+        self.entries.push((b, key, x.clone()));
     }
 }
 
@@ -470,12 +527,35 @@ impl<'m> Forward<'m> {
         observe: &mut dyn FnMut(usize, &Batch) -> Result<()>,
         progress: &mut dyn FnMut(usize),
     ) -> Result<Batch> {
-        let mut x = self.embed(windows)?;
-        for il in 0..self.hp.n_layer {
+        self.run_cached(windows, skip, None, observe, progress)
+            .map(|(x, _)| x)
+    }
+
+    /// [`Forward::run`] resuming from the latest state in `cache` that is valid for `skip`, and
+    /// recording states into it. Returns the final stream and the block it resumed at
+    /// (`observe` is called only from there on).
+    pub fn run_cached(
+        &self,
+        windows: &[Vec<u32>],
+        skip: &[usize],
+        mut cache: Option<&mut StateCache>,
+        observe: &mut dyn FnMut(usize, &Batch) -> Result<()>,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<(Batch, usize)> {
+        let (start, mut x) = match cache.as_deref().and_then(|c| c.lookup(skip)) {
+            Some((b, x)) => (b, x.clone()),
+            None => (0, self.embed(windows)?),
+        };
+        for il in start..self.hp.n_layer {
             crate::interrupt::check()?;
             if skip.contains(&il) {
                 progress(il);
                 continue;
+            }
+            if let Some(c) = cache.as_deref_mut() {
+                if il > start {
+                    c.insert(il, skip, &x);
+                }
             }
             observe(il, &x)?;
             let w = self.load_block(il)?;
@@ -483,7 +563,7 @@ impl<'m> Forward<'m> {
             progress(il);
         }
         observe(self.hp.n_layer, &x)?;
-        Ok(x)
+        Ok((x, start))
     }
 
     /// The output head, dequantized (`output.weight`, else the tied `token_embd.weight`).
@@ -544,6 +624,21 @@ impl LogitsSource for ModelLogits<'_> {
         first: usize,
         f: &mut dyn FnMut(usize, usize, &[f32]) -> Result<()>,
     ) -> Result<()> {
+        self.logits_cached(windows, first, None, f)
+    }
+}
+
+impl ModelLogits<'_> {
+    /// [`LogitsSource::logits`] resuming from and recording into `cache` (which must belong to
+    /// these windows) when all windows fit one batch.
+    #[allow(clippy::type_complexity)]
+    pub fn logits_cached(
+        &mut self,
+        windows: &[Vec<u32>],
+        first: usize,
+        mut cache: Option<&mut StateCache>,
+        f: &mut dyn FnMut(usize, usize, &[f32]) -> Result<()>,
+    ) -> Result<()> {
         if self.head.is_none() {
             self.head = Some((
                 self.forward.output_head()?,
@@ -564,7 +659,18 @@ impl LogitsSource for ModelLogits<'_> {
                 tokens += windows[j].len();
                 j += 1;
             }
-            let x = fw.run(&windows[i..j], &self.skip, &mut |_, _| Ok(()), &mut |_| {})?;
+            let c = if i == 0 && j == windows.len() {
+                cache.as_deref_mut()
+            } else {
+                None
+            };
+            let (x, _) = fw.run_cached(
+                &windows[i..j],
+                &self.skip,
+                c,
+                &mut |_, _| Ok(()),
+                &mut |_| {},
+            )?;
             let (head, norm) = self.head.as_ref().expect("head loaded above");
             for (wi, (&start, &len)) in x.starts().iter().zip(&x.lens).enumerate() {
                 const GROUP: usize = 128;

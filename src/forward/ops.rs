@@ -8,7 +8,7 @@ use rayon::prelude::*;
 pub fn rms_norm(x: &mut [f32], dim: usize, weight: Option<&[f32]>, eps: f32) {
     x.par_chunks_mut(dim).for_each(|row| {
         let ss: f64 = row.iter().map(|&v| (v as f64) * (v as f64)).sum();
-        let scale = (1.0 / ((ss / dim as f64) as f32 + eps).sqrt()) as f32;
+        let scale = 1.0 / ((ss / dim as f64) as f32 + eps).sqrt();
         match weight {
             Some(w) => row.iter_mut().zip(w).for_each(|(v, w)| *v = *v * scale * w),
             None => row.iter_mut().for_each(|v| *v *= scale),

@@ -13,7 +13,7 @@ mod deps;
 pub mod select;
 
 use crate::error::{Error, Result};
-use crate::forward::{ops, Batch, Forward};
+use crate::forward::{ops, Batch, Forward, StateCache};
 use crate::gguf::Model;
 use rayon::prelude::*;
 pub use select::{select_layers, Candidate, Metric, SelectOptions, Selection};
@@ -30,9 +30,10 @@ pub struct LayerScores {
     pub n_tokens: usize,
 }
 
-/// Mean cosine (NaN -> 0.5) between matching rows of two streams.
+/// Mean cosine (NaN -> 0.5) between matching rows of two streams; rows in parallel, summed in
+/// order so that scores are reproducible bit for bit.
 fn mean_cosine(a: &[f32], b: &[f32], d: usize, angular: bool) -> f64 {
-    let sum: f64 = a
+    let per_row: Vec<f64> = a
         .par_chunks(d)
         .zip(b.par_chunks(d))
         .map(|(x, y)| {
@@ -43,8 +44,8 @@ fn mean_cosine(a: &[f32], b: &[f32], d: usize, angular: bool) -> f64 {
                 c
             }
         })
-        .sum();
-    sum / (a.len() / d).max(1) as f64
+        .collect();
+    per_row.iter().sum::<f64>() / per_row.len().max(1) as f64
 }
 
 /// Runs `windows` through the model (skipping `skip`) and scores every run block, plus the
@@ -54,6 +55,30 @@ pub fn score_layers(
     windows: &[Vec<u32>],
     skip: &[usize],
     max_run: usize,
+    progress: &mut dyn FnMut(usize),
+) -> Result<LayerScores> {
+    score_impl(fw, windows, skip, max_run, None, progress)
+}
+
+/// BI only, resuming from `cache` (states of these windows from earlier passes): blocks before
+/// the resume point keep their scores from `prior`, computed with the same blocks skipped there.
+pub fn score_layers_cached(
+    fw: &Forward,
+    windows: &[Vec<u32>],
+    skip: &[usize],
+    cache: &mut StateCache,
+    prior: &[f64],
+    progress: &mut dyn FnMut(usize),
+) -> Result<LayerScores> {
+    score_impl(fw, windows, skip, 1, Some((cache, prior)), progress)
+}
+
+fn score_impl(
+    fw: &Forward,
+    windows: &[Vec<u32>],
+    skip: &[usize],
+    max_run: usize,
+    cached: Option<(&mut StateCache, &[f64])>,
     progress: &mut dyn FnMut(usize),
 ) -> Result<LayerScores> {
     let n_layer = fw.n_layer();
@@ -78,7 +103,18 @@ pub fn score_layers(
         }
         Ok(())
     };
-    let x = fw.run(windows, skip, &mut observe, progress)?;
+    let (x, prior, start) = match cached {
+        Some((cache, prior)) => {
+            let (x, start) = fw.run_cached(windows, skip, Some(cache), &mut observe, progress)?;
+            (x, Some(prior), start)
+        }
+        None => (fw.run(windows, skip, &mut observe, progress)?, None, 0),
+    };
+    if let Some(prior) = prior {
+        for l in (0..start).filter(|l| !skip.contains(l)) {
+            bi[l] = prior[l];
+        }
+    }
     Ok(LayerScores {
         bi,
         angular,
@@ -106,7 +142,13 @@ pub fn calibration_windows(
         .unwrap_or(false)
         .then(|| meta.get_u32("tokenizer.ggml.bos_token_id").ok())
         .flatten();
-    let ids = deps::tokenize(model, text)?;
+    // Tokenize only what can be used: no tokenizer spends more than 16 bytes per token on text,
+    // so a long file (wiki.valid.raw is 1.1 MB) need not be tokenized whole.
+    let mut end = text.len().min(max_tokens.saturating_mul(16));
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let ids = deps::tokenize(model, &text[..end])?;
     let body = ctx - usize::from(bos.is_some());
     let mut windows = Vec::new();
     let mut total = 0;

@@ -1,9 +1,12 @@
 //! Which blocks `--remove N` drops: candidate sets from the scores, the architecture's rules, and
 //! optionally (`--refine`) a choice among candidates by perplexity on held-back calibration text.
 
-use super::{calibration_text, calibration_windows, check_removal, score_layers, LayerScores};
+use super::{
+    calibration_text, calibration_windows, check_removal, score_layers, score_layers_cached,
+    LayerScores,
+};
 use crate::error::{Error, Result};
-use crate::forward::{Forward, LogitsSource, ModelLogits};
+use crate::forward::{Forward, ModelLogits, StateCache};
 use crate::gguf::Model;
 use std::path::PathBuf;
 
@@ -56,6 +59,8 @@ impl Default for SelectOptions {
 /// enough to exercise gemma's 512-token sliding window (ShortGPT used 256).
 pub const DEFAULT_CTX: usize = 512;
 pub const DEFAULT_MAX_TOKENS: usize = 8192;
+/// Memory for residual-stream states kept between passes, per window set.
+const CACHE_BYTES: usize = 384 << 20;
 
 /// One candidate set of blocks to remove.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -65,6 +70,9 @@ pub struct Candidate {
     pub removed: Vec<usize>,
     /// Perplexity on the held-back calibration windows (with `--refine`).
     pub held_out_ppl: Option<f64>,
+    /// Mean KL divergence from the unpruned model on the held-back windows, nats per token
+    /// (top-64 tokens of the unpruned model plus the rest as one bucket; with `--refine`).
+    pub held_out_kl: Option<f64>,
 }
 
 /// The outcome of a selection, with what a report needs.
@@ -133,6 +141,9 @@ pub fn select_layers(
     let valid = |set: &[usize]| check_removal(model.metadata(), &names, set).is_ok();
 
     let max_run = n.max(1);
+    // States of the scoring windows kept between iterative passes (each pass then starts at the
+    // block just removed instead of at the embedding).
+    let mut cache = StateCache::new(CACHE_BYTES);
     let scores = score_layers(&fw, &windows, &[], max_run, &mut |il| {
         progress("scoring", il + 1, n_layer)
     })?;
@@ -167,9 +178,15 @@ pub fn select_layers(
             let Some(pick) = pick else { break };
             removed.push(pick);
             if step + 1 < n {
-                current = score_layers(&fw, &windows, &removed, 1, &mut |il| {
-                    progress(&format!("iterative BI {}/{}", step + 2, n), il + 1, n_layer)
-                })?
+                let stage = format!("iterative BI {}/{}", step + 2, n);
+                current = score_layers_cached(
+                    &fw,
+                    &windows,
+                    &removed,
+                    &mut cache,
+                    &current,
+                    &mut |il| progress(&stage, il + 1, n_layer),
+                )?
                 .bi;
             }
         }
@@ -189,6 +206,7 @@ pub fn select_layers(
             method: method.clone(),
             removed: removed.clone(),
             held_out_ppl: None,
+            held_out_kl: None,
         }];
         return Ok(Selection {
             removed,
@@ -201,21 +219,24 @@ pub fn select_layers(
         });
     }
 
-    // --refine: a greedy set guided by held-back perplexity among the few lowest-BI blocks,
-    // then every candidate scored on the held-back windows.
+    // --refine: a greedy set guided by the held-back divergence from the unpruned model among
+    // the few lowest-BI blocks, then every candidate measured on the held-back windows.
     let mut logits = ModelLogits::new(model)?;
     let held_tokens: usize = held.iter().map(Vec::len).sum();
-    let mut ppl_cache: Vec<(Vec<usize>, f64)> = Vec::new();
-    let mut ppl = |set: &[usize], progress: Progress| -> Result<f64> {
+    let mut held_cache = StateCache::new(CACHE_BYTES);
+    progress("reference logits", 0, 1);
+    let reference = Reference::new(&mut logits, &held, Some(&mut held_cache))?;
+    let mut measured: Vec<(Vec<usize>, HeldOut)> = Vec::new();
+    let mut measure = |set: &[usize], progress: Progress| -> Result<HeldOut> {
         let mut key = set.to_vec();
         key.sort_unstable();
-        if let Some((_, p)) = ppl_cache.iter().find(|(k, _)| *k == key) {
-            return Ok(*p);
+        if let Some((_, m)) = measured.iter().find(|(k, _)| *k == key) {
+            return Ok(*m);
         }
-        progress("held-back perplexity", 0, 1);
-        let p = held_out_perplexity(&mut logits, &held, &key)?;
-        ppl_cache.push((key, p));
-        Ok(p)
+        progress("held-back divergence", measured.len(), measured.len() + 1);
+        let m = reference.measure(&mut logits, &held, &key, Some(&mut held_cache))?;
+        measured.push((key, m));
+        Ok(m)
     };
     {
         const WIDTH: usize = 3;
@@ -235,17 +256,23 @@ pub fn select_layers(
             }
             let mut best: Option<(f64, usize)> = None;
             for &b in &options_here {
-                let p = ppl(&[&removed[..], &[b]].concat(), progress)?;
-                if best.is_none_or(|(bp, _)| p < bp) {
-                    best = Some((p, b));
+                let m = measure(&[&removed[..], &[b]].concat(), progress)?;
+                if best.is_none_or(|(bk, _)| m.kl < bk) {
+                    best = Some((m.kl, b));
                 }
             }
             let Some((_, b)) = best else { break };
             removed.push(b);
             if step + 1 < n {
-                current = score_layers(&fw, &windows, &removed, 1, &mut |il| {
-                    progress(&format!("guided {}/{}", step + 2, n), il + 1, n_layer)
-                })?
+                let stage = format!("guided {}/{}", step + 2, n);
+                current = score_layers_cached(
+                    &fw,
+                    &windows,
+                    &removed,
+                    &mut cache,
+                    &current,
+                    &mut |il| progress(&stage, il + 1, n_layer),
+                )?
                 .bi;
             }
         }
@@ -256,16 +283,17 @@ pub fn select_layers(
     let mut scored: Vec<Candidate> = Vec::new();
     let mut best: Option<(f64, String, Vec<usize>)> = None;
     for (method, order) in &candidates {
-        let p = ppl(order, progress)?;
+        let m = measure(order, progress)?;
         let mut removed = order.clone();
         removed.sort_unstable();
         scored.push(Candidate {
             method: method.clone(),
             removed,
-            held_out_ppl: Some(p),
+            held_out_ppl: Some(m.ppl),
+            held_out_kl: Some(m.kl),
         });
-        if best.as_ref().is_none_or(|(bp, _, _)| p < *bp) {
-            best = Some((p, method.clone(), order.clone()));
+        if best.as_ref().is_none_or(|(bk, _, _)| m.kl < *bk) {
+            best = Some((m.kl, method.clone(), order.clone()));
         }
     }
     let (_, method, order) = best.ok_or_else(|| {
@@ -346,10 +374,20 @@ pub fn held_out_perplexity(
     windows: &[Vec<u32>],
     skip: &[usize],
 ) -> Result<f64> {
+    held_out_perplexity_cached(logits, windows, skip, None)
+}
+
+/// [`held_out_perplexity`] resuming from states of these windows kept in `cache`.
+pub fn held_out_perplexity_cached(
+    logits: &mut ModelLogits,
+    windows: &[Vec<u32>],
+    skip: &[usize],
+    cache: Option<&mut StateCache>,
+) -> Result<f64> {
     logits.skip = skip.to_vec();
     let first = windows.iter().map(Vec::len).min().unwrap_or(0) / 2;
     let (mut nll, mut count) = (0.0f64, 0usize);
-    logits.logits(windows, first, &mut |w, p, row| {
+    logits.logits_cached(windows, first, cache, &mut |w, p, row| {
         if let Some(&target) = windows[w].get(p + 1) {
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
             let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
@@ -362,4 +400,132 @@ pub fn held_out_perplexity(
         return Err(Error::Calibration("no held-back tokens to score".into()));
     }
     Ok((nll / count as f64).exp())
+}
+
+/// Held-back measures of one pruned model.
+#[derive(Clone, Copy, Debug)]
+pub struct HeldOut {
+    pub kl: f64,
+    pub ppl: f64,
+}
+
+/// The unpruned model's next-token distributions on the held-back windows, kept as the top
+/// `TOP_K` tokens per position plus the remaining mass (a full row is 1 MiB for gemma3).
+pub struct Reference {
+    /// Per scored position: (token, log-probability), most likely first.
+    top: Vec<Vec<(u32, f32)>>,
+    /// Per scored position: log of the probability outside `top`.
+    tail: Vec<f64>,
+}
+
+const TOP_K: usize = 64;
+
+fn log_softmax(row: &[f32]) -> (f64, f64) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+    (max, max + sum.ln())
+}
+
+impl Reference {
+    /// Every position but the last of each window is scored.
+    pub fn new(
+        logits: &mut ModelLogits,
+        windows: &[Vec<u32>],
+        cache: Option<&mut StateCache>,
+    ) -> Result<Reference> {
+        logits.skip.clear();
+        let (mut top, mut tail) = (Vec::new(), Vec::new());
+        logits.logits_cached(windows, 0, cache, &mut |w, p, row| {
+            if p + 1 < windows[w].len() {
+                let (_, lse) = log_softmax(row);
+                let mut idx: Vec<u32> = (0..row.len() as u32).collect();
+                let k = TOP_K.min(row.len());
+                if k < row.len() {
+                    idx.select_nth_unstable_by(k - 1, |&a, &b| {
+                        row[b as usize].total_cmp(&row[a as usize])
+                    });
+                }
+                idx.truncate(k);
+                let entries: Vec<(u32, f32)> = idx
+                    .iter()
+                    .map(|&i| (i, (row[i as usize] as f64 - lse) as f32))
+                    .collect();
+                let mass: f64 = entries.iter().map(|e| (e.1 as f64).exp()).sum();
+                tail.push((1.0 - mass).max(1e-12).ln());
+                top.push(entries);
+            }
+            Ok(())
+        })?;
+        Ok(Reference { top, tail })
+    }
+
+    /// KL(unpruned || pruned) and perplexity of the model without `skip`.
+    pub fn measure(
+        &self,
+        logits: &mut ModelLogits,
+        windows: &[Vec<u32>],
+        skip: &[usize],
+        cache: Option<&mut StateCache>,
+    ) -> Result<HeldOut> {
+        logits.skip = skip.to_vec();
+        let (mut kl, mut nll, mut i) = (0.0f64, 0.0f64, 0usize);
+        logits.logits_cached(windows, 0, cache, &mut |w, p, row| {
+            if p + 1 < windows[w].len() {
+                let (_, lse) = log_softmax(row);
+                let top = &self.top[i];
+                let mut q_mass = 0.0;
+                for &(tok, lp) in top {
+                    let lq = row[tok as usize] as f64 - lse;
+                    q_mass += lq.exp();
+                    kl += (lp as f64).exp() * (lp as f64 - lq);
+                }
+                let lq_tail = (1.0 - q_mass).max(1e-12).ln();
+                kl += self.tail[i].exp() * (self.tail[i] - lq_tail);
+                nll += lse - row[windows[w][p + 1] as usize] as f64;
+                i += 1;
+            }
+            Ok(())
+        })?;
+        if i == 0 {
+            return Err(Error::Calibration("no held-back tokens to score".into()));
+        }
+        logits.skip.clear();
+        Ok(HeldOut {
+            kl: kl / i as f64,
+            ppl: (nll / i as f64).exp(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_shot_takes_lowest_allowed_and_valid() {
+        let s = [0.9, 0.1, 0.05, 0.3, f64::NAN, 0.01];
+        let allowed = [1, 2, 3, 4];
+        assert_eq!(one_shot(&s, &allowed, 2, &|_| true), Some(vec![2, 1]));
+        // The architecture forbids block 2: the next lowest comes in.
+        assert_eq!(
+            one_shot(&s, &allowed, 2, &|set| !set.contains(&2)),
+            Some(vec![1, 3])
+        );
+        // NaN (skipped) blocks are never picked.
+        assert_eq!(one_shot(&s, &allowed, 4, &|_| true), None);
+    }
+
+    #[test]
+    fn best_run_stays_inside_allowed() {
+        let a = [0.01, 0.5, 0.2, 0.1, 0.4, f64::NAN];
+        assert_eq!(best_run(&a, &[1, 2, 3, 4], 2, &|_| true), Some(vec![3, 4]));
+        assert_eq!(
+            best_run(&a, &[0, 1, 2, 3, 4], 2, &|_| true),
+            Some(vec![0, 1])
+        );
+        assert_eq!(
+            best_run(&a, &[1, 2, 3, 4], 2, &|set| !set.contains(&4)),
+            Some(vec![2, 3])
+        );
+    }
 }
