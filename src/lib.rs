@@ -14,8 +14,8 @@ pub mod inspect;
 pub mod interrupt;
 pub mod pipeline;
 pub mod prune;
-pub mod score;
 pub mod quant;
+pub mod score;
 pub mod tokenizer;
 pub mod verify;
 

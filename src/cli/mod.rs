@@ -7,9 +7,9 @@ pub mod eval;
 pub mod inspect;
 pub mod progress;
 pub mod prune;
+pub mod quantize;
 pub mod score;
 pub mod select;
-pub mod quantize;
 pub mod verify;
 
 /// Remove whole transformer layers from GGUF models (ShortGPT), for llama.cpp.

@@ -206,6 +206,23 @@ impl StateCache {
     }
 }
 
+/// Sees intermediate activations of a block during `Forward::block_forward_observed`.
+pub trait BlockObserver {
+    /// The input rows (n rows of `x.len() / n`) of the matmul with weight `blk.{il}.{weight}.weight`.
+    /// Fused weights are reported under their own name (`attn_qkv`; phi3's `ffn_up` holding gate
+    /// and up); `ffn_down` sees the activated product `act(gate) * up`.
+    fn matmul_input(&mut self, _il: usize, _weight: &str, _x: &[f32], _n: usize) {}
+    /// Block `il`'s FFN output exactly as it is added to the residual stream: after `ffn_down`
+    /// (and its bias) and after the post-FFN norm where the architecture has one (gemma2/3's
+    /// `post_ffw_norm`). n rows of `n_embd`.
+    fn ffn_output(&mut self, _il: usize, _f: &[f32], _n: usize) {}
+}
+
+/// A [`BlockObserver`] that looks at nothing.
+pub struct NoObserver;
+
+impl BlockObserver for NoObserver {}
+
 /// A model ready to run: its GGUF, the architecture recipe and hyper-parameters.
 pub struct Forward<'m> {
     pub model: &'m Model,
@@ -242,6 +259,10 @@ impl<'m> Forward<'m> {
         v.flatten_all()
             .and_then(|t| t.to_vec1())
             .map_err(candle(format!("reading {name}")))
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.model.tensor(name).is_some()
     }
 
     fn opt_vector(&self, name: &str) -> Result<Option<Vec<f32>>> {
@@ -416,11 +437,29 @@ impl<'m> Forward<'m> {
 
     /// Runs block `il` over every window of `x` in place.
     pub fn block_forward(&self, il: usize, w: &BlockWeights, x: &mut Batch) -> Result<()> {
+        self.block_forward_observed(il, w, x, &mut NoObserver)
+    }
+
+    /// [`Forward::block_forward`], showing `obs` the inputs of each matmul and the FFN output.
+    pub fn block_forward_observed(
+        &self,
+        il: usize,
+        w: &BlockWeights,
+        x: &mut Batch,
+        obs: &mut dyn BlockObserver,
+    ) -> Result<()> {
         let hp = &self.hp;
         let (d, n) = (hp.n_embd, x.n_tokens());
         let (nh, nkv, hdk, hdv) = (hp.n_head, hp.n_head_kv(il), hp.head_dim_k, hp.head_dim_v);
         let mut h = x.data.clone();
         ops::rms_norm(&mut h, d, Some(&w.attn_norm), hp.eps);
+        if self.has(&format!("blk.{il}.attn_qkv.weight")) {
+            obs.matmul_input(il, "attn_qkv", &h, n);
+        } else {
+            for name in ["attn_q", "attn_k", "attn_v"] {
+                obs.matmul_input(il, name, &h, n);
+            }
+        }
         let mut q = w.q.forward(&h, n)?;
         let mut k = w.k.forward(&h, n)?;
         let v = w.v.forward(&h, n)?;
@@ -447,6 +486,7 @@ impl<'m> Forward<'m> {
             let out = self.attention(qw, kw, vw, len, nkv, window)?;
             attn[start * nh * hdv..(start + len) * nh * hdv].copy_from_slice(&out);
         }
+        obs.matmul_input(il, "attn_output", &attn, n);
         let mut a = w.o.forward(&attn, n)?;
         if let Some(pn) = &w.post_attn_norm {
             ops::rms_norm(&mut a, d, Some(pn), hp.eps);
@@ -455,6 +495,10 @@ impl<'m> Forward<'m> {
         drop((a, attn, q, k, v));
         let mut h = x.data.clone();
         ops::rms_norm(&mut h, d, Some(&w.ffn_norm), hp.eps);
+        if self.has(&format!("blk.{il}.ffn_gate.weight")) {
+            obs.matmul_input(il, "ffn_gate", &h, n);
+        }
+        obs.matmul_input(il, "ffn_up", &h, n);
         let mut g = w.gate.forward(&h, n)?;
         let u = w.up.forward(&h, n)?;
         let act: fn(f32) -> f32 = match self.spec.activation {
@@ -467,10 +511,12 @@ impl<'m> Forward<'m> {
                 .zip(u.par_iter())
                 .for_each(|(g, u)| *g = act(*g) * u);
         }
+        obs.matmul_input(il, "ffn_down", &g, n);
         let mut f = w.down.forward(&g, n)?;
         if let Some(pn) = &w.post_ffn_norm {
             ops::rms_norm(&mut f, d, Some(pn), hp.eps);
         }
+        obs.ffn_output(il, &f, n);
         x.data.iter_mut().zip(&f).for_each(|(x, f)| *x += f);
         Ok(())
     }
