@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod eval;
+pub mod heal;
 pub mod inspect;
 pub mod progress;
 pub mod prune;

@@ -4,8 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use gguf_prune::gguf::{Model, WriteOptions};
-use gguf_prune::pipeline::{prune_model, PruneReport};
-use gguf_prune::prune::{block_count, parse_layer_list, PrunePlan};
+use gguf_prune::heal::heal_rewrite;
+use gguf_prune::pipeline::{write_verified, PruneReport};
+use gguf_prune::prune::{block_count, parse_layer_list, rewrite, PrunePlan};
 
 use super::progress::ByteProgress;
 
@@ -30,6 +31,10 @@ pub struct PruneArgs {
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub select: super::select::SelectArgs,
+    #[command(flatten)]
+    pub heal: super::heal::HealArgs,
 }
 
 /// Parses `500M`, `2G`, `1024K` or a plain byte count.
@@ -87,9 +92,24 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
     let n_layers = block_count(model.metadata())
         .with_context(|| format!("{}: cannot read the block count", input.display()))?;
 
-    let removed = match &args.layers {
-        Some(list) => parse_layer_list(list)?,
-        None => bail!("say which layers to remove: --layers LIST (e.g. --layers 20,21,22)"),
+    let removed = match (&args.layers, args.select.to_options()?) {
+        (Some(_), Some(_)) => bail!("--layers and --remove exclude each other"),
+        (Some(list), None) => parse_layer_list(list)?,
+        (None, Some(options)) => {
+            let mut bar = StageProgress::new(!args.json);
+            let sel = gguf_prune::score::select_layers(&model, &options, &mut |s, d, t| {
+                bar.update(s, d, t)
+            })
+            .with_context(|| format!("choosing layers of {}", input.display()))?;
+            bar.finish();
+            if !args.json {
+                println!("selected by {}: {:?}", sel.method, sel.removed);
+            }
+            sel.removed
+        }
+        (None, None) => bail!(
+            "say which layers to remove: --layers LIST (e.g. --layers 20,21,22) or --remove N"
+        ),
     };
     let plan = PrunePlan::new(n_layers, &removed)?;
     let output = args
@@ -102,12 +122,67 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         protect: vec![],
     };
 
+    let mut rewritten = rewrite(&model, &plan)?;
+    let heal_report = if args.heal.heal {
+        let heal_options = args.heal.options(args.select.calib.clone(), args.select.ctx);
+        let mut bar = StageProgress::new(!args.json);
+        let r = heal_rewrite(&model, &mut rewritten, &heal_options, &mut |s, d, t| {
+            bar.update(s, d, t)
+        })
+        .with_context(|| format!("healing {}", input.display()))?;
+        bar.finish();
+        Some(r)
+    } else {
+        None
+    };
     let mut bar = ByteProgress::new("writing", !args.json);
-    let report = prune_model(&model, &plan, &output, &options, &mut |done, total| {
+    let report = write_verified(&model, rewritten, &output, &options, &mut |done, total| {
         bar.update(done, total)
     })?;
     bar.finish();
+    if args.json {
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(h) = &heal_report {
+            v["heal"] = serde_json::to_value(h)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    if let Some(h) = &heal_report {
+        super::heal::print_report(h);
+    }
     print_report(&report, args.json)
+}
+
+/// A stage/count progress bar on stderr (scoring, healing).
+struct StageProgress(Option<indicatif::ProgressBar>);
+
+impl StageProgress {
+    fn new(enabled: bool) -> StageProgress {
+        StageProgress(enabled.then(|| {
+            let bar = indicatif::ProgressBar::new(1);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg:>24} [{bar:30}] {pos}/{len} {elapsed}",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
+            );
+            bar
+        }))
+    }
+    fn update(&mut self, stage: &str, done: usize, total: usize) {
+        if let Some(bar) = &self.0 {
+            bar.set_message(stage.to_string());
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(bar) = self.0.take() {
+            bar.finish_and_clear();
+        }
+    }
 }
 
 fn print_report(report: &PruneReport, json: bool) -> anyhow::Result<()> {
@@ -133,7 +208,11 @@ fn print_report(report: &PruneReport, json: bool) -> anyhow::Result<()> {
     for out in &report.outputs {
         println!("wrote {}", out.display());
     }
-    println!("verified: structure, and every tensor byte for byte against the source");
+    if report.verified {
+        println!("verified: structure, and every tensor byte for byte against the source");
+    } else {
+        println!("verified: structure, and every copied tensor byte for byte against the source");
+    }
     Ok(())
 }
 
