@@ -124,7 +124,9 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
 
     let mut rewritten = rewrite(&model, &plan)?;
     let heal_report = if args.heal.heal {
-        let heal_options = args.heal.options(args.select.calib.clone(), args.select.ctx);
+        let heal_options = args
+            .heal
+            .options(args.select.calib.clone(), args.select.ctx);
         let mut bar = StageProgress::new(!args.json);
         let r = heal_rewrite(&model, &mut rewritten, &heal_options, &mut |s, d, t| {
             bar.update(s, d, t)

@@ -187,8 +187,7 @@ pub fn heal_rewrite(
         })?,
         None => crate::calibration::DEFAULT_TEXT.to_string(),
     };
-    let windows =
-        crate::score::calibration_windows(model, &text, options.ctx, options.max_tokens)?;
+    let windows = crate::score::calibration_windows(model, &text, options.ctx, options.max_tokens)?;
     heal_with_windows(model, rewrite, &windows, options, progress)
 }
 
@@ -257,16 +256,7 @@ pub fn heal_with_windows(
         report.pass_seconds += t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
         let run_report = heal_run(
-            &fw,
-            rewrite,
-            il,
-            run,
-            &mut x,
-            &y,
-            &cap,
-            fit_rows,
-            &lens,
-            options,
+            &fw, rewrite, il, run, &mut x, &y, &cap, fit_rows, &lens, options,
         )?;
         report.fit_seconds += t1.elapsed().as_secs_f64();
         report.runs.push(run_report);
@@ -300,7 +290,12 @@ impl RunReport {
 fn row_mask(h: &[f32], d: usize, lens: &[usize], factor: f64) -> Vec<bool> {
     let norms: Vec<f64> = h
         .chunks(d)
-        .map(|r| r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt())
+        .map(|r| {
+            r.iter()
+                .map(|&v| (v as f64) * (v as f64))
+                .sum::<f64>()
+                .sqrt()
+        })
         .collect();
     let mut sorted = norms.clone();
     sorted.sort_by(|a, b| a.total_cmp(b));
@@ -404,10 +399,7 @@ fn heal_run(
         .ok_or_else(|| Error::MissingTensor {
             name: down_name.clone(),
         })?;
-    if model
-        .tensor(&format!("blk.{il}.ffn_down.bias"))
-        .is_some()
-    {
+    if model.tensor(&format!("blk.{il}.ffn_down.bias")).is_some() {
         rep.note = "ffn_down has a bias; folding it is not implemented".into();
         return Ok(rep);
     }
@@ -420,19 +412,30 @@ fn heal_run(
     }
     let post_norm_name = format!("blk.{il}.post_ffw_norm.weight");
     let post_norm = if fw.spec.post_norms {
-        Some(model.tensor(&post_norm_name).ok_or_else(|| {
-            Error::MissingTensor {
-                name: post_norm_name.clone(),
-            }
-        })?)
+        Some(
+            model
+                .tensor(&post_norm_name)
+                .ok_or_else(|| Error::MissingTensor {
+                    name: post_norm_name.clone(),
+                })?,
+        )
     } else {
         None
     };
 
     // The fit, in f64.
-    let a1_fit = gather(m, d, &fit);
-    let a2_fit = gather(&a2, d, &fit);
-    let t = ridge_solve(&a1_fit, &a2_fit, fit.len(), d, options.ridge)?;
+    // Outlier rows of the fit windows enter as anchors, see the module docs.
+    let anchors: Vec<usize> = (0..fit_rows).filter(|&r| !mask[r]).collect();
+    let rows: Vec<usize> = fit.iter().chain(&anchors).copied().collect();
+    let a1_fit = gather(m, d, &rows);
+    let a2_fit = gather(&a2, d, &rows);
+    // Ridge toward the identity (T = I + delta, delta shrunk to zero): directions the fit rows
+    // do not explore, such as the attention-sink positions left out, keep the unhealed map.
+    let resid: Vec<f64> = a2_fit.iter().zip(&a1_fit).map(|(b, a)| b - a).collect();
+    let mut t = ridge_solve(&a1_fit, &resid, rows.len(), d, options.ridge)?;
+    for i in 0..d {
+        t[i * d + i] += 1.0;
+    }
 
     let mut down = vec![0f32; ff * d];
     crate::quant::dequantize(src.info.ggml_type, model.data(src), &mut down)?;
@@ -491,6 +494,26 @@ fn heal_run(
             )
         }
     };
+    if std::env::var_os("GGUF_PRUNE_HEAL_DEBUG").is_some() {
+        let ex: Vec<usize> = (0..n).filter(|&r| !mask[r]).collect();
+        let e = |f: &[f32]| -> f64 {
+            ex.iter()
+                .map(|&r| {
+                    (0..d)
+                        .map(|j| ((f[r * d + j] - a2[r * d + j]) as f64).powi(2))
+                        .sum::<f64>()
+                })
+                .sum::<f64>()
+                / ex.len().max(1) as f64
+        };
+        let nm = |f: &[f32]| {
+            ex.iter()
+                .map(|&r| (0..d).map(|j| (f[r * d + j] as f64).powi(2)).sum::<f64>())
+                .sum::<f64>()
+                / ex.len().max(1) as f64
+        };
+        eprintln!("block {il}: excluded rows {}: err before {:.4e} float {:.4e} after {:.4e}; |M|^2 {:.3e} |A2|^2 {:.3e} |h|^2 {:.3e}", ex.len(), e(m), e(&f_float), e(&f_written), nm(m), nm(&a2), nm(&x.data));
+    }
     rep.err_float = err(&f_float);
     rep.err_after = err(&f_written);
     rep.fold = Some(if norm_w.is_some() {
@@ -529,17 +552,15 @@ fn heal_run(
         return Ok(rep);
     }
     // Keep: write the tensors and continue the pass with the healed block.
-    let idx = rewrite_index(rewrite, &down_name).ok_or_else(|| {
-        Error::Heal(format!("{down_name} is not in the pruned model"))
-    })?;
+    let idx = rewrite_index(rewrite, &down_name)
+        .ok_or_else(|| Error::Heal(format!("{down_name} is not in the pruned model")))?;
     rewrite.tensors[idx].ggml_type = ty;
     rewrite.tensors[idx].data = TensorData::Bytes(bytes);
     change.name = rewrite.tensors[idx].name.clone();
     rep.tensors.push(change);
     if let (Some(w), Some(pn)) = (&norm_w, post_norm) {
-        let idx = rewrite_index(rewrite, &post_norm_name).ok_or_else(|| {
-            Error::Heal(format!("{post_norm_name} is not in the pruned model"))
-        })?;
+        let idx = rewrite_index(rewrite, &post_norm_name)
+            .ok_or_else(|| Error::Heal(format!("{post_norm_name} is not in the pruned model")))?;
         let bytes = crate::quant::quantize(GgmlType::F32, w, d, None)?;
         rep.tensors.push(TensorChange {
             name: rewrite.tensors[idx].name.clone(),
@@ -640,7 +661,9 @@ fn cholesky_solve(g: &mut [f64], mut b: Vec<f64>, d: usize) -> Result<Vec<f64>> 
             if f != 0.0 {
                 let (head, tail) = b.split_at_mut(k * d);
                 let dst = &mut head[i * d..(i + 1) * d];
-                dst.iter_mut().zip(&tail[..d]).for_each(|(t, s)| *t -= f * s);
+                dst.iter_mut()
+                    .zip(&tail[..d])
+                    .for_each(|(t, s)| *t -= f * s);
             }
         }
         let l = g[i * d + i];
@@ -745,7 +768,9 @@ mod tests {
         let (n, d) = (200, 7);
         let mut s = 12345u64;
         let mut rnd = || {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 33) as f64 / (1u64 << 31) as f64) - 0.5
         };
         let a: Vec<f64> = (0..n * d).map(|_| rnd()).collect();
