@@ -69,6 +69,12 @@ pub fn print_report(report: &HealReport) {
             if r.note.is_empty() { "" } else { ": " },
             r.note
         );
+        if r.err_outliers_before.is_finite() {
+            println!(
+                "      outlier positions (left out of the fit): {:.4e} -> {:.4e}",
+                r.err_outliers_before, r.err_outliers_after
+            );
+        }
         for t in &r.tensors {
             println!(
                 "      {} {} -> {}, {} -> {} bytes, requantization error {:.2}% (relative RMS)",

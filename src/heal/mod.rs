@@ -107,6 +107,10 @@ pub struct RunReport {
     pub err_float: f64,
     /// The same with the fold as written (requantized).
     pub err_after: f64,
+    /// The same before/after for the held-back outlier positions (left out of the fit's
+    /// statistics; a fold must not make them worse either).
+    pub err_outliers_before: f64,
+    pub err_outliers_after: f64,
     /// Mean squared norm of the run's total contribution on the held-back tokens (scale).
     pub run_norm: f64,
     /// Tensors changed, with types and sizes.
@@ -280,6 +284,8 @@ impl RunReport {
             err_before: f64::NAN,
             err_float: f64::NAN,
             err_after: f64::NAN,
+            err_outliers_before: f64::NAN,
+            err_outliers_after: f64::NAN,
             run_norm: f64::NAN,
             tensors: Vec::new(),
         }
@@ -466,14 +472,16 @@ fn heal_run(
             "--heal-type {ty}: this build cannot quantize to it"
         )));
     }
-    // Importance of each ffn_down input column: mean square of its activations (fit rows).
-    let mut imp = vec![0f32; ff];
-    for &r in &fit {
+    // Importance of each ffn_down input column: mean square of its activations over the fit
+    // windows' rows, outliers included (an attention sink's few huge activations must survive
+    // requantization, or the sink's stream is damaged).
+    let mut imp = vec![0f64; ff];
+    for &r in &rows {
         for (i, v) in g[r * ff..(r + 1) * ff].iter().enumerate() {
-            imp[i] += v * v;
+            imp[i] += (*v as f64) * (*v as f64);
         }
     }
-    imp.iter_mut().for_each(|v| *v /= fit.len() as f32);
+    let imp: Vec<f32> = imp.iter().map(|v| (v / rows.len() as f64) as f32).collect();
     let bytes = crate::quant::quantize(ty, &new_down, ff, Some(&imp))?;
     let mut written = vec![0f32; ff * d];
     crate::quant::dequantize(ty, &bytes, &mut written)?;
@@ -494,26 +502,20 @@ fn heal_run(
             )
         }
     };
-    if std::env::var_os("GGUF_PRUNE_HEAL_DEBUG").is_some() {
-        let ex: Vec<usize> = (0..n).filter(|&r| !mask[r]).collect();
-        let e = |f: &[f32]| -> f64 {
-            ex.iter()
-                .map(|&r| {
-                    (0..d)
-                        .map(|j| ((f[r * d + j] - a2[r * d + j]) as f64).powi(2))
-                        .sum::<f64>()
-                })
-                .sum::<f64>()
-                / ex.len().max(1) as f64
-        };
-        let nm = |f: &[f32]| {
-            ex.iter()
-                .map(|&r| (0..d).map(|j| (f[r * d + j] as f64).powi(2)).sum::<f64>())
-                .sum::<f64>()
-                / ex.len().max(1) as f64
-        };
-        eprintln!("block {il}: excluded rows {}: err before {:.4e} float {:.4e} after {:.4e}; |M|^2 {:.3e} |A2|^2 {:.3e} |h|^2 {:.3e}", ex.len(), e(m), e(&f_float), e(&f_written), nm(m), nm(&a2), nm(&x.data));
-    }
+    let sinks: Vec<usize> = (fit_rows..n).filter(|&r| !mask[r]).collect();
+    let sink_err = |f: &[f32]| -> f64 {
+        sinks
+            .iter()
+            .map(|&r| {
+                (0..d)
+                    .map(|j| ((f[r * d + j] - a2[r * d + j]) as f64).powi(2))
+                    .sum::<f64>()
+            })
+            .sum::<f64>()
+            / sinks.len().max(1) as f64
+    };
+    rep.err_outliers_before = sink_err(m);
+    rep.err_outliers_after = sink_err(&f_written);
     rep.err_float = err(&f_float);
     rep.err_after = err(&f_written);
     rep.fold = Some(if norm_w.is_some() {
@@ -540,12 +542,19 @@ fn heal_run(
     if norm_w.is_some() {
         notes.push("approximate fold: post_ffw_norm sits between ffn_down and the stream; direction folded into ffn_down, norm weight refitted".into());
     }
-    if !(rep.err_after < rep.err_before) && !options.force {
+    // Outlier positions must not get worse either: their error is summed with the others'.
+    let total = |typical: f64, outliers: f64| {
+        typical * held.len() as f64 + outliers * sinks.len() as f64
+    };
+    let better = rep.err_after < rep.err_before
+        && total(rep.err_after, rep.err_outliers_after)
+            < total(rep.err_before, rep.err_outliers_before);
+    if !better && !options.force {
         notes.insert(
             0,
             format!(
-                "left unhealed: the fold does not lower the held-back error ({:.4e} -> {:.4e})",
-                rep.err_before, rep.err_after
+                "left unhealed: the fold does not lower the held-back error ({:.4e} -> {:.4e}; outlier positions {:.4e} -> {:.4e})",
+                rep.err_before, rep.err_after, rep.err_outliers_before, rep.err_outliers_after
             ),
         );
         rep.note = notes.join("; ");
