@@ -543,9 +543,8 @@ fn heal_run(
         notes.push("approximate fold: post_ffw_norm sits between ffn_down and the stream; direction folded into ffn_down, norm weight refitted".into());
     }
     // Outlier positions must not get worse either: their error is summed with the others'.
-    let total = |typical: f64, outliers: f64| {
-        typical * held.len() as f64 + outliers * sinks.len() as f64
-    };
+    let total =
+        |typical: f64, outliers: f64| typical * held.len() as f64 + outliers * sinks.len() as f64;
     let better = rep.err_after < rep.err_before
         && total(rep.err_after, rep.err_outliers_after)
             < total(rep.err_before, rep.err_outliers_before);
