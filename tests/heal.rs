@@ -241,3 +241,58 @@ fn a_run_at_block_zero_is_left_unhealed() {
     assert!(!report.runs[0].healed && report.runs[0].block.is_none());
     assert_eq!(report.runs[1].block, Some(1));
 }
+
+/// Prunes `layers` from a real model with and without `--heal` (4 windows of 512 tokens of
+/// wiki.valid.raw), checks the heal report, and compares llama-perplexity on both files.
+fn check_real(model: &Path, layers: &str, chunks: u32) -> (f64, f64) {
+    let dir = common::workdir();
+    let pruned = dir.path().join("pruned.gguf");
+    let healed = dir.path().join("healed.gguf");
+    common::run_ok(
+        common::gguf_prune()
+            .arg(model)
+            .args(["--layers", layers, "-o"])
+            .arg(&pruned),
+    );
+    let json = common::run_ok(
+        common::gguf_prune()
+            .arg(model)
+            .args([
+                "--layers",
+                layers,
+                "--heal",
+                "--heal-tokens",
+                "2048",
+                "--json",
+            ])
+            .arg("--calib")
+            .arg(common::wikitext("wiki.valid.raw"))
+            .arg("-o")
+            .arg(&healed),
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).expect("JSON report");
+    let runs = v["heal"]["runs"].as_array().expect("heal runs");
+    assert!(!runs.is_empty());
+    for r in runs {
+        let (before, after) = (r["err_before"].as_f64(), r["err_after"].as_f64());
+        if r["healed"].as_bool() == Some(true) {
+            assert!(after < before, "{r}");
+        }
+    }
+    let p = common::llama_perplexity(&pruned, 512, chunks);
+    let h = common::llama_perplexity(&healed, 512, chunks);
+    assert!(h <= p, "healed {h} above unhealed {p} ({layers})");
+    (p, h)
+}
+
+#[test]
+fn smollm2_healed_loads_in_llama_cpp_and_is_not_worse() {
+    let (p, h) = check_real(&common::smollm2(), "12-15", 3);
+    eprintln!("SmolLM2 12-15: pruned {p}, healed {h}");
+}
+
+#[test]
+fn gemma3_healed_loads_in_llama_cpp_and_is_not_worse() {
+    let (p, h) = check_real(&common::gemma3(), "8,9", 3);
+    eprintln!("gemma3 8-9: pruned {p}, healed {h}");
+}
