@@ -8,7 +8,11 @@
 //!   [`crate::forward::BlockObserver::ffn_output`]), one row per calibration token;
 //! - `A2` = `h_{l+n} + M - h_l`, with `h_l` the stream leaving block `l` and `h_{l+n}` the stream
 //!   leaving the last removed block, so that `h_l - M + M T ≈ h_{l+n}`;
-//! - `T = (A1^T A1 + a I)^-1 A1^T A2` in f64, ridge `a = ridge * trace(A1^T A1) / d`.
+//! - `T = I + (A1^T A1 + a I)^-1 A1^T (A2 - A1)` in f64, ridge `a = ridge * trace(A1^T A1) / d`:
+//!   the ridge pulls `T` toward the identity (the unhealed block) rather than toward zero, so
+//!   directions the calibration tokens barely explore keep the unhealed map. Without this, the
+//!   directions of attention-sink activations (left out of the fit, below) were mapped far off
+//!   and the healed SmolLM2 file measured PPL 7e6 in llama.cpp.
 //!
 //! Runs are fitted in order on the pruned model: one layer-major pass runs the kept blocks (with
 //! earlier runs' heals applied) and, at each run, the removed blocks on a copy of the stream to
@@ -22,10 +26,13 @@
 //! says which was used.
 //!
 //! **Outliers.** The first position of every window, and any position whose stream leaving block
-//! `l` has a norm above [`HealOptions::outlier_factor`] times the median norm, are left out of
-//! the fit and of the error measures. Such positions (attention sinks) carry activations two
-//! orders of magnitude above the rest (SmolLM2: norm ~24,000 after block 11, ~180x the median) and
-//! would otherwise decide the fit alone.
+//! `l` has a norm above [`HealOptions::outlier_factor`] (10) times the median norm, are outliers
+//! (attention sinks: on SmolLM2 block 11 writes a stream of norm ~24,000 at position 0, ~180x the
+//! median). They are left out of the error measures and their rows are not fitted as ordinary
+//! tokens; since the fold acts on every position, they enter the normal equations only as
+//! anchors with their own target, which keeps `T` from wrecking them (and the requantization's
+//! importance weights include them, so their few huge activations survive). The held-back check
+//! also requires that their error, summed with the others', goes down.
 //!
 //! **Never worse.** The last quarter of the calibration windows is held back. A run's fold is kept
 //! only if, with the weights as they will be written (requantized), it lowers the squared error of
@@ -342,7 +349,7 @@ fn heal_run(
     let n = x.n_tokens();
     let m = &cap.ffn_out;
     let g = &cap.down_in;
-    if m.len() != n * d || g.is_empty() || g.len() % n != 0 {
+    if m.len() != n * d || g.is_empty() || !g.len().is_multiple_of(n) {
         return Err(Error::Heal(format!(
             "block {il}: the forward pass did not show its FFN (got {} output values for {n} tokens)",
             m.len()
@@ -635,7 +642,7 @@ fn cholesky_solve(g: &mut [f64], mut b: Vec<f64>, d: usize) -> Result<Vec<f64>> 
         for k in 0..j {
             s -= g[j * d + k] * g[j * d + k];
         }
-        if !(s > 0.0) {
+        if s.is_nan() || s <= 0.0 {
             return Err(Error::Heal(format!(
                 "the fit's normal matrix is not positive definite at column {j} (pivot {s:e})"
             )));
