@@ -125,4 +125,8 @@ pub enum Error {
     /// Occurs when a logits source breaks its contract (row length, order, missing rows).
     #[error("logits source: {0}")]
     LogitsSource(String),
+    // === Heal ===
+    /// Occurs when healing (ReplaceMe fit and fold) cannot run on the model or options.
+    #[error("heal: {0}")]
+    Heal(String),
 }

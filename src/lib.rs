@@ -10,6 +10,7 @@ pub mod error;
 pub mod eval;
 pub mod forward;
 pub mod gguf;
+pub mod heal;
 pub mod inspect;
 pub mod interrupt;
 pub mod pipeline;

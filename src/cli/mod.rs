@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 pub mod eval;
+pub mod heal;
 pub mod imatrix;
 pub mod inspect;
 pub mod progress;
@@ -45,6 +46,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Check a GGUF file's structure: counts, offsets, alignment, ranges.
     Verify(verify::VerifyArgs),
+    /// Score every block (Block Influence, angular distance) on calibration text.
+    Score(score::ScoreArgs),
     /// Quantize a model as llama-quantize does (Q4_K_M, Q8_0, ...), optionally with an imatrix.
     Quantize(quantize::QuantizeArgs),
     /// Perplexity and KL divergence against a reference, computed as llama-perplexity does.
@@ -56,8 +59,6 @@ pub enum Command {
     ///   gguf-prune eval model.gguf --kl-base base.logits
     #[command(verbatim_doc_comment)]
     Eval(eval::EvalArgs),
-    /// Score every block (Block Influence, angular distance) on calibration text.
-    Score(score::ScoreArgs),
     /// Collect an importance matrix on calibration text, as llama-imatrix does.
     Imatrix(imatrix::ImatrixArgs),
 }

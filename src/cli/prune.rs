@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use gguf_prune::forward::{BlockObserver, NoObserver};
 use gguf_prune::gguf::{Model, WriteOptions};
+use gguf_prune::heal::{heal_rewrite, HealReport};
 use gguf_prune::pipeline::{write_verified, PruneReport};
 use gguf_prune::prune::{block_count, parse_layer_list, rewrite, PrunePlan};
 use gguf_prune::quant::collect::ImatrixCollector;
@@ -25,6 +26,8 @@ pub struct PruneArgs {
     pub layers: Option<String>,
     #[command(flatten)]
     pub select: SelectArgs,
+    #[command(flatten)]
+    pub heal: super::heal::HealArgs,
     /// Output path [default: MODEL with `.pruned` before `.gguf`].
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -219,6 +222,23 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
     };
 
     let mut rewritten = rewrite(&model, &plan)?;
+    let heal_report = if args.heal.heal {
+        if ftype.is_some() {
+            bail!("--heal and --quantize together are not supported yet: heal first, then run `gguf-prune quantize` on the result");
+        }
+        let heal_options = args
+            .heal
+            .options(args.select.calib.clone(), args.select.ctx);
+        let bar = StageProgress::new(!args.json);
+        let r = heal_rewrite(&model, &mut rewritten, &heal_options, &mut |s, d, t| {
+            bar.update(s, d, t)
+        })
+        .with_context(|| format!("healing {}", input.display()))?;
+        bar.finish();
+        Some(r)
+    } else {
+        None
+    };
     let mut quant_report = None;
     if let Some(ftype) = ftype {
         let imatrix = if q.no_imatrix {
@@ -269,6 +289,7 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         &report,
         selection.as_ref(),
         quant_report.as_ref(),
+        heal_report.as_ref(),
         args.json,
     )
 }
@@ -277,10 +298,14 @@ fn print_report(
     report: &PruneReport,
     selection: Option<&Selection>,
     quant: Option<&(FileType, bool, QuantizeReport)>,
+    heal: Option<&HealReport>,
     json: bool,
 ) -> anyhow::Result<()> {
     if json {
         let mut value = serde_json::to_value(report)?;
+        if let Some(h) = heal {
+            value["heal"] = serde_json::to_value(h)?;
+        }
         if let Some((ftype, with_imatrix, q)) = quant {
             value["quantize"] = serde_json::json!({
                 "type": ftype.name(),
@@ -288,6 +313,9 @@ fn print_report(
                 "converted": q.n_converted,
                 "requantized": q.requantized.len(),
             });
+        }
+        if let Some(h) = heal {
+            super::heal::print_report(h);
         }
         if let Some(sel) = selection {
             value["selection"] = serde_json::json!({

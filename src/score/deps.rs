@@ -7,17 +7,16 @@ use crate::error::Result;
 use crate::gguf::{Metadata, Model};
 
 /// Token ids of `text` without BOS/EOS.
-/// Becomes: `crate::tokenizer::Tokenizer::from_metadata(model.metadata())?.encode(text, false)`.
 pub fn tokenize(model: &Model, text: &str) -> Result<Vec<u32>> {
     crate::tokenizer::Tokenizer::from_metadata(model.metadata())?.encode(text, false)
 }
 
-/// Becomes: `Ok(crate::calibration::DEFAULT_TEXT.to_string())`.
+/// The built-in calibration text.
 pub fn default_text() -> Result<String> {
     Ok(crate::calibration::DEFAULT_TEXT.to_string())
 }
 
-/// Becomes: `crate::arch::check_removal(metadata, tensor_names, removed)`.
+/// The architecture's removal rules.
 pub fn check_removal(metadata: &Metadata, tensor_names: &[&str], removed: &[usize]) -> Result<()> {
     crate::arch::check_removal(metadata, tensor_names, removed)
 }

@@ -1,0 +1,305 @@
+//! Healing (ReplaceMe): a synthetic model whose removed run is exactly linear in the absorbing
+//! block's FFN output (healing must recover the unpruned output to float precision), and the two
+//! real models (healed files load in llama.cpp, perplexity not above the unhealed file's).
+
+mod common;
+
+use gguf_prune::forward::Forward;
+use gguf_prune::gguf::{
+    arch_key, write_model, GgmlType, Metadata, Model, OutTensor, TensorData, Value, WriteOptions,
+};
+use gguf_prune::heal::{heal_with_windows, HealOptions};
+use gguf_prune::pipeline::write_verified;
+use gguf_prune::prune::{rewrite, PrunePlan};
+use std::path::Path;
+
+const D: usize = 32;
+const HALF: usize = D / 2;
+const FF: usize = 64;
+const VOCAB: usize = 40;
+
+fn noise(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+fn f32_tensor(name: &str, dims: &[u64], data: Vec<f32>) -> OutTensor<'static> {
+    OutTensor {
+        name: name.to_string(),
+        dims: dims.to_vec(),
+        ggml_type: GgmlType::F32,
+        data: TensorData::Bytes(data.iter().flat_map(|v| v.to_le_bytes()).collect()),
+    }
+}
+
+/// Zeroes rows (output units) `rows` of a weight stored `n_out` rows of `n_in`.
+fn zero_rows(mut w: Vec<f32>, n_in: usize, rows: std::ops::Range<usize>) -> Vec<f32> {
+    for r in rows {
+        w[r * n_in..(r + 1) * n_in]
+            .iter_mut()
+            .for_each(|v| *v = 0.0);
+    }
+    w
+}
+
+/// A 4-block llama whose blocks 1-2 act on the stream as an exact linear map of block 0's FFN
+/// output:
+/// - the RMS-norm epsilon is 1e12, so in f32 every norm is the constant scale 1e-6 (the mean
+///   square vanishes against eps) and norm weights of 1e6 undo it: norms are linear;
+/// - the stream splits into S1 (dims 0..16) and S2 (16..32): embeddings and block 0's attention
+///   write S1 only, block 0's FFN output M writes S2 only;
+/// - blocks 1-2 have no attention output, read only S2 (ffn_norm weight 0 on S1) and gate with a
+///   constant (gate weight 0, bias 2), so each adds a fixed linear map of the S2 part.
+///
+/// So the stream after block 2 is h_0 - M + M T for one d x d matrix T; block 3 is an ordinary
+/// nonlinear block that makes any error visible downstream.
+fn linear_run_llama(path: &Path) {
+    let mut m = Metadata::new();
+    m.set("general.architecture", Value::String(b"llama".to_vec()));
+    for (k, v) in [
+        ("block_count", 4),
+        ("embedding_length", D),
+        ("feed_forward_length", FF),
+        ("attention.head_count", 4),
+        ("attention.head_count_kv", 2),
+    ] {
+        m.set(&arch_key("llama", k), Value::U32(v as u32));
+    }
+    m.set(
+        &arch_key("llama", "attention.layer_norm_rms_epsilon"),
+        Value::F32(1e12),
+    );
+    m.set(&arch_key("llama", "rope.freq_base"), Value::F32(10000.0));
+    let mut embd = noise(1, D * VOCAB, 1.0);
+    for row in embd.chunks_mut(D) {
+        row[HALF..].iter_mut().for_each(|v| *v = 0.0);
+    }
+    let mut t = vec![
+        f32_tensor("token_embd.weight", &[D as u64, VOCAB as u64], embd),
+        f32_tensor("output_norm.weight", &[D as u64], vec![1e6; D]),
+    ];
+    for il in 0..4 {
+        let seed = 100 * (il as u64 + 1);
+        let p = |s: &str| format!("blk.{il}.{s}.weight");
+        let linear = il == 1 || il == 2;
+        t.push(f32_tensor(&p("attn_norm"), &[D as u64], vec![1e6; D]));
+        let ffn_norm: Vec<f32> = (0..D)
+            .map(|j| if linear && j < HALF { 0.0 } else { 1e6 })
+            .collect();
+        t.push(f32_tensor(&p("ffn_norm"), &[D as u64], ffn_norm));
+        t.push(f32_tensor(
+            &p("attn_q"),
+            &[D as u64, D as u64],
+            noise(seed + 1, D * D, 0.3),
+        ));
+        t.push(f32_tensor(
+            &p("attn_k"),
+            &[D as u64, HALF as u64],
+            noise(seed + 2, D * HALF, 0.3),
+        ));
+        t.push(f32_tensor(
+            &p("attn_v"),
+            &[D as u64, HALF as u64],
+            noise(seed + 3, D * HALF, 0.3),
+        ));
+        let o = match il {
+            0 => zero_rows(noise(seed + 4, D * D, 0.3), D, HALF..D),
+            1 | 2 => vec![0.0; D * D],
+            _ => noise(seed + 4, D * D, 0.3),
+        };
+        t.push(f32_tensor(&p("attn_output"), &[D as u64, D as u64], o));
+        let gate = if linear {
+            vec![0.0; D * FF]
+        } else {
+            noise(seed + 5, D * FF, 0.3)
+        };
+        t.push(f32_tensor(&p("ffn_gate"), &[D as u64, FF as u64], gate));
+        if linear {
+            t.push(f32_tensor(
+                &format!("blk.{il}.ffn_gate.bias"),
+                &[FF as u64],
+                vec![2.0; FF],
+            ));
+        }
+        t.push(f32_tensor(
+            &p("ffn_up"),
+            &[D as u64, FF as u64],
+            noise(seed + 6, D * FF, 0.3),
+        ));
+        let down = match il {
+            0 => zero_rows(noise(seed + 7, D * FF, 0.3), FF, 0..HALF),
+            1 | 2 => noise(seed + 7, D * FF, 0.1),
+            _ => noise(seed + 7, D * FF, 0.3),
+        };
+        t.push(f32_tensor(&p("ffn_down"), &[FF as u64, D as u64], down));
+    }
+    write_model(path, 3, &m, t, &WriteOptions::default(), &mut |_, _| {})
+        .unwrap()
+        .commit()
+        .unwrap();
+}
+
+fn windows() -> Vec<Vec<u32>> {
+    (0..8)
+        .map(|w| {
+            (0..24)
+                .map(|i| ((i * 7 + w * 3 + i * i) % VOCAB) as u32)
+                .collect()
+        })
+        .collect()
+}
+
+fn final_stream(path: &Path, skip: &[usize]) -> Vec<f32> {
+    let model = Model::open(path).unwrap();
+    let fw = Forward::new(&model).unwrap();
+    fw.run(&windows(), skip, &mut |_, _| Ok(()), &mut |_| {})
+        .unwrap()
+        .data
+}
+
+fn max_rel(a: &[f32], b: &[f32]) -> f64 {
+    let scale = b.iter().map(|v| v.abs() as f64).fold(0.0, f64::max);
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() as f64)
+        .fold(0.0, f64::max)
+        / scale
+}
+
+#[test]
+fn healing_an_exactly_linear_run_recovers_the_unpruned_output() {
+    let dir = common::workdir();
+    let src = dir.path().join("linear.gguf");
+    linear_run_llama(&src);
+    let model = Model::open(&src).unwrap();
+    let plan = PrunePlan::new(4, &[1, 2]).unwrap();
+    let mut rw = rewrite(&model, &plan).unwrap();
+    let options = HealOptions {
+        ridge: 1e-12,
+        ..HealOptions::default()
+    };
+    let report =
+        heal_with_windows(&model, &mut rw, &windows(), &options, &mut |_, _, _| {}).unwrap();
+    assert_eq!(report.runs.len(), 1);
+    let run = &report.runs[0];
+    assert!(run.healed, "{run:?}");
+    assert_eq!(run.block, Some(0));
+    assert!(run.err_before > 1e-3, "the run does something: {run:?}");
+    assert!(run.err_after < 1e-9 * run.err_before, "{run:?}");
+    let healed = dir.path().join("healed.gguf");
+    let rep = write_verified(
+        &model,
+        rw,
+        &healed,
+        &WriteOptions::default(),
+        &mut |_, _| {},
+    )
+    .unwrap();
+    assert!(!rep.verified, "ffn_down was rewritten");
+
+    let full = final_stream(&src, &[]);
+    let pruned = final_stream(&src, &[1, 2]);
+    let out = final_stream(&healed, &[]);
+    assert_eq!(full.len(), out.len());
+    let (e_pruned, e_healed) = (max_rel(&pruned, &full), max_rel(&out, &full));
+    assert!(
+        e_pruned > 1e-2,
+        "removing the run changes the output ({e_pruned})"
+    );
+    assert!(
+        e_healed < 1e-5,
+        "healed output off by {e_healed} (pruned: {e_pruned})"
+    );
+}
+
+#[test]
+fn a_run_at_block_zero_is_left_unhealed() {
+    let dir = common::workdir();
+    let src = dir.path().join("linear.gguf");
+    linear_run_llama(&src);
+    let model = Model::open(&src).unwrap();
+    let plan = PrunePlan::new(4, &[0, 2]).unwrap();
+    let mut rw = rewrite(&model, &plan).unwrap();
+    let report = heal_with_windows(
+        &model,
+        &mut rw,
+        &windows(),
+        &HealOptions::default(),
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    assert_eq!(report.runs.len(), 2);
+    assert!(!report.runs[0].healed && report.runs[0].block.is_none());
+    assert_eq!(report.runs[1].block, Some(1));
+}
+
+/// Prunes `layers` from a real model with and without `--heal` (`tokens` of wiki.valid.raw in
+/// windows of 512), checks the heal report, and compares llama-perplexity on both files.
+/// Every run must be healed. Returns both perplexities.
+fn check_real(model: &Path, layers: &str, tokens: u32, chunks: u32) -> (f64, f64) {
+    let dir = common::workdir();
+    let pruned = dir.path().join("pruned.gguf");
+    let healed = dir.path().join("healed.gguf");
+    common::run_ok(
+        common::gguf_prune()
+            .arg(model)
+            .args(["--layers", layers, "-o"])
+            .arg(&pruned),
+    );
+    let tokens = tokens.to_string();
+    let json = common::run_ok(
+        common::gguf_prune()
+            .arg(model)
+            .args([
+                "--layers",
+                layers,
+                "--heal",
+                "--heal-tokens",
+                &tokens,
+                "--json",
+            ])
+            .arg("--calib")
+            .arg(common::wikitext("wiki.valid.raw"))
+            .arg("-o")
+            .arg(&healed),
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).expect("JSON report");
+    let runs = v["heal"]["runs"].as_array().expect("heal runs");
+    assert!(!runs.is_empty());
+    assert!(
+        runs.iter().all(|r| r["healed"].as_bool() == Some(true)),
+        "every run healed: {runs:?}"
+    );
+    for r in runs {
+        let (before, after) = (r["err_before"].as_f64(), r["err_after"].as_f64());
+        if r["healed"].as_bool() == Some(true) {
+            assert!(after < before, "{r}");
+        }
+    }
+    let p = common::llama_perplexity(&pruned, 512, chunks);
+    let h = common::llama_perplexity(&healed, 512, chunks);
+    // Healing must pay off clearly, not just break even.
+    assert!(h < 0.95 * p, "healed {h} not below unhealed {p} ({layers})");
+    (p, h)
+}
+
+#[test]
+fn smollm2_healed_loads_in_llama_cpp_and_is_not_worse() {
+    let (p, h) = check_real(&common::smollm2(), "12-15", 2048, 3);
+    eprintln!("SmolLM2 12-15: pruned {p}, healed {h}");
+}
+
+#[test]
+fn gemma3_healed_loads_in_llama_cpp_and_is_not_worse() {
+    let (p, h) = check_real(&common::gemma3(), "8,9", 5120, 3);
+    eprintln!("gemma3 8-9: pruned {p}, healed {h}");
+}
