@@ -258,14 +258,8 @@ fn check_real(model: &Path, layers: &str, tokens: u32, chunks: u32) -> (f64, f64
     let json = common::run_ok(
         common::gguf_prune()
             .arg(model)
-            .args([
-                "--layers",
-                layers,
-                "--heal",
-                "--heal-tokens",
-                "2048",
-                "--json",
-            ])
+            .args(["--layers", layers, "--heal", "--json", "--heal-tokens"])
+            .arg(tokens.to_string())
             .arg("--calib")
             .arg(common::wikitext("wiki.valid.raw"))
             .arg("-o")
