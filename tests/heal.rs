@@ -255,18 +255,11 @@ fn check_real(model: &Path, layers: &str, tokens: u32, chunks: u32) -> (f64, f64
             .args(["--layers", layers, "-o"])
             .arg(&pruned),
     );
-    let tokens = tokens.to_string();
     let json = common::run_ok(
         common::gguf_prune()
             .arg(model)
-            .args([
-                "--layers",
-                layers,
-                "--heal",
-                "--heal-tokens",
-                &tokens,
-                "--json",
-            ])
+            .args(["--layers", layers, "--heal", "--json", "--heal-tokens"])
+            .arg(tokens.to_string())
             .arg("--calib")
             .arg(common::wikitext("wiki.valid.raw"))
             .arg("-o")
