@@ -72,7 +72,7 @@ label() {
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
 
 render() {
-  local specs=()
+  local specs=() key
   for key in smollm2 gemma3; do
     cat "$WORK/$key.sets.tsv" "$WORK/$key.default.tsv" 2>/dev/null > "$WORK/$key.allsets.tsv" || true
     specs+=("$(label $key)=$WORK/$key.results.tsv,$WORK/$key.allsets.tsv,$(k_list $key)")
@@ -141,7 +141,7 @@ measure() {
 set_of() { awk -F'\t' -v m="$2" -v k="$3" '$1 == m && $2 == k { print $3 }' "$WORK/$1.sets.tsv" "$WORK/$1.default.tsv" 2>/dev/null | head -1; }
 
 run_model() {
-  local key=$1 model ks kmax
+  local key=$1 model ks kmax k m i
   model="$(model_path "$key")"
   ks="$(k_list "$key")"
   kmax="${ks##* }"
