@@ -14,8 +14,8 @@
 # never removes either) with a fixed seed: Python's random.Random("SEED:k:i"), i = 0..4.
 #
 # Results are cached in $WORK (one TSV line per measurement), so an interrupted run resumes, and
-# the table is re-rendered into $OUT (between its table markers) after every phase; cells not yet
-# measured show "–". Cells read "llama-perplexity PPL / our eval PPL".
+# the table is re-rendered into $OUT and README.md (between their table markers) after every
+# phase; cells not yet measured show "–". Cells read "llama-perplexity PPL / our eval PPL".
 #
 # Env: WIKI (wiki.test.raw or its directory; default ../shared/data/wikitext-2-raw or
 #      data/wikitext-2-raw), CHUNKS (10), EVAL_CHUNKS (our eval's chunks, default $CHUNKS),
@@ -87,17 +87,20 @@ render() {
     cat "$body"
     echo "<!-- table:end -->"
   } > "$WORK/block.md"
-  if [ -f "$OUT" ] && grep -q '<!-- table:begin' "$OUT"; then
-    python3 - "$OUT" "$WORK/block.md" <<'PY'
+  [ -f "$OUT" ] && grep -q '<!-- table:begin' "$OUT" \
+    || { echo "# ShortGPT's claim, measured"; echo; cat "$WORK/block.md"; } > "$OUT"
+  # The same block goes into $OUT and into the README, wherever their markers are.
+  local doc
+  for doc in "$OUT" "$here/README.md"; do
+    grep -q '<!-- table:begin' "$doc" || continue
+    python3 - "$doc" "$WORK/block.md" <<'PY'
 import re, sys
 doc = open(sys.argv[1]).read()
 block = open(sys.argv[2]).read().rstrip("\n")
 doc = re.sub(r"<!-- table:begin.*?<!-- table:end -->", lambda _: block, doc, flags=re.S)
 open(sys.argv[1], "w").write(doc)
 PY
-  else
-    { echo "# ShortGPT's claim, measured"; echo; cat "$WORK/block.md"; } > "$OUT"
-  fi
+  done
 }
 
 if [ "${RENDER_ONLY:-0}" = 1 ]; then render; cat "$WORK/table.md"; exit 0; fi
