@@ -314,9 +314,6 @@ fn print_report(
                 "requantized": q.requantized.len(),
             });
         }
-        if let Some(h) = heal {
-            super::heal::print_report(h);
-        }
         if let Some(sel) = selection {
             value["selection"] = serde_json::json!({
                 "method": sel.method,
@@ -329,6 +326,9 @@ fn print_report(
         }
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
+    }
+    if let Some(h) = heal {
+        super::heal::print_report(h);
     }
     if let Some(sel) = selection {
         println!(
