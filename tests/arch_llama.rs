@@ -1,5 +1,5 @@
-//! The metadata rewrite checked against real llama.cpp: pruned files written with the library
-//! load in llama-perplexity, and keeping the kept layers' true roles beats llama-quantize's
+//! The metadata rewrite checked against real llama.cpp: pruned files written by the library's
+//! prune pipeline load in llama-perplexity, and keeping the kept layers' true roles beats llama-quantize's
 //! `--prune-layers`, which only sets block_count.
 
 mod common;
@@ -7,61 +7,54 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use gguf_prune::arch::{kept_from_removed, rewrite_metadata};
 use gguf_prune::gguf::{self, Array, Metadata, Model, OutTensor, TensorData, Value, WriteOptions};
+use gguf_prune::pipeline::prune_model;
+use gguf_prune::prune::{block_count, PrunePlan};
 
-/// `blk.N.rest` -> `blk.{new N}.rest` for kept layers, None for removed ones, other names kept.
-/// (A test-local helper; the project's renaming lives in src/prune.)
-fn rename(name: &str, kept: &[usize]) -> Option<String> {
-    let Some(rest) = name.strip_prefix("blk.") else {
-        return Some(name.to_string());
-    };
-    let (num, tail) = rest.split_once('.')?;
-    let il: usize = num.parse().ok()?;
-    let j = kept.binary_search(&il).ok()?;
-    Some(format!("blk.{j}.{tail}"))
-}
-
-/// Writes `model` with `metadata`, keeping the tensors of `kept` layers renumbered.
-fn write(model: &Model, metadata: &Metadata, kept: &[usize], out: &Path) {
-    let version = model.shards[0].content.version;
-    let mut tensors = Vec::new();
-    for t in &model.tensors {
-        let Some(name) = rename(&t.info.name, kept) else {
-            continue;
-        };
-        let shard = &model.shards[t.shard];
-        tensors.push(OutTensor {
-            name,
-            dims: t.info.dims.clone(),
-            ggml_type: t.info.ggml_type,
-            data: TensorData::Copy {
-                file: shard.file(),
-                offset: shard.data_start(&t.info),
-                len: t.info.size,
-            },
-        });
-    }
+/// Prunes `src` by removing `removed` through the library pipeline (arch rules, renumbering,
+/// verification), writes `out` and returns its metadata.
+fn prune(src: &Path, removed: &[usize], out: &Path) -> Metadata {
+    let model = Model::open(src).unwrap();
+    let n = block_count(model.metadata()).unwrap();
+    let plan = PrunePlan::new(n, removed).unwrap();
     let options = WriteOptions {
         overwrite: true,
         ..WriteOptions::default()
     };
-    gguf::write_model(out, version, metadata, tensors, &options, &mut |_, _| {})
-        .and_then(|pending| pending.commit())
-        .unwrap();
+    prune_model(&model, &plan, out, &options, &mut |_, _| {}).unwrap();
+    Model::open(out).unwrap().metadata().clone()
 }
 
-/// Prunes `src` by removing `removed` with the arch rules, writes `out`.
-fn prune(src: &Path, removed: &[usize], out: &Path) -> Metadata {
-    let model = Model::open(src).unwrap();
-    let md = model.metadata();
-    let arch = md.architecture().unwrap().to_string();
-    let n = md.get_u64(&format!("{arch}.block_count")).unwrap() as usize;
-    let kept = kept_from_removed(n, removed).unwrap();
-    let names: Vec<&str> = model.tensors.iter().map(|t| t.info.name.as_str()).collect();
-    let new_md = rewrite_metadata(md, &names, &kept).unwrap();
-    write(&model, &new_md, &kept, out);
-    new_md
+/// Writes every tensor of `model` unchanged under new metadata.
+fn copy_with_metadata(model: &Model, metadata: &Metadata, out: &Path) {
+    let tensors = model
+        .tensors
+        .iter()
+        .map(|t| {
+            let shard = &model.shards[t.shard];
+            OutTensor {
+                name: t.info.name.clone(),
+                dims: t.info.dims.clone(),
+                ggml_type: t.info.ggml_type,
+                data: TensorData::Copy {
+                    file: shard.file(),
+                    offset: shard.data_start(&t.info),
+                    len: t.info.size,
+                },
+            }
+        })
+        .collect();
+    let version = model.shards[0].content.version;
+    gguf::write_model(
+        out,
+        version,
+        metadata,
+        tensors,
+        &WriteOptions::default(),
+        &mut |_, _| {},
+    )
+    .and_then(|pending| pending.commit())
+    .unwrap();
 }
 
 fn quantize_prune(src: &Path, layers: &str, out: &Path) {
@@ -72,20 +65,6 @@ fn quantize_prune(src: &Path, layers: &str, out: &Path) {
             .arg(src)
             .arg(out)
             .arg("COPY"),
-    );
-}
-
-#[test]
-fn renaming_helper() {
-    let kept = [0, 1, 4];
-    assert_eq!(
-        rename("blk.4.attn_q.weight", &kept).as_deref(),
-        Some("blk.2.attn_q.weight")
-    );
-    assert_eq!(rename("blk.2.attn_q.weight", &kept), None);
-    assert_eq!(
-        rename("output_norm.weight", &kept).as_deref(),
-        Some("output_norm.weight")
     );
 }
 
@@ -114,7 +93,6 @@ fn gemma3_true_sliding_pattern_beats_quantize_prune_layers() {
 fn smollm2_per_layer_head_count_kv_array_is_sliced_and_loads() {
     let dir = common::workdir();
     let src = Model::open(common::smollm2()).unwrap();
-    let all: Vec<usize> = (0..30).collect();
     // The scalar model pruned: the reference.
     let scalar_pruned = dir.path().join("scalar-pruned.gguf");
     prune(&common::smollm2(), &[20, 21, 22, 23], &scalar_pruned);
@@ -127,7 +105,7 @@ fn smollm2_per_layer_head_count_kv_array_is_sliced_and_loads() {
         let mut md = src.metadata().clone();
         md.set("llama.attention.head_count_kv", Value::Array(array));
         let copy = dir.path().join(format!("array-{label}.gguf"));
-        write(&src, &md, &all, &copy);
+        copy_with_metadata(&src, &md, &copy);
         let pruned = dir.path().join(format!("array-{label}-pruned.gguf"));
         let new_md = prune(&copy, &[20, 21, 22, 23], &pruned);
         assert_eq!(
