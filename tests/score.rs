@@ -2,10 +2,10 @@
 
 mod common;
 
+use common::{f32_tensor, noise};
+
 use gguf_prune::forward::{Forward, LogitsSource, ModelLogits};
-use gguf_prune::gguf::{
-    arch_key, write_model, GgmlType, Metadata, Model, OutTensor, TensorData, Value, WriteOptions,
-};
+use gguf_prune::gguf::{arch_key, write_model, Metadata, Model, Value, WriteOptions};
 use gguf_prune::score::score_layers;
 use std::path::Path;
 use std::process::Command;
@@ -14,30 +14,6 @@ const D: usize = 32;
 const FF: usize = 64;
 const VOCAB: usize = 40;
 const LAYERS: usize = 4;
-
-/// Deterministic pseudo-random values in [-scale, scale].
-fn noise(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
-fn f32_tensor(name: &str, dims: &[u64], data: Vec<f32>) -> OutTensor<'static> {
-    OutTensor {
-        name: name.to_string(),
-        dims: dims.to_vec(),
-        ggml_type: GgmlType::F32,
-        data: TensorData::Bytes(data.iter().flat_map(|v| v.to_le_bytes()).collect()),
-    }
-}
 
 /// A tiny llama model (4 heads, 2 KV heads) whose block `silent` has zero attention-output and
 /// FFN-down weights, so it adds nothing to the residual stream.

@@ -137,3 +137,34 @@ pub fn llama_perplexity(model: &Path, ctx: u32, chunks: u32) -> f64 {
         .parse()
         .expect("PPL value")
 }
+
+/// Deterministic pseudo-random values in [-scale, scale] (for synthetic models).
+pub fn noise(seed: u64, n: usize, scale: f32) -> Vec<f32> {
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect()
+}
+
+/// An F32 tensor held in memory (for synthetic models).
+pub fn f32_tensor(
+    name: &str,
+    dims: &[u64],
+    data: Vec<f32>,
+) -> gguf_prune::gguf::OutTensor<'static> {
+    gguf_prune::gguf::OutTensor {
+        name: name.to_string(),
+        dims: dims.to_vec(),
+        ggml_type: gguf_prune::gguf::GgmlType::F32,
+        data: gguf_prune::gguf::TensorData::Bytes(
+            data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
+    }
+}
