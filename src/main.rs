@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     cli::install_ctrlc_handler();
     let args = cli::Cli::parse();
     match cli::run(args) {
@@ -42,4 +43,14 @@ fn is_interrupted(err: &anyhow::Error) -> bool {
             Some(gguf_prune::Error::Interrupted)
         )
     })
+}
+
+/// `gguf-prune inspect model.gguf | head` should end quietly when `head` closes the pipe, as
+/// other command-line tools do, instead of panicking in `println!`: Rust ignores SIGPIPE by
+/// default, so put the default action back.
+fn restore_default_sigpipe() {
+    // SAFETY: called once at start-up, before any thread is spawned; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
