@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use gguf_prune::gguf::{self, Array, Metadata, Model, OutTensor, TensorData, Value, WriteOptions};
+use gguf_prune::gguf::{self, Array, Metadata, Model, OutTensor, Value, WriteOptions};
 use gguf_prune::pipeline::prune_model;
 use gguf_prune::prune::{block_count, PrunePlan};
 
@@ -30,18 +30,11 @@ fn copy_with_metadata(model: &Model, metadata: &Metadata, out: &Path) {
     let tensors = model
         .tensors
         .iter()
-        .map(|t| {
-            let shard = &model.shards[t.shard];
-            OutTensor {
-                name: t.info.name.clone(),
-                dims: t.info.dims.clone(),
-                ggml_type: t.info.ggml_type,
-                data: TensorData::Copy {
-                    file: shard.file(),
-                    offset: shard.data_start(&t.info),
-                    len: t.info.size,
-                },
-            }
+        .map(|t| OutTensor {
+            name: t.info.name.clone(),
+            dims: t.info.dims.clone(),
+            ggml_type: t.info.ggml_type,
+            data: model.copy_of(t),
         })
         .collect();
     let version = model.shards[0].content.version;

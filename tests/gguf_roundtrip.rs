@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use gguf_prune::gguf::{
-    Array, Content, GgmlType, GgufFile, Metadata, Model, OutTensor, TensorData, Value, WriteOptions,
+    Array, Content, GgmlType, GgufFile, Metadata, Model, OutTensor, Value, WriteOptions,
 };
 use support::{every_value_type, tiny_gemma3, tiny_llama, write_file, Gguf, F16, F32, Q4_0, Q8_0};
 
@@ -20,18 +20,11 @@ fn rewrite(input: &Path, out: &Path, options: &WriteOptions) -> Vec<PathBuf> {
     let tensors = model
         .tensors
         .iter()
-        .map(|t| {
-            let shard = &model.shards[t.shard];
-            OutTensor {
-                name: t.info.name.clone(),
-                dims: t.info.dims.clone(),
-                ggml_type: t.info.ggml_type,
-                data: TensorData::Copy {
-                    file: shard.file(),
-                    offset: shard.data_start(&t.info),
-                    len: t.info.size,
-                },
-            }
+        .map(|t| OutTensor {
+            name: t.info.name.clone(),
+            dims: t.info.dims.clone(),
+            ggml_type: t.info.ggml_type,
+            data: model.copy_of(t),
         })
         .collect();
     let version = model.shards[0].content.version;
@@ -244,11 +237,7 @@ fn layer_removal_through_the_writer_keeps_order_and_bytes() {
                 name: format!("blk.{new}.attn_k.weight"),
                 dims: info.dims.clone(),
                 ggml_type: info.ggml_type,
-                data: TensorData::Copy {
-                    file: src.file(),
-                    offset: src.data_start(info),
-                    len: info.size,
-                },
+                data: src.copy_of(info),
             }
         })
         .collect();

@@ -7,6 +7,7 @@ use memmap2::Mmap;
 
 use super::read::{Content, TensorInfo};
 use super::value::Metadata;
+use super::write::TensorData;
 use crate::error::{Error, Result};
 
 /// `split.no`, `split.count`, `split.tensors.count`: llama.cpp's `LLM_KV_SPLIT_*`.
@@ -100,6 +101,16 @@ impl GgufFile {
     /// Absolute file offset of a tensor's data.
     pub fn data_start(&self, info: &TensorInfo) -> u64 {
         self.content.data_offset + info.offset
+    }
+
+    /// The tensor's bytes as writer input: a file range streamed by the kernel, never read
+    /// into memory.
+    pub fn copy_of(&self, info: &TensorInfo) -> TensorData<'_> {
+        TensorData::Copy {
+            file: &self.file,
+            offset: self.data_start(info),
+            len: info.size,
+        }
     }
 
     /// A tensor's bytes (the range was checked when the file was parsed).
@@ -213,6 +224,11 @@ impl Model {
 
     pub fn tensor(&self, name: &str) -> Option<&ModelTensor> {
         self.tensors.iter().find(|t| t.info.name == name)
+    }
+
+    /// A tensor's bytes as writer input, wherever its shard is (see [`GgufFile::copy_of`]).
+    pub fn copy_of(&self, tensor: &ModelTensor) -> TensorData<'_> {
+        self.shards[tensor.shard].copy_of(&tensor.info)
     }
 
     /// A tensor's bytes, wherever its shard is.

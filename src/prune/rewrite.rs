@@ -2,7 +2,7 @@
 
 use crate::arch;
 use crate::error::{Error, Result};
-use crate::gguf::{arch_key, Array, Metadata, Model, ModelTensor, OutTensor, TensorData, Value};
+use crate::gguf::{arch_key, Array, Metadata, Model, ModelTensor, OutTensor, Value};
 
 use super::PrunePlan;
 
@@ -53,7 +53,7 @@ pub fn renumber(name: &str, plan: &PrunePlan) -> Renamed {
 /// each output tensor the source tensor it came from.
 ///
 /// Later stages may edit it before writing: requantizing or healing replaces a tensor's
-/// `ggml_type` and `data`; tensors whose data is still [`TensorData::Copy`] are verified byte
+/// `ggml_type` and `data`; tensors whose data is still [`crate::gguf::TensorData::Copy`] are verified byte
 /// for byte after writing.
 pub struct Rewrite<'a> {
     pub plan: PrunePlan,
@@ -106,16 +106,11 @@ pub fn rewrite<'a>(model: &'a Model, plan: &PrunePlan) -> Result<Rewrite<'a>> {
             Renamed::Unchanged => t.info.name.clone(),
             Renamed::Renumbered(n) => n,
         };
-        let shard = &model.shards[t.shard];
         tensors.push(OutTensor {
             name,
             dims: t.info.dims.clone(),
             ggml_type: t.info.ggml_type,
-            data: TensorData::Copy {
-                file: shard.file(),
-                offset: shard.data_start(&t.info),
-                len: t.info.size,
-            },
+            data: model.copy_of(t),
         });
         sources.push(t);
     }

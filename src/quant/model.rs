@@ -216,12 +216,7 @@ pub fn quantize_model(
         })?;
         report.bytes_out += len;
         let data = if to == info.ggml_type {
-            let shard = &model.shards[t.shard];
-            TensorData::Copy {
-                file: shard.file(),
-                offset: shard.data_start(info),
-                len: info.size,
-            }
+            model.copy_of(t)
         } else {
             let imatrix = params
                 .imatrix
