@@ -6,33 +6,13 @@ mod common;
 use gguf_prune::forward::{LogitsSource, ModelLogits};
 use gguf_prune::gguf::Model;
 use std::path::Path;
-use std::process::Command;
 
 const CTX: usize = 512;
 
 /// Token ids of the start of wiki.test.raw, as llama-perplexity tokenizes it (BOS included when
 /// the model adds one).
 fn llama_tokens(model: &Path) -> Vec<u32> {
-    let dir = common::workdir();
-    let text = std::fs::read(common::wikitext("wiki.test.raw")).unwrap();
-    let prefix = dir.path().join("prefix.txt");
-    std::fs::write(&prefix, &text[..60_000]).unwrap();
-    let out = common::run_ok(
-        Command::new(common::llama_tool("llama-tokenize"))
-            .arg("-m")
-            .arg(model)
-            .arg("-f")
-            .arg(&prefix)
-            .args(["--ids", "--log-disable"]),
-    );
-    let list = out
-        .lines()
-        .find(|l| l.starts_with('['))
-        .expect("an id list");
-    list.trim_matches(|c| c == '[' || c == ']')
-        .split(", ")
-        .map(|s| s.trim().parse().unwrap())
-        .collect()
+    common::llama_tokenize_prefix(model, "wiki.test.raw", 60_000)
 }
 
 /// Perplexity the way llama-perplexity computes it: chunks of CTX tokens, BOS written over the

@@ -8,7 +8,6 @@ use gguf_prune::forward::{Forward, LogitsSource, ModelLogits};
 use gguf_prune::gguf::{arch_key, write_model, Metadata, Model, Value, WriteOptions};
 use gguf_prune::score::score_layers;
 use std::path::Path;
-use std::process::Command;
 
 const D: usize = 32;
 const FF: usize = 64;
@@ -177,27 +176,7 @@ fn silent_block_has_zero_influence() {
 
 /// Token ids of the start of wiki.valid.raw from llama-tokenize, in windows of `ctx`.
 fn real_windows(model: &Path, n: usize, ctx: usize) -> Vec<Vec<u32>> {
-    let dir = common::workdir();
-    let text = std::fs::read(common::wikitext("wiki.valid.raw")).unwrap();
-    let prefix = dir.path().join("prefix.txt");
-    std::fs::write(&prefix, &text[..20_000]).unwrap();
-    let out = common::run_ok(
-        Command::new(common::llama_tool("llama-tokenize"))
-            .arg("-m")
-            .arg(model)
-            .arg("-f")
-            .arg(&prefix)
-            .args(["--ids", "--log-disable"]),
-    );
-    let list = out
-        .lines()
-        .find(|l| l.starts_with('['))
-        .expect("an id list");
-    let ids: Vec<u32> = list
-        .trim_matches(|c| c == '[' || c == ']')
-        .split(", ")
-        .map(|s| s.trim().parse().unwrap())
-        .collect();
+    let ids = common::llama_tokenize_prefix(model, "wiki.valid.raw", 20_000);
     ids.chunks(ctx).take(n).map(<[u32]>::to_vec).collect()
 }
 

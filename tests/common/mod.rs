@@ -168,3 +168,28 @@ pub fn f32_tensor(
         ),
     }
 }
+
+/// Token ids `llama-tokenize` gives for the first `n_bytes` of a wikitext file (BOS included
+/// when the model adds one).
+pub fn llama_tokenize_prefix(model: &Path, wikitext_file: &str, n_bytes: usize) -> Vec<u32> {
+    let dir = workdir();
+    let text = std::fs::read(wikitext(wikitext_file)).unwrap();
+    let prefix = dir.path().join("prefix.txt");
+    std::fs::write(&prefix, &text[..n_bytes.min(text.len())]).unwrap();
+    let out = run_ok(
+        Command::new(llama_tool("llama-tokenize"))
+            .arg("-m")
+            .arg(model)
+            .arg("-f")
+            .arg(&prefix)
+            .args(["--ids", "--log-disable"]),
+    );
+    let list = out
+        .lines()
+        .find(|l| l.starts_with('['))
+        .expect("an id list");
+    list.trim_matches(|c| c == '[' || c == ']')
+        .split(", ")
+        .map(|s| s.trim().parse().unwrap())
+        .collect()
+}
