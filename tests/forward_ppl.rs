@@ -78,3 +78,39 @@ fn smollm2_perplexity_matches_llama_cpp() {
 fn gemma3_perplexity_matches_llama_cpp() {
     check(&common::gemma3(), 3);
 }
+
+/// The output head read slice by slice (how gemma3's 640 MiB head is used) gives the same
+/// logits as the head dequantized whole.
+#[test]
+fn sliced_output_head_matches_whole_head() {
+    let model = Model::open(common::smollm2()).unwrap();
+    let windows = vec![vec![1u32, 504, 3303, 282, 1462, 30, 1018, 2119]];
+    let rows = |head_bytes: usize| {
+        let mut source = ModelLogits::new(&model).unwrap();
+        source.head_bytes = head_bytes;
+        let mut rows: Vec<Vec<f32>> = Vec::new();
+        source
+            .logits(&windows, 0, &mut |_, _, row| {
+                rows.push(row.to_vec());
+                Ok(())
+            })
+            .unwrap();
+        rows
+    };
+    let whole = rows(usize::MAX);
+    // 1 MiB: slices of 56 vocabulary rows, the last one short (49,152 = 877 x 56 + 40).
+    let sliced = rows(1 << 20);
+    assert_eq!(whole.len(), 8);
+    assert_eq!(whole[0].len(), 49_152);
+    // Not bit for bit: the matmul blocks its sums by the output width.
+    let worst = whole
+        .iter()
+        .flatten()
+        .zip(sliced.iter().flatten())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-4, "sliced head differs by up to {worst}");
+    let argmax = |r: &Vec<f32>| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap();
+    let whole_top: Vec<usize> = whole.iter().map(argmax).collect();
+    assert_eq!(whole_top, sliced.iter().map(argmax).collect::<Vec<_>>());
+}

@@ -332,14 +332,14 @@ fn print_report(
     }
     if let Some(sel) = selection {
         println!(
-            "chosen by {} on {} calibration tokens ({} held back)",
+            "chosen by {} on {} calibration tokens (candidates compared on {})",
             sel.method, sel.n_tokens, sel.held_out_tokens
         );
         for c in &sel.candidates {
             let layers: Vec<String> = c.removed.iter().map(usize::to_string).collect();
             let kl = c
                 .held_out_kl
-                .map_or(String::new(), |k| format!("  held-back KL {k:.4}"));
+                .map_or(String::new(), |k| format!("  KL {k:.4}"));
             let ppl = c
                 .held_out_ppl
                 .map_or(String::new(), |p| format!("  PPL {p:.2}"));

@@ -128,7 +128,7 @@ fn table(sel: &Selection, order: &[usize]) -> String {
         );
         for c in &sel.candidates {
             let p = match (c.held_out_kl, c.held_out_ppl) {
-                (Some(kl), Some(p)) => format!("  held-back KL {kl:.4}, PPL {p:.3}"),
+                (Some(kl), Some(p)) => format!("  KL {kl:.4}, PPL {p:.3}"),
                 _ => String::new(),
             };
             let _ = writeln!(s, "  candidate {:<10} {}{p}", c.method, join(&c.removed));

@@ -10,11 +10,11 @@ pub struct SelectArgs {
     pub remove: Option<usize>,
     /// Use one metric only: bi (one-shot Block Influence), angular (best contiguous run by
     /// angular distance), iterative (re-score after each removal). Default: build all three
-    /// sets on 3/4 of the calibration windows and keep the one whose pruned model stays
-    /// closest (KL divergence) to the unpruned model on the other 1/4.
+    /// sets from the calibration windows and keep the one whose pruned model stays closest
+    /// (KL divergence) to the unpruned model on the last quarter of them.
     #[arg(long, value_enum)]
     pub metric: Option<Metric>,
-    /// Also try a greedy set guided by the held-back KL divergence (the 3 lowest-BI blocks tried
+    /// Also try a greedy set guided by the KL divergence on the comparison windows (the 3 lowest-BI blocks tried
     /// at each step): slower, sometimes better.
     #[arg(long)]
     pub refine: bool,

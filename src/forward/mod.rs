@@ -183,6 +183,11 @@ impl StateCache {
             .map(|(b, _, x)| (*b, x))
     }
 
+    /// Frees every state (the budget stays).
+    pub fn clear(&mut self) {
+        self.entries = Vec::new();
+    }
+
     fn insert(&mut self, b: usize, skip: &[usize], x: &Batch) {
         let key = Self::below(skip, b);
         if self.entries.iter().any(|(eb, k, _)| *eb == b && *k == key) {
@@ -628,16 +633,120 @@ impl<'m> Forward<'m> {
 
     /// The output head, dequantized (`output.weight`, else the tied `token_embd.weight`).
     pub fn output_head(&self) -> Result<Linear> {
-        let name = if self.model.tensor("output.weight").is_some() {
-            "output.weight"
-        } else {
-            "token_embd.weight"
-        };
+        let name = self.output_head_name();
         let mut head = self.linear(name, self.hp.n_embd)?;
         if name == "token_embd.weight" {
             head.bias = None;
         }
         Ok(head)
+    }
+
+    /// `output.weight`, or the tied `token_embd.weight`.
+    fn output_head_name(&self) -> &'static str {
+        if self.model.tensor("output.weight").is_some() {
+            "output.weight"
+        } else {
+            "token_embd.weight"
+        }
+    }
+
+    /// The output head, dequantized whole when it fits `budget_bytes` as f32, otherwise read
+    /// slice by slice from the file for every group of positions.
+    pub fn output_head_within(&self, budget_bytes: usize) -> Result<OutputHead> {
+        let name = self.output_head_name();
+        let t = self.tensor(name)?;
+        let dims = &t.info.dims;
+        let n_in = self.hp.n_embd;
+        if dims.len() != 2 || dims[0] as usize != n_in {
+            return Err(Error::Forward(format!(
+                "tensor {name:?} has dims {dims:?}, expected [{n_in}, *]"
+            )));
+        }
+        let n_out = dims[1] as usize;
+        let ty = t.info.ggml_type;
+        let row_bytes = ty.bytes_for(n_in as u64).map(|b| b as usize);
+        let has_bias = name == "output.weight" && self.model.tensor("output.bias").is_some();
+        match row_bytes {
+            Some(row_bytes) if n_out * n_in * 4 > budget_bytes && !has_bias => {
+                let slice_rows = (budget_bytes / 8 / (n_in * 4)).clamp(1, n_out);
+                Ok(OutputHead::Sliced {
+                    name,
+                    ty,
+                    row_bytes,
+                    n_in,
+                    n_out,
+                    slice_rows,
+                })
+            }
+            _ => Ok(OutputHead::Whole(self.output_head()?)),
+        }
+    }
+}
+
+/// The output head as [`ModelLogits`] holds it. Dequantized to f32, gemma3's 262,144 x 640 head
+/// alone is 640 MiB, more than the rest of a scoring run; sliced, it costs a dequantization of
+/// the head per group of positions (about a tenth of the matmul's time) and a few MiB.
+pub enum OutputHead {
+    Whole(Linear),
+    Sliced {
+        name: &'static str,
+        ty: GgmlType,
+        row_bytes: usize,
+        n_in: usize,
+        n_out: usize,
+        /// Vocabulary rows dequantized at a time.
+        slice_rows: usize,
+    },
+}
+
+impl OutputHead {
+    pub fn n_out(&self) -> usize {
+        match self {
+            OutputHead::Whole(l) => l.n_out,
+            OutputHead::Sliced { n_out, .. } => *n_out,
+        }
+    }
+
+    /// `n` rows of logits for the `n` normalised rows in `h`.
+    fn forward(&self, model: &Model, h: &[f32], n: usize) -> Result<Vec<f32>> {
+        let (name, ty, row_bytes, n_in, n_out, slice_rows) = match *self {
+            OutputHead::Whole(ref l) => return l.forward(h, n),
+            OutputHead::Sliced {
+                name,
+                ty,
+                row_bytes,
+                n_in,
+                n_out,
+                slice_rows,
+            } => (name, ty, row_bytes, n_in, n_out, slice_rows),
+        };
+        let t = model
+            .tensor(name)
+            .ok_or_else(|| Error::Forward(format!("tensor {name:?} is missing")))?;
+        let bytes = model.data(t);
+        let x = Tensor::from_slice(h, (n, n_in), &Device::Cpu).map_err(candle("head input"))?;
+        let mut out = vec![0f32; n * n_out];
+        let mut r0 = 0;
+        while r0 < n_out {
+            let r1 = (r0 + slice_rows).min(n_out);
+            let w = dequantize(
+                name,
+                ty,
+                &bytes[r0 * row_bytes..r1 * row_bytes],
+                r1 - r0,
+                n_in,
+            )?;
+            let y: Vec<f32> = x
+                .matmul(&w.t().map_err(candle("head slice"))?)
+                .and_then(|y| y.flatten_all())
+                .and_then(|y| y.to_vec1())
+                .map_err(candle("head matmul"))?;
+            for (dst, src) in out.chunks_mut(n_out).zip(y.chunks(r1 - r0)) {
+                dst[r0..r1].copy_from_slice(src);
+            }
+            r0 = r1;
+        }
+        Ok(out)
     }
 }
 
@@ -648,7 +757,9 @@ pub struct ModelLogits<'m> {
     pub skip: Vec<usize>,
     /// Upper bound on the activations of one layer-major batch, in bytes.
     pub batch_bytes: usize,
-    head: Option<(Linear, Vec<f32>)>,
+    /// Largest output head held dequantized; larger ones are read in slices.
+    pub head_bytes: usize,
+    head: Option<(OutputHead, Vec<f32>)>,
 }
 
 impl<'m> ModelLogits<'m> {
@@ -657,6 +768,7 @@ impl<'m> ModelLogits<'m> {
             forward: Forward::new(model)?,
             skip: Vec::new(),
             batch_bytes: 256 << 20,
+            head_bytes: 256 << 20,
             head: None,
         })
     }
@@ -701,7 +813,7 @@ impl ModelLogits<'_> {
     ) -> Result<()> {
         if self.head.is_none() {
             self.head = Some((
-                self.forward.output_head()?,
+                self.forward.output_head_within(self.head_bytes)?,
                 self.forward.vector("output_norm.weight")?,
             ));
         }
@@ -739,11 +851,11 @@ impl ModelLogits<'_> {
                     let e = (p + GROUP).min(len);
                     let mut h = x.data[(start + p) * d..(start + e) * d].to_vec();
                     ops::rms_norm(&mut h, d, Some(norm), fw.hp.eps);
-                    let mut logits = head.forward(&h, e - p)?;
+                    let mut logits = head.forward(fw.model, &h, e - p)?;
                     if let Some(cap) = fw.hp.final_softcap {
                         logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
                     }
-                    for (r, row) in logits.chunks(head.n_out).enumerate() {
+                    for (r, row) in logits.chunks(head.n_out()).enumerate() {
                         f(i + wi, p + r, row)?;
                     }
                     p = e;

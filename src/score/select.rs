@@ -1,5 +1,6 @@
 //! Which blocks `--remove N` drops: candidate sets from the scores, the architecture's rules, and
-//! optionally (`--refine`) a choice among candidates by perplexity on held-back calibration text.
+//! by default a choice among candidate sets by their KL divergence from the unpruned model on the
+//! last quarter of the calibration windows.
 
 use super::{
     calibration_text, calibration_windows, check_removal, score_layers_cached,
@@ -29,13 +30,13 @@ pub struct SelectOptions {
     pub remove: usize,
     /// The metric; `None` is the default method (see [`select_layers`]).
     pub metric: Option<Metric>,
-    /// Choose among candidate sets by perplexity on held-back calibration text.
+    /// Also try a greedy set guided by the KL divergence on the comparison windows.
     pub refine: bool,
     /// Calibration text file; `None` is the built-in text.
     pub calib: Option<PathBuf>,
     /// Tokens per window.
     pub ctx: usize,
-    /// Calibration tokens in all (held-back tokens included).
+    /// Calibration tokens in all.
     pub max_tokens: usize,
     /// Allow removing the first and last blocks.
     pub allow_ends: bool,
@@ -68,9 +69,9 @@ pub struct Candidate {
     pub method: String,
     /// Original block indices, sorted.
     pub removed: Vec<usize>,
-    /// Perplexity on the held-back calibration windows (with `--refine`).
+    /// Perplexity on the comparison windows (the last quarter of the calibration windows).
     pub held_out_ppl: Option<f64>,
-    /// Mean KL divergence from the unpruned model on the held-back windows, nats per token
+    /// Mean KL divergence from the unpruned model on the comparison windows, nats per token
     /// (top-64 tokens of the unpruned model plus the rest as one bucket; with `--refine`).
     pub held_out_kl: Option<f64>,
 }
@@ -88,8 +89,9 @@ pub struct Selection {
     pub scores: LayerScores,
     /// Every candidate considered.
     pub candidates: Vec<Candidate>,
-    /// Scoring and held-back tokens.
+    /// Tokens scored (all calibration windows).
     pub n_tokens: usize,
+    /// Of those, the tokens candidate sets were compared on (the last quarter of the windows).
     pub held_out_tokens: usize,
 }
 
@@ -97,9 +99,9 @@ pub struct Selection {
 pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize);
 
 /// Picks `options.remove` blocks. With a metric, that metric's set. By default (no metric) the
-/// sets of one-shot BI, iterative BI and angular distance are built from three quarters of the
-/// calibration windows, and the one whose pruned model stays closest to the unpruned model
-/// (mean KL divergence of next-token distributions) on the last quarter wins: no single metric
+/// sets of one-shot BI, iterative BI and angular distance are built from all calibration
+/// windows, and the one whose pruned model stays closest to the unpruned model (mean KL
+/// divergence of next-token distributions) on the last quarter of them wins: no single metric
 /// wins on every model and k (DESIGN.md section 2). `refine` adds a greedy set guided by
 /// that divergence (three lowest-BI blocks tried per step; costly).
 /// The first and last blocks are kept unless `allow_ends`; every set passes the
@@ -113,7 +115,7 @@ pub fn select_layers(
 }
 
 /// [`select_layers`], showing `obs` every block of the first scoring pass over the unpruned
-/// model (the scoring windows only, not the held-back ones): an importance matrix collected
+/// model (every calibration window): an importance matrix collected
 /// there comes from the same pass as the scores.
 pub fn select_layers_observed(
     model: &Model,
@@ -125,8 +127,8 @@ pub fn select_layers_observed(
     let n_layer = fw.n_layer();
     let n = options.remove;
     let text = calibration_text(options.calib.as_deref())?;
-    let mut windows = calibration_windows(model, &text, options.ctx, options.max_tokens)?;
-    // Compare candidate sets on held-back windows unless one metric was asked for.
+    let windows = calibration_windows(model, &text, options.ctx, options.max_tokens)?;
+    // Compare candidate sets on the last windows unless one metric was asked for.
     let compare = (options.metric.is_none() || options.refine) && n > 0 && windows.len() >= 2;
     if options.refine && !compare && n > 0 {
         return Err(Error::Calibration(format!(
@@ -135,9 +137,13 @@ pub fn select_layers_observed(
             windows.len()
         )));
     }
+    // The comparison windows are the last quarter, but the candidate sets are scored on every
+    // window: set apart from scoring, they made the default's BI set differ from `--metric bi`'s
+    // on the same text (gemma3 k = 3: {8,9,16} instead of {8,9,14}, PPL 60.6 vs 47.8), and three
+    // candidates compared by KL from the unpruned model do not overfit the windows they share.
     let held: Vec<Vec<u32>> = if compare {
         let k = (windows.len() / 4).max(1);
-        windows.split_off(windows.len() - k)
+        windows[windows.len() - k..].to_vec()
     } else {
         Vec::new()
     };
@@ -237,8 +243,12 @@ pub fn select_layers_observed(
         });
     }
 
-    // --refine: a greedy set guided by the held-back divergence from the unpruned model among
-    // the few lowest-BI blocks, then every candidate measured on the held-back windows.
+    // --refine: a greedy set guided by the divergence from the unpruned model among
+    // the few lowest-BI blocks, then every candidate measured on the comparison windows.
+    if !options.refine {
+        // Only --refine scores again; the states would sit beside the output head.
+        cache.clear();
+    }
     let mut logits = ModelLogits::new(model)?;
     let held_tokens: usize = held.iter().map(Vec::len).sum();
     let mut held_cache = StateCache::new(CACHE_BYTES);
@@ -252,7 +262,7 @@ pub fn select_layers_observed(
         if let Some((_, m)) = measured.iter().find(|(k, _)| *k == key) {
             return Ok(*m);
         }
-        progress("held-back divergence", measured.len(), measured.len() + 1);
+        progress("comparing candidates", measured.len(), measured.len() + 1);
         let m = reference.measure(&mut logits, &held, &key, Some(&mut held_cache))?;
         measured.push((key, m));
         Ok(m)
@@ -325,7 +335,7 @@ pub fn select_layers_observed(
     Ok(Selection {
         removed,
         order,
-        method: format!("{method}, lowest held-back KL"),
+        method: format!("{method}, lowest KL"),
         n_tokens: scores.n_tokens,
         scores,
         candidates: scored,
