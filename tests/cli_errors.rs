@@ -142,6 +142,21 @@ fn bad_layer_lists() {
     // No --layers at all.
     let out = prune(&[model.as_os_str(), os("-o"), target.as_os_str()]);
     assert_clean_failure(&out, &target, &["--layers"]);
+    // Two options that both name the healed tensors' type.
+    let out = prune(&[
+        model.as_os_str(),
+        os("--layers=1"),
+        os("--heal"),
+        os("--heal-type=F16"),
+        os("--quantize=Q8_0"),
+        os("-o"),
+        target.as_os_str(),
+    ]);
+    assert_clean_failure(
+        &out,
+        &target,
+        &["--heal-type and --quantize", "drop --heal-type"],
+    );
     assert_eq!(std::fs::read(&model).unwrap(), before, "input changed");
 }
 

@@ -273,3 +273,55 @@ fn gemma3_healed_loads_in_llama_cpp_and_is_not_worse() {
     let (p, h) = check_real(&common::gemma3(), "8,9", 5120, 3);
     eprintln!("gemma3 8-9: pruned {p}, healed {h}");
 }
+
+/// `--heal --quantize`: the healed ffn_down is written in the type the quantization mix gives it
+/// (the same type as in the unhealed quantized file), and the file is better than that one.
+#[test]
+fn smollm2_heal_composes_with_quantize() {
+    let dir = common::workdir();
+    let plain = dir.path().join("q.gguf");
+    let healed = dir.path().join("qh.gguf");
+    let base = || {
+        let mut c = common::gguf_prune();
+        c.arg(common::smollm2()).args([
+            "--layers",
+            "12-15",
+            "--quantize",
+            "Q4_K_M",
+            "--no-imatrix",
+        ]);
+        c
+    };
+    common::run_ok(base().arg("-o").arg(&plain));
+    let json = common::run_ok(
+        base()
+            .args(["--heal", "--heal-tokens", "2048", "--json", "--calib"])
+            .arg(common::wikitext("wiki.valid.raw"))
+            .arg("-o")
+            .arg(&healed),
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).expect("JSON report");
+    let run = &v["heal"]["runs"][0];
+    assert_eq!(run["healed"].as_bool(), Some(true), "{run}");
+    let change = &run["tensors"][0];
+    assert_eq!(change["name"].as_str(), Some("blk.11.ffn_down.weight"));
+    let plain_model = Model::open(&plain).unwrap();
+    let mix_type = plain_model
+        .tensor("blk.11.ffn_down.weight")
+        .unwrap()
+        .info
+        .ggml_type
+        .to_string();
+    assert_eq!(change["type_after"].as_str(), Some(mix_type.as_str()));
+    let healed_model = Model::open(&healed).unwrap();
+    let t = |m: &Model| m.tensor("blk.11.ffn_down.weight").unwrap().info.ggml_type;
+    assert_eq!(t(&healed_model), t(&plain_model));
+    assert_ne!(
+        healed_model.data(healed_model.tensor("blk.11.ffn_down.weight").unwrap()),
+        plain_model.data(plain_model.tensor("blk.11.ffn_down.weight").unwrap()),
+        "the healed bytes were kept, not requantized from the source"
+    );
+    let p = common::llama_perplexity(&plain, 512, 3);
+    let h = common::llama_perplexity(&healed, 512, 3);
+    assert!(h < 0.95 * p, "healed {h} not below unhealed {p}");
+}

@@ -10,7 +10,7 @@ use gguf_prune::pipeline::{write_verified, PruneReport};
 use gguf_prune::prune::{block_count, parse_layer_list, rewrite, PrunePlan};
 use gguf_prune::quant::collect::ImatrixCollector;
 use gguf_prune::quant::model::quantize_rewrite;
-use gguf_prune::quant::{FileType, ImatrixData, QuantizeParams, QuantizeReport};
+use gguf_prune::quant::{planned_types, FileType, ImatrixData, QuantizeParams, QuantizeReport};
 
 use super::progress::{ByteProgress, StageProgress};
 use super::select::SelectArgs;
@@ -135,6 +135,9 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         .with_context(|| format!("{}: cannot read the block count", input.display()))?;
 
     let q = &args.quant;
+    if q.quantize.is_some() && args.heal.heal_type.is_some() {
+        bail!("--heal-type and --quantize both set the healed tensors' type: with --quantize they take the type the quantization mix gives them; drop --heal-type");
+    }
     let ftype = match &q.quantize {
         Some(name) => Some(FileType::from_name(name).with_context(|| {
             let names: Vec<&str> = FileType::all().map(|f| f.name()).collect();
@@ -222,13 +225,30 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
     };
 
     let mut rewritten = rewrite(&model, &plan)?;
+    let imatrix = if q.no_imatrix {
+        None
+    } else {
+        given_imatrix
+            .as_ref()
+            .or(collected.as_ref())
+            .map(|im| im.after_layer_removal(&removed))
+    };
+    let quant_params = ftype.map(|ftype| QuantizeParams {
+        ftype,
+        pure: q.pure,
+        imatrix: imatrix.as_ref(),
+        imatrix_path: q.imatrix.clone(),
+        overwrite: args.force,
+    });
     let heal_report = if args.heal.heal {
-        if ftype.is_some() {
-            bail!("--heal and --quantize together are not supported yet: heal first, then run `gguf-prune quantize` on the result");
-        }
-        let heal_options = args
+        let mut heal_options = args
             .heal
             .options(args.select.calib.clone(), args.select.ctx);
+        if let Some(params) = &quant_params {
+            // Heal into the types the quantization will choose, so it keeps the healed bytes
+            // and the held-back check sees the weights as they will be written.
+            heal_options.planned_types = planned_types(&rewritten, params)?;
+        }
         let bar = StageProgress::new(!args.json);
         let r = heal_rewrite(&model, &mut rewritten, &heal_options, &mut |s, d, t| {
             bar.update(s, d, t)
@@ -240,22 +260,8 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         None
     };
     let mut quant_report = None;
-    if let Some(ftype) = ftype {
-        let imatrix = if q.no_imatrix {
-            None
-        } else {
-            given_imatrix
-                .as_ref()
-                .or(collected.as_ref())
-                .map(|im| im.after_layer_removal(&removed))
-        };
-        let params = QuantizeParams {
-            ftype,
-            pure: q.pure,
-            imatrix: imatrix.as_ref(),
-            imatrix_path: q.imatrix.clone(),
-            overwrite: args.force,
-        };
+    if let Some(params) = quant_params {
+        let ftype = params.ftype;
         let r = quantize_rewrite(&model, &mut rewritten, &params)?;
         if !r.requantized.is_empty() && !args.json {
             let mut from: Vec<String> = r

@@ -39,6 +39,7 @@
 //! the stream after the run on the held-back tokens; otherwise the run is left unhealed and the
 //! report says so.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -67,6 +68,9 @@ pub struct HealOptions {
     /// Type for the changed tensors; `None`: the source tensor's type (F16 where it cannot be
     /// quantized by this build).
     pub heal_type: Option<GgmlType>,
+    /// Types a later quantization gives the output tensors, by output name
+    /// ([`crate::quant::planned_types`]); they take precedence over `heal_type`.
+    pub planned_types: HashMap<String, GgmlType>,
     /// Keep a fold even if it does not lower the held-back error (tests only).
     pub force: bool,
 }
@@ -80,6 +84,7 @@ impl Default for HealOptions {
             ridge: 1e-3,
             outlier_factor: 10.0,
             heal_type: None,
+            planned_types: HashMap::new(),
             force: false,
         }
     }
@@ -476,7 +481,10 @@ fn heal_run(
     };
     // The fold in f32 (float reference), then as written.
     let ty_src = src.info.ggml_type;
-    let (ty, fallback) = match options.heal_type {
+    let idx = rewrite_index(rewrite, &down_name)
+        .ok_or_else(|| Error::Heal(format!("{down_name} is not in the pruned model")))?;
+    let planned = options.planned_types.get(&rewrite.tensors[idx].name);
+    let (ty, fallback) = match planned.copied().or(options.heal_type) {
         Some(t) => (t, false),
         None if crate::quant::can_quantize(ty_src) => (ty_src, false),
         None => (GgmlType::F16, true),
@@ -590,8 +598,6 @@ fn heal_run(
         return Ok(rep);
     }
     // Keep: write the tensors and continue the pass with the healed block.
-    let idx = rewrite_index(rewrite, &down_name)
-        .ok_or_else(|| Error::Heal(format!("{down_name} is not in the pruned model")))?;
     rewrite.tensors[idx].ggml_type = ty;
     rewrite.tensors[idx].data = TensorData::Bytes(bytes);
     change.name = rewrite.tensors[idx].name.clone();

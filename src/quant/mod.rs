@@ -39,7 +39,7 @@ use crate::gguf::GgmlType;
 
 pub use imatrix::ImatrixData;
 pub use mix::{FileType, MixContext};
-pub use model::{quantize_model, QuantizeParams, QuantizeReport};
+pub use model::{planned_types, quantize_model, QuantizeParams, QuantizeReport};
 
 /// f32 to IEEE half bits, round to nearest even (ggml's `GGML_FP32_TO_FP16` in ggml-base).
 #[inline]

@@ -314,17 +314,7 @@ pub fn quantize_rewrite<'a>(
     if let Some(im) = params.imatrix {
         check_finite(im)?;
     }
-    let ctx = MixContext::from_metadata(&rewrite.metadata, params.imatrix.is_some(), params.pure)?;
-    let descs: Vec<TensorDesc> = rewrite
-        .tensors
-        .iter()
-        .map(|t| TensorDesc {
-            name: &t.name,
-            dims: &t.dims,
-            ggml_type: t.ggml_type,
-        })
-        .collect();
-    let choices = mix::choose_types(ftype, &ctx, &descs)?;
+    let choices = choose_types(rewrite, params)?;
     let mut report = QuantizeReport {
         n_tensors: rewrite.tensors.len(),
         ..Default::default()
@@ -383,6 +373,12 @@ pub fn quantize_rewrite<'a>(
         })?;
         report.bytes_out += len;
         report.n_converted += 1;
+        // A tensor an earlier step changed in memory (a healed ffn_down) converts from those
+        // bytes, not from the source file's.
+        let changed = match std::mem::replace(&mut t.data, TensorData::Bytes(Vec::new())) {
+            TensorData::Bytes(b) => Some(b),
+            _ => None,
+        };
         let bytes = model.data(src);
         let name = t.name.clone();
         let dims = t.dims.clone();
@@ -391,12 +387,45 @@ pub fn quantize_rewrite<'a>(
             len,
             make: Box::new(move || {
                 crate::interrupt::check()?;
-                convert_tensor(&name, bytes, &dims, from, to, weights.as_deref())
+                let from_bytes = changed.as_deref().unwrap_or(bytes);
+                convert_tensor(&name, from_bytes, &dims, from, to, weights.as_deref())
             }),
         };
     }
     rewrite.metadata = output_metadata(&rewrite.metadata, ftype, params);
     Ok(report)
+}
+
+/// The type [`quantize_rewrite`] will give each tensor of `rewrite`, by output name; healing
+/// writes the tensors it changes in these types, so that quantizing keeps its bytes.
+pub fn planned_types(
+    rewrite: &crate::prune::Rewrite,
+    params: &QuantizeParams,
+) -> Result<std::collections::HashMap<String, GgmlType>> {
+    let choices = choose_types(rewrite, params)?;
+    Ok(rewrite
+        .tensors
+        .iter()
+        .zip(choices)
+        .map(|(t, c)| (t.name.clone(), c.ty))
+        .collect())
+}
+
+fn choose_types(
+    rewrite: &crate::prune::Rewrite,
+    params: &QuantizeParams,
+) -> Result<Vec<mix::Choice>> {
+    let ctx = MixContext::from_metadata(&rewrite.metadata, params.imatrix.is_some(), params.pure)?;
+    let descs: Vec<TensorDesc> = rewrite
+        .tensors
+        .iter()
+        .map(|t| TensorDesc {
+            name: &t.name,
+            dims: &t.dims,
+            ggml_type: t.ggml_type,
+        })
+        .collect();
+    mix::choose_types(params.ftype, &ctx, &descs)
 }
 
 /// llama-quantize refuses these too: one NaN poisons every block it touches.
