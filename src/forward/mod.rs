@@ -323,11 +323,34 @@ impl<'m> Forward<'m> {
                     q_out + kv_out + v_out
                 )));
             }
-            (
+            let mut parts = [
                 qkv.slice_rows(0, q_out)?,
                 qkv.slice_rows(q_out, kv_out)?,
                 qkv.slice_rows(q_out + kv_out, v_out)?,
-            )
+            ];
+            // A fused weight without attn_qkv.bias may come with separate q/k/v biases (legacy
+            // and custom files); llama.cpp's build_qkv adds them when all three are present.
+            if qkv.bias.is_none() {
+                let b = |s: &str| self.opt_vector(&format!("blk.{il}.{s}.bias"));
+                if let (Some(bq), Some(bk), Some(bv)) = (b("attn_q")?, b("attn_k")?, b("attn_v")?) {
+                    for (part, (name, bias)) in
+                        parts
+                            .iter_mut()
+                            .zip([("attn_q", bq), ("attn_k", bk), ("attn_v", bv)])
+                    {
+                        if bias.len() != part.n_out {
+                            return Err(Error::Forward(format!(
+                                "blk.{il}.{name}.bias has {} values, expected {}",
+                                bias.len(),
+                                part.n_out
+                            )));
+                        }
+                        part.bias = Some(bias);
+                    }
+                }
+            }
+            let [q, k, v] = parts;
+            (q, k, v)
         } else {
             (
                 self.linear(&p("attn_q"), d)?,
