@@ -237,6 +237,8 @@ struct Variant {
     no_final_softcap: bool,
     /// gemma2: no rope.freq_base_swa key (sliding layers use the global base).
     no_swa_base: bool,
+    /// gemma2: a per-layer `sliding_window_pattern` (true: sliding), as a pruned file carries.
+    swa_pattern: Option<&'static [bool]>,
 }
 
 impl Arch {
@@ -292,6 +294,12 @@ impl Arch {
                     &key("attention.sliding_window"),
                     Value::U32(v.window.unwrap_or(64)),
                 );
+                if let Some(pattern) = v.swa_pattern {
+                    meta.set(
+                        &key("attention.sliding_window_pattern"),
+                        Value::Array(gguf::Array::Bool(pattern.to_vec())),
+                    );
+                }
                 if !v.no_swa_base {
                     meta.set(&key("rope.freq_base_swa"), Value::F32(10_000.0));
                 }
@@ -625,6 +633,20 @@ fn gemma2_matches_llama_cpp() {
                 },
             ),
         ],
+    );
+}
+
+/// The layout a pruned gemma2 file has: the kept layers' own pattern, not the period.
+#[test]
+fn gemma2_pattern_array_matches_llama_cpp() {
+    const PATTERN: &[bool] = &[true, true, false, true, false, false];
+    check(
+        Arch::Gemma2,
+        Variant {
+            swa_pattern: Some(PATTERN),
+            ..Variant::default()
+        },
+        &[("pattern array left out (period 2)", Variant::default())],
     );
 }
 
