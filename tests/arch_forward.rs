@@ -1,4 +1,5 @@
-//! The forward pass on qwen2, qwen3, gemma2 and phi3, checked against real llama.cpp.
+//! The forward pass on qwen2, qwen3, gemma2 and phi3 (and llama3's RoPE factors), checked
+//! against real llama.cpp.
 //!
 //! No real model of these architectures is on this machine, so each test builds one from the real
 //! SmolLM2 weights: its tokenizer, six of its blocks ([`BLOCKS`]) and its embedding, dequantized
@@ -19,7 +20,10 @@
 //! - phi3: fused `attn_qkv` with a fused bias (and, in a second file, separate q/k/v biases
 //!   beside the fused weight, which llama.cpp also accepts), fused `ffn_up` holding [gate; up],
 //!   and a 64-token `sliding_window` key that llama.cpp ignores for phi3 (a window that small
-//!   changes the logits completely, see the gemma2 control, so matching shows we ignore it too).
+//!   changes the logits completely, see the gemma2 control, so matching shows we ignore it too);
+//!   a third file has long-context RoPE: `rope_factors_short/long` tensors, an original context
+//!   below -c (so the long ones apply) and `rope.scaling.attn_factor`;
+//! - llama (SmolLM2's own layout) with llama3's `rope_freqs.weight`.
 //!
 //! Six of thirty blocks do not make a good language model: perplexities here are 1e5 to 2e6
 //! (SmolLM2 whole: 21.5 on this excerpt; every set of 2 to 12 blocks tried stayed above 1e4, and
@@ -216,6 +220,8 @@ enum Arch {
     Qwen3,
     Gemma2,
     Phi3,
+    /// SmolLM2's own layout, for llama3's `rope_freqs.weight`.
+    Llama,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -239,6 +245,12 @@ struct Variant {
     no_swa_base: bool,
     /// gemma2: a per-layer `sliding_window_pattern` (true: sliding), as a pruned file carries.
     swa_pattern: Option<&'static [bool]>,
+    /// phi3: rope_factors_short/long tensors, `rope.scaling.attn_factor` and this
+    /// `rope.scaling.original_context_length` (the long factors apply above it);
+    /// llama: a `rope_freqs.weight` tensor (the value is ignored).
+    rope_factors: Option<u32>,
+    /// phi3 with `rope_factors`: leave out `rope.scaling.attn_factor`.
+    no_rope_attn_factor: bool,
 }
 
 impl Arch {
@@ -248,13 +260,14 @@ impl Arch {
             Arch::Qwen3 => "qwen3",
             Arch::Gemma2 => "gemma2",
             Arch::Phi3 => "phi3",
+            Arch::Llama => "llama",
         }
     }
 
     fn head_dim(self) -> usize {
         match self {
             Arch::Qwen3 | Arch::Gemma2 => WIDE_HEAD,
-            Arch::Qwen2 | Arch::Phi3 => HEAD_DIM,
+            Arch::Qwen2 | Arch::Phi3 | Arch::Llama => HEAD_DIM,
         }
     }
 
@@ -313,8 +326,17 @@ impl Arch {
             Arch::Phi3 => {
                 // llama.cpp disables phi3's sliding window whatever this says.
                 meta.set(&key("attention.sliding_window"), Value::U32(64));
+                if let Some(orig) = v.rope_factors {
+                    meta.set(
+                        &key("rope.scaling.original_context_length"),
+                        Value::U32(orig),
+                    );
+                    if !v.no_rope_attn_factor {
+                        meta.set(&key("rope.scaling.attn_factor"), Value::F32(1.19));
+                    }
+                }
             }
-            Arch::Qwen2 | Arch::Qwen3 => {}
+            Arch::Qwen2 | Arch::Qwen3 | Arch::Llama => {}
         }
         for (k, val) in s.meta.iter() {
             if k.starts_with("tokenizer.") {
@@ -337,6 +359,24 @@ impl Arch {
             out.push(("token_embd.weight".into(), embd.clone()));
         }
         out.push(("output_norm.weight".into(), out_norm));
+        if v.rope_factors.is_some() {
+            // Divisors of each rotated pair's frequency, 1 to 4 (llama3's and phi3's range the
+            // low frequencies up to 8 to 60; larger ones at every frequency matter at ctx 512).
+            let factors = |seed| {
+                T::vector(
+                    common::noise(seed, HEAD_DIM / 2, 1.5)
+                        .into_iter()
+                        .map(|x| 2.5 + x)
+                        .collect(),
+                )
+            };
+            if self == Arch::Llama {
+                out.push(("rope_freqs.weight".into(), factors(11)));
+            } else {
+                out.push(("rope_factors_long.weight".into(), factors(12)));
+                out.push(("rope_factors_short.weight".into(), factors(13)));
+            }
+        }
         if self == Arch::Qwen2 {
             // qwen2 may have its own output head, with a bias (llama.cpp's output_b).
             out.push(("output.weight".into(), embd.clone()));
@@ -350,8 +390,14 @@ impl Arch {
             let seed = (self as u64 + 1) * 1000 + il as u64 * 10;
             let p = |n: &str| format!("blk.{il}.{n}");
             let w = |n: &str| src(&format!("blk.{from}.{n}.weight"));
-            let q = w("attn_q").pick(&neox_rows(N_HEAD, hd), seed, 0.02);
-            let k = w("attn_k").pick(&neox_rows(N_HEAD_KV, hd), seed + 1, 0.02);
+            let (q, k) = if self == Arch::Llama {
+                (w("attn_q").clone(), w("attn_k").clone())
+            } else {
+                (
+                    w("attn_q").pick(&neox_rows(N_HEAD, hd), seed, 0.02),
+                    w("attn_k").pick(&neox_rows(N_HEAD_KV, hd), seed + 1, 0.02),
+                )
+            };
             let vv = if hd == HEAD_DIM {
                 w("attn_v").clone()
             } else {
@@ -633,6 +679,49 @@ fn gemma2_matches_llama_cpp() {
                 },
             ),
         ],
+    );
+}
+
+/// phi3 long-context RoPE (Phi-3.5-mini, Phi-4-mini): factor tensors and an attention factor.
+/// With the original context 256 below -c 512, llama.cpp takes the long factors.
+#[test]
+fn phi3_rope_factors_match_llama_cpp() {
+    let v = Variant {
+        rope_factors: Some(256),
+        ..Variant::default()
+    };
+    check(
+        Arch::Phi3,
+        v,
+        &[
+            (
+                "short factors (original context 4096)",
+                Variant {
+                    rope_factors: Some(4096),
+                    ..v
+                },
+            ),
+            (
+                "no attention factor",
+                Variant {
+                    no_rope_attn_factor: true,
+                    ..v
+                },
+            ),
+        ],
+    );
+}
+
+/// llama3's `rope_freqs.weight` (Llama 3.1, 3.2), on SmolLM2's own layout.
+#[test]
+fn llama3_rope_freqs_match_llama_cpp() {
+    check(
+        Arch::Llama,
+        Variant {
+            rope_factors: Some(0),
+            ..Variant::default()
+        },
+        &[("rope_freqs left out", Variant::default())],
     );
 }
 

@@ -141,6 +141,12 @@ pub struct Hparams {
     pub rope_base: f32,
     pub rope_base_swa: f32,
     pub rope_freq_scale: f32,
+    /// Scale of RoPE's cos and sin (`{arch}.rope.scaling.attn_factor`, llama.cpp's
+    /// `rope_attn_factor`, e.g. phi3 long-context models): q and k are both multiplied by it.
+    pub rope_attn_factor: f32,
+    /// Context length beyond which llama.cpp uses phi3's long RoPE factors instead of the short
+    /// ones (`rope.scaling.original_context_length`, else `context_length`).
+    pub n_ctx_orig: usize,
     /// Per layer: sliding-window attention.
     pub swa: Vec<bool>,
     pub swa_window: usize,
@@ -194,12 +200,7 @@ fn per_layer(meta: &Metadata, key: &str, n_layer: usize) -> Result<Option<Vec<us
 }
 
 impl Hparams {
-    pub fn read(
-        arch: &str,
-        meta: &Metadata,
-        spec: &ForwardSpec,
-        tensor_names: &[&str],
-    ) -> Result<Hparams> {
+    pub fn read(arch: &str, meta: &Metadata, spec: &ForwardSpec) -> Result<Hparams> {
         let k = |s: &str| arch_key(arch, s);
         let n_layer = meta.get_u32(&k("block_count"))? as usize;
         let n_embd = meta.get_u32(&k("embedding_length"))? as usize;
@@ -255,15 +256,12 @@ impl Hparams {
             None => scalar(meta, &k("rope.scale_linear"))?,
         };
         let rope_freq_scale = factor.filter(|&f| f != 0.0).map_or(1.0, |f| 1.0 / f) as f32;
-        if tensor_names
-            .iter()
-            .any(|n| n.starts_with("rope_freqs") || n.starts_with("rope_factors"))
-        {
-            return Err(Error::Unsupported {
-                arch: arch.into(),
-                what: "RoPE frequency-factor tensors (llama3/phi3 long-context scaling)".into(),
-            });
+        let rope_attn_factor = scalar(meta, &k("rope.scaling.attn_factor"))?.unwrap_or(1.0) as f32;
+        let n_ctx_orig = match scalar(meta, &k("rope.scaling.original_context_length"))? {
+            Some(v) => Some(v),
+            None => scalar(meta, &k("context_length"))?,
         }
+        .map_or(usize::MAX, |v| v as usize);
 
         // Sliding window: llama.cpp `load_swa_pattern` reads a per-layer bool array, else a
         // period from the same key, else the architecture's period.
@@ -353,6 +351,8 @@ impl Hparams {
             rope_base,
             rope_base_swa,
             rope_freq_scale,
+            rope_attn_factor,
+            n_ctx_orig,
             swa,
             swa_window: if swa_on { window.unwrap_or(0) } else { 0 },
             attn_scale,
@@ -406,7 +406,7 @@ mod tests {
 
     fn hp(arch: &str, extra: &[(&str, Value)]) -> Hparams {
         let spec = ForwardSpec::for_arch(arch).unwrap();
-        Hparams::read(arch, &meta(arch, extra), &spec, &[]).unwrap()
+        Hparams::read(arch, &meta(arch, extra), &spec).unwrap()
     }
 
     #[test]
@@ -499,6 +499,16 @@ mod tests {
         let h = hp("qwen2", &[("attention.head_count_kv", Value::U32(2))]);
         assert_eq!((h.n_head_kv(0), h.head_dim_k, h.attn_scale), (2, 16, 0.25));
         assert!(h.swa.iter().all(|s| !s));
+        assert_eq!((h.rope_attn_factor, h.n_ctx_orig), (1.0, usize::MAX));
+        let h = hp(
+            "phi3",
+            &[
+                ("context_length", Value::U32(131072)),
+                ("rope.scaling.original_context_length", Value::U32(4096)),
+                ("rope.scaling.attn_factor", Value::F32(1.19)),
+            ],
+        );
+        assert_eq!((h.rope_attn_factor, h.n_ctx_orig), (1.19, 4096));
         let h = hp("phi3", &[("attention.sliding_window", Value::U32(2048))]);
         assert!(
             h.swa.iter().all(|s| !s),

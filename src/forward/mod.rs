@@ -233,6 +233,32 @@ pub struct Forward<'m> {
     pub model: &'m Model,
     pub spec: ForwardSpec,
     pub hp: Hparams,
+    rope_factors: RopeFactors,
+}
+
+/// Per-frequency RoPE divisors (ggml_rope_ext's `freq_factors`, n_rot / 2 values), shared by
+/// every layer: llama3's `rope_freqs.weight`, or phi3's `rope_factors_short.weight` /
+/// `rope_factors_long.weight`, which llama.cpp picks by context size (`get_rope_factors`).
+#[derive(Default)]
+struct RopeFactors {
+    freqs: Option<Vec<f32>>,
+    short: Option<Vec<f32>>,
+    long: Option<Vec<f32>>,
+}
+
+impl RopeFactors {
+    /// The factors for a window of `n_ctx` tokens (llama.cpp compares the context size, which
+    /// for perplexity and scoring windows is the window length, with the original context).
+    fn for_ctx(&self, n_ctx: usize, n_ctx_orig: usize) -> Option<&[f32]> {
+        if let Some(f) = &self.freqs {
+            return Some(f);
+        }
+        if n_ctx > n_ctx_orig {
+            self.long.as_deref()
+        } else {
+            self.short.as_deref()
+        }
+    }
 }
 
 impl<'m> Forward<'m> {
@@ -242,9 +268,35 @@ impl<'m> Forward<'m> {
         let meta = model.metadata();
         let arch = meta.architecture()?.to_string();
         let spec = ForwardSpec::for_arch(&arch)?;
-        let names: Vec<&str> = model.tensors.iter().map(|t| t.info.name.as_str()).collect();
-        let hp = Hparams::read(&arch, meta, &spec, &names)?;
-        Ok(Forward { model, spec, hp })
+        let hp = Hparams::read(&arch, meta, &spec)?;
+        let mut fw = Forward {
+            model,
+            spec,
+            hp,
+            rope_factors: RopeFactors::default(),
+        };
+        let factors = RopeFactors {
+            freqs: fw.rope_factor_tensor("rope_freqs.weight")?,
+            short: fw.rope_factor_tensor("rope_factors_short.weight")?,
+            long: fw.rope_factor_tensor("rope_factors_long.weight")?,
+        };
+        fw.rope_factors = factors;
+        Ok(fw)
+    }
+
+    /// A RoPE frequency-factor tensor, which must hold one value per rotated pair.
+    fn rope_factor_tensor(&self, name: &str) -> Result<Option<Vec<f32>>> {
+        let v = self.opt_vector(name)?;
+        if let Some(v) = &v {
+            if v.len() != self.hp.n_rot / 2 {
+                return Err(Error::Forward(format!(
+                    "tensor {name:?} has {} values, expected n_rot / 2 = {}",
+                    v.len(),
+                    self.hp.n_rot / 2
+                )));
+            }
+        }
+        Ok(v)
     }
 
     pub fn n_layer(&self) -> usize {
@@ -507,8 +559,16 @@ impl<'m> Forward<'m> {
             let qw = &mut q[start * nh * hdk..(start + len) * nh * hdk];
             let kw = &mut k[start * nkv * hdk..(start + len) * nkv * hdk];
             if let Some(style) = self.spec.rope {
-                ops::rope(qw, nh, hdk, hp.n_rot, base, hp.rope_freq_scale, style);
-                ops::rope(kw, nkv, hdk, hp.n_rot, base, hp.rope_freq_scale, style);
+                let rope = ops::Rope {
+                    n_rot: hp.n_rot,
+                    base,
+                    freq_scale: hp.rope_freq_scale,
+                    factors: self.rope_factors.for_ctx(len, hp.n_ctx_orig),
+                    mscale: hp.rope_attn_factor,
+                    style,
+                };
+                rope.apply(qw, nh, hdk);
+                rope.apply(kw, nkv, hdk);
             }
             let vw = &v[start * nkv * hdv..(start + len) * nkv * hdv];
             let out = self.attention(qw, kw, vw, len, nkv, window)?;

@@ -37,34 +37,70 @@ pub fn rope(
     freq_scale: f32,
     style: RopeStyle,
 ) {
-    let half = n_rot / 2;
-    // theta_i = pos * base^(-2i/n_rot), as ggml computes it (powers of theta_scale).
-    let inv: Vec<f32> = (0..half)
-        .map(|i| base.powf(-2.0 * i as f32 / n_rot as f32))
-        .collect();
-    x.par_chunks_mut(n_head * head_dim)
-        .enumerate()
-        .for_each(|(pos, tok)| {
-            let p = pos as f32 * freq_scale;
-            let cs: Vec<(f32, f32)> = inv
-                .iter()
-                .map(|&f| {
-                    let t = p * f;
-                    (t.cos(), t.sin())
-                })
-                .collect();
-            for head in tok.chunks_mut(head_dim) {
-                for (i, &(c, s)) in cs.iter().enumerate() {
-                    let (a, b) = match style {
-                        RopeStyle::Norm => (2 * i, 2 * i + 1),
-                        RopeStyle::Neox => (i, i + half),
-                    };
-                    let (x0, x1) = (head[a], head[b]);
-                    head[a] = x0 * c - x1 * s;
-                    head[b] = x0 * s + x1 * c;
+    Rope {
+        n_rot,
+        base,
+        freq_scale,
+        factors: None,
+        mscale: 1.0,
+        style,
+    }
+    .apply(x, n_head, head_dim)
+}
+
+/// RoPE as ggml_rope_ext computes it without YaRN extrapolation: pair i of position p turns by
+/// `p * freq_scale * base^(-2i/n_rot) / factors[i]`, and cos and sin are scaled by `mscale`
+/// (llama.cpp's attention factor).
+pub struct Rope<'a> {
+    pub n_rot: usize,
+    pub base: f32,
+    pub freq_scale: f32,
+    /// Per-pair frequency divisors (n_rot / 2 values).
+    pub factors: Option<&'a [f32]>,
+    pub mscale: f32,
+    pub style: RopeStyle,
+}
+
+impl Rope<'_> {
+    /// Rotates `x`, laid out as `[tokens, heads, head_dim]`, token t at position t.
+    pub fn apply(&self, x: &mut [f32], n_head: usize, head_dim: usize) {
+        let (n_rot, style, mscale) = (self.n_rot, self.style, self.mscale);
+        let half = n_rot / 2;
+        // theta_i = pos * base^(-2i/n_rot), as ggml computes it (powers of theta_scale).
+        let inv: Vec<f32> = (0..half)
+            .map(|i| {
+                let f = self.base.powf(-2.0 * i as f32 / n_rot as f32);
+                match self.factors {
+                    Some(ff) => f / ff[i],
+                    None => f,
                 }
-            }
-        });
+            })
+            .collect();
+        let freq_scale = self.freq_scale;
+        x.par_chunks_mut(n_head * head_dim)
+            .enumerate()
+            .for_each(|(pos, tok)| {
+                let p = pos as f32 * freq_scale;
+                let cs: Vec<(f32, f32)> = inv
+                    .iter()
+                    .map(|&f| {
+                        let t = p * f;
+                        (t.cos() * mscale, t.sin() * mscale)
+                    })
+                    .collect();
+                for head in tok.chunks_mut(head_dim) {
+                    for (i, &(c, s)) in cs.iter().enumerate() {
+                        let (a, b) = match style {
+                            RopeStyle::Norm => (2 * i, 2 * i + 1),
+                            RopeStyle::Neox => (i, i + half),
+                        };
+                        let (x0, x1) = (head[a], head[b]);
+                        head[a] = x0 * c - x1 * s;
+                        head[b] = x0 * s + x1 * c;
+                    }
+                }
+            });
+    }
 }
 
 /// ggml's tanh approximation of GELU.
@@ -153,6 +189,23 @@ mod tests {
         let mut x = vec![0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
         rope(&mut x, 1, 4, 4, 1.0, 1.0, RopeStyle::Neox);
         assert!((x[4] - c).abs() < 1e-6 && (x[6] - s).abs() < 1e-6 && x[5] == 0.0);
+    }
+
+    #[test]
+    fn rope_factors_divide_the_angle_and_mscale_scales() {
+        // One head of 2 values at position 1, base 1: angle 1 / factor 2 = 0.5, times 3.
+        let mut x = vec![0.0, 0.0, 1.0, 0.0];
+        Rope {
+            n_rot: 2,
+            base: 1.0,
+            freq_scale: 1.0,
+            factors: Some(&[2.0]),
+            mscale: 3.0,
+            style: RopeStyle::Neox,
+        }
+        .apply(&mut x, 1, 2);
+        assert!((x[2] - 3.0 * 0.5f32.cos()).abs() < 1e-6);
+        assert!((x[3] - 3.0 * 0.5f32.sin()).abs() < 1e-6);
     }
 
     #[test]
