@@ -21,8 +21,9 @@
 //!   beside the fused weight, which llama.cpp also accepts), fused `ffn_up` holding [gate; up],
 //!   and a 64-token `sliding_window` key that llama.cpp ignores for phi3 (a window that small
 //!   changes the logits completely, see the gemma2 control, so matching shows we ignore it too);
-//!   a third file has long-context RoPE: `rope_factors_short/long` tensors, an original context
-//!   below -c (so the long ones apply) and `rope.scaling.attn_factor`;
+//!   a third file has Phi-4-mini's long-context RoPE: `rope_factors_short/long` tensors, an
+//!   original context below -c (so the long ones apply), `rope.scaling.attn_factor`, and RoPE on
+//!   3/4 of each head;
 //! - llama (SmolLM2's own layout) with llama3's `rope_freqs.weight`.
 //!
 //! Six of thirty blocks do not make a good language model: perplexities here are 1e5 to 2e6
@@ -271,6 +272,16 @@ impl Arch {
         }
     }
 
+    /// Values rotated per head: all, except phi3 with long-context RoPE, which rotates 3/4 of
+    /// them as Phi-4-mini does (partial_rotary_factor 0.75).
+    fn n_rot(self, v: Variant) -> usize {
+        if self == Arch::Phi3 && v.rope_factors.is_some() {
+            self.head_dim() * 3 / 4
+        } else {
+            self.head_dim()
+        }
+    }
+
     /// The metadata and tensors of this architecture's file.
     fn build(self, v: Variant) -> (Metadata, Vec<(String, T)>) {
         let s = smol();
@@ -296,7 +307,10 @@ impl Arch {
         );
         meta.set(&key("attention.layer_norm_rms_epsilon"), Value::F32(1e-5));
         meta.set(&key("rope.freq_base"), Value::F32(100_000.0));
-        meta.set(&key("rope.dimension_count"), Value::U32(hd as u32));
+        meta.set(
+            &key("rope.dimension_count"),
+            Value::U32(self.n_rot(v) as u32),
+        );
         if hd != HEAD_DIM {
             meta.set(&key("attention.key_length"), Value::U32(hd as u32));
             meta.set(&key("attention.value_length"), Value::U32(hd as u32));
@@ -364,7 +378,7 @@ impl Arch {
             // low frequencies up to 8 to 60; larger ones at every frequency matter at ctx 512).
             let factors = |seed| {
                 T::vector(
-                    common::noise(seed, HEAD_DIM / 2, 1.5)
+                    common::noise(seed, self.n_rot(v) / 2, 1.5)
                         .into_iter()
                         .map(|x| 2.5 + x)
                         .collect(),
@@ -682,8 +696,9 @@ fn gemma2_matches_llama_cpp() {
     );
 }
 
-/// phi3 long-context RoPE (Phi-3.5-mini, Phi-4-mini): factor tensors and an attention factor.
-/// With the original context 256 below -c 512, llama.cpp takes the long factors.
+/// phi3 long-context RoPE (Phi-3.5-mini, Phi-4-mini): factor tensors and an attention factor,
+/// RoPE on 48 of 64 values (Phi-4-mini's partial rotation). With the original context 256 below
+/// -c 512, llama.cpp takes the long factors.
 #[test]
 fn phi3_rope_factors_match_llama_cpp() {
     let v = Variant {
