@@ -477,6 +477,17 @@ mod tests {
         assert_eq!(h.attn_softcap, Some(50.0));
         assert_eq!(h.final_softcap, Some(30.0));
         assert_eq!(h.rope_base(0), 1e4);
+        // key_length 32 != n_embd / n_head = 16: 1/sqrt(key_length), except at 46 blocks (27B).
+        let h = hp("gemma2", &[("attention.key_length", Value::U32(32))]);
+        assert_eq!(h.attn_scale, 1.0 / 32f32.sqrt());
+        let h = hp(
+            "gemma2",
+            &[
+                ("attention.key_length", Value::U32(32)),
+                ("block_count", Value::U32(46)),
+            ],
+        );
+        assert_eq!(h.attn_scale, 0.25);
     }
 
     #[test]
