@@ -13,7 +13,7 @@ pub mod config;
 pub mod ops;
 
 use crate::error::{Error, Result};
-use crate::gguf::{GgmlType, Model};
+use crate::gguf::{GgmlType, Model, ModelTensor};
 use candle_core::{Device, Tensor};
 pub use config::{ForwardSpec, Hparams};
 
@@ -303,7 +303,7 @@ impl<'m> Forward<'m> {
         self.hp.n_layer
     }
 
-    fn tensor(&self, name: &str) -> Result<&crate::gguf::ModelTensor> {
+    fn tensor(&self, name: &str) -> Result<&ModelTensor> {
         self.model.tensor(name).ok_or_else(|| Error::MissingTensor {
             name: name.to_string(),
         })
@@ -331,7 +331,8 @@ impl<'m> Forward<'m> {
     }
 
     /// A 2-d weight `name` with `n_in` values per row, as a linear layer (bias `*.bias` if present).
-    fn linear(&self, name: &str, n_in: usize) -> Result<Linear> {
+    /// The 2-D weight `name` taking `n_in` inputs, and its number of outputs.
+    fn matrix(&self, name: &str, n_in: usize) -> Result<(&ModelTensor, usize)> {
         let t = self.tensor(name)?;
         let dims = &t.info.dims;
         if dims.len() != 2 || dims[0] as usize != n_in {
@@ -339,7 +340,11 @@ impl<'m> Forward<'m> {
                 "tensor {name:?} has dims {dims:?}, expected [{n_in}, *]"
             )));
         }
-        let n_out = dims[1] as usize;
+        Ok((t, dims[1] as usize))
+    }
+
+    fn linear(&self, name: &str, n_in: usize) -> Result<Linear> {
+        let (t, n_out) = self.matrix(name, n_in)?;
         let w = dequantize(name, t.info.ggml_type, self.model.data(t), n_out, n_in)?;
         let w_t = w.t().map_err(candle(format!("transposing {name}")))?;
         let bias = self.opt_vector(&name.replace(".weight", ".bias"))?;
@@ -737,29 +742,21 @@ impl<'m> Forward<'m> {
     /// slice by slice from the file for every group of positions.
     pub fn output_head_within(&self, budget_bytes: usize) -> Result<OutputHead> {
         let name = self.output_head_name();
-        let t = self.tensor(name)?;
-        let dims = &t.info.dims;
         let n_in = self.hp.n_embd;
-        if dims.len() != 2 || dims[0] as usize != n_in {
-            return Err(Error::Forward(format!(
-                "tensor {name:?} has dims {dims:?}, expected [{n_in}, *]"
-            )));
-        }
-        let n_out = dims[1] as usize;
+        let (t, n_out) = self.matrix(name, n_in)?;
         let ty = t.info.ggml_type;
         let row_bytes = ty.bytes_for(n_in as u64).map(|b| b as usize);
         let has_bias = name == "output.weight" && self.model.tensor("output.bias").is_some();
         match row_bytes {
             Some(row_bytes) if n_out * n_in * 4 > budget_bytes && !has_bias => {
-                let slice_rows = (budget_bytes / 8 / (n_in * 4)).clamp(1, n_out);
-                Ok(OutputHead::Sliced {
+                Ok(OutputHead::Sliced(SlicedHead {
                     name,
                     ty,
                     row_bytes,
                     n_in,
                     n_out,
-                    slice_rows,
-                })
+                    slice_rows: (budget_bytes / 8 / (n_in * 4)).clamp(1, n_out),
+                }))
             }
             _ => Ok(OutputHead::Whole(self.output_head()?)),
         }
@@ -771,38 +768,40 @@ impl<'m> Forward<'m> {
 /// the head per group of positions (about a tenth of the matmul's time) and a few MiB.
 pub enum OutputHead {
     Whole(Linear),
-    Sliced {
-        name: &'static str,
-        ty: GgmlType,
-        row_bytes: usize,
-        n_in: usize,
-        n_out: usize,
-        /// Vocabulary rows dequantized at a time.
-        slice_rows: usize,
-    },
+    Sliced(SlicedHead),
+}
+
+/// An output head read from the file a slice of vocabulary rows at a time.
+pub struct SlicedHead {
+    name: &'static str,
+    ty: GgmlType,
+    row_bytes: usize,
+    n_in: usize,
+    n_out: usize,
+    /// Vocabulary rows dequantized at a time.
+    slice_rows: usize,
 }
 
 impl OutputHead {
     pub fn n_out(&self) -> usize {
         match self {
             OutputHead::Whole(l) => l.n_out,
-            OutputHead::Sliced { n_out, .. } => *n_out,
+            OutputHead::Sliced(s) => s.n_out,
         }
     }
 
     /// `n` rows of logits for the `n` normalised rows in `h`.
     fn forward(&self, model: &Model, h: &[f32], n: usize) -> Result<Vec<f32>> {
-        let (name, ty, row_bytes, n_in, n_out, slice_rows) = match *self {
-            OutputHead::Whole(ref l) => return l.forward(h, n),
-            OutputHead::Sliced {
-                name,
-                ty,
-                row_bytes,
-                n_in,
-                n_out,
-                slice_rows,
-            } => (name, ty, row_bytes, n_in, n_out, slice_rows),
-        };
+        match self {
+            OutputHead::Whole(l) => l.forward(h, n),
+            OutputHead::Sliced(s) => s.forward(model, h, n),
+        }
+    }
+}
+
+impl SlicedHead {
+    fn forward(&self, model: &Model, h: &[f32], n: usize) -> Result<Vec<f32>> {
+        let (name, n_in, n_out) = (self.name, self.n_in, self.n_out);
         let t = model
             .tensor(name)
             .ok_or_else(|| Error::Forward(format!("tensor {name:?} is missing")))?;
@@ -811,14 +810,9 @@ impl OutputHead {
         let mut out = vec![0f32; n * n_out];
         let mut r0 = 0;
         while r0 < n_out {
-            let r1 = (r0 + slice_rows).min(n_out);
-            let w = dequantize(
-                name,
-                ty,
-                &bytes[r0 * row_bytes..r1 * row_bytes],
-                r1 - r0,
-                n_in,
-            )?;
+            let r1 = (r0 + self.slice_rows).min(n_out);
+            let rows = &bytes[r0 * self.row_bytes..r1 * self.row_bytes];
+            let w = dequantize(name, self.ty, rows, r1 - r0, n_in)?;
             let y: Vec<f32> = x
                 .matmul(&w.t().map_err(candle("head slice"))?)
                 .and_then(|y| y.flatten_all())
