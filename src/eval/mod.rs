@@ -254,6 +254,27 @@ impl RowOrder {
     }
 }
 
+/// Runs `source` over `group` (windows of `n_ctx` tokens scored from `first`), handing each row
+/// to `f(w, p, row)` only after checking its length, its place and its order, then checks that
+/// the source delivered every row.
+#[allow(clippy::type_complexity)]
+fn checked_logits(
+    source: &mut dyn LogitsSource,
+    group: &[Vec<u32>],
+    first: usize,
+    n_ctx: usize,
+    n_vocab: usize,
+    f: &mut dyn FnMut(usize, usize, &[f32]) -> Result<()>,
+) -> Result<()> {
+    let mut order = RowOrder::new(first, n_ctx, 0);
+    source.logits(group, first, &mut |w, p, row| {
+        check_row(n_vocab, group, first, w, p, row)?;
+        order.expect(w, p)?;
+        f(w, p, row)
+    })?;
+    order.check_done(group.len())
+}
+
 /// Perplexity of `source` over `windows` (from [`make_windows`]), llama-perplexity's way.
 /// `progress` is called after each window.
 pub fn perplexity(
@@ -307,10 +328,7 @@ fn perplexity_inner(
     for start in (0..n_chunks).step_by(windows_per_call.max(1)) {
         crate::interrupt::check()?;
         let group = &windows[start..(start + windows_per_call.max(1)).min(n_chunks)];
-        let mut order = RowOrder::new(first, n_ctx, 0);
-        source.logits(group, first, &mut |w, p, row| {
-            check_row(n_vocab, group, first, w, p, row)?;
-            order.expect(w, p)?;
+        checked_logits(source, group, first, n_ctx, n_vocab, &mut |w, p, row| {
             if p + 1 < n_ctx {
                 let target = group[w][p + 1] as usize;
                 sum.add(match save.as_mut() {
@@ -328,7 +346,6 @@ fn perplexity_inner(
             }
             Ok(())
         })?;
-        order.check_done(group.len())?;
     }
     let (ppl, ppl_err) = sum.estimate();
     Ok(Perplexity {
@@ -586,6 +603,43 @@ pub struct KlDivergence {
     pub n_ctx: usize,
 }
 
+/// Where a group of windows stands in a KL run: its first window's index among `n_chunks`, and
+/// the shape of the rows (`n_ctx` tokens scored from `first`, `n_vocab` logits).
+struct GroupAt {
+    start: usize,
+    n_chunks: usize,
+    first: usize,
+    n_ctx: usize,
+    n_vocab: usize,
+}
+
+/// Adds `model`'s scored rows of `group` to `acc`, each against `base_row(w, i)`, the reference
+/// row of window `w`'s `i`-th scored position, and reports each finished window to `progress`.
+fn kl_group<'b>(
+    model: &mut dyn LogitsSource,
+    group: &[Vec<u32>],
+    at: &GroupAt,
+    base_row: &dyn Fn(usize, usize) -> BaseRow<'b>,
+    acc: &mut KlAccumulator,
+    progress: &mut dyn FnMut(&ChunkDone),
+) -> Result<()> {
+    let (first, n_ctx) = (at.first, at.n_ctx);
+    checked_logits(model, group, first, n_ctx, at.n_vocab, &mut |w, p, row| {
+        if p + 1 < n_ctx {
+            acc.add(row, &base_row(w, p - first), group[w][p + 1] as usize);
+        } else {
+            let done = ChunkDone {
+                chunk: at.start + w + 1,
+                n_chunks: at.n_chunks,
+                ppl: acc.ppl(),
+                kld: Some(acc.kl_mean()),
+            };
+            progress(&done);
+        }
+        Ok(())
+    })
+}
+
 /// Compares `source` with the rows stored in a `--kl-divergence-base` file, on the file's own
 /// tokens and context size (as llama-perplexity `--kl-divergence` does). `bos` replaces position
 /// 0 of every window when the model adds BOS; `max_chunks` limits the chunks read.
@@ -627,28 +681,15 @@ pub fn kl_divergence_vs_base(
     for start in (0..n_chunks).step_by(windows_per_call.max(1)) {
         crate::interrupt::check()?;
         let group = &windows[start..(start + windows_per_call.max(1)).min(n_chunks)];
-        let mut order = RowOrder::new(first, n_ctx, 0);
-        source.logits(group, first, &mut |w, p, row| {
-            check_row(n_vocab, group, first, w, p, row)?;
-            order.expect(w, p)?;
-            if p + 1 < n_ctx {
-                acc.add(
-                    row,
-                    &base.row(start + w, p - first),
-                    group[w][p + 1] as usize,
-                );
-            } else {
-                let done = ChunkDone {
-                    chunk: start + w + 1,
-                    n_chunks,
-                    ppl: acc.ppl(),
-                    kld: Some(acc.kl_mean()),
-                };
-                progress(&done);
-            }
-            Ok(())
-        })?;
-        order.check_done(group.len())?;
+        let base_row = |w: usize, i: usize| base.row(start + w, i);
+        let at = GroupAt {
+            start,
+            n_chunks,
+            first,
+            n_ctx,
+            n_vocab,
+        };
+        kl_group(source, group, &at, &base_row, &mut acc, progress)?;
     }
     Ok(acc.finish(n_chunks, n_ctx))
 }
@@ -688,40 +729,25 @@ pub fn kl_divergence_vs_model(
         let group = &windows[start..(start + per_call).min(n_chunks)];
         stored.clear();
         stored.resize(group.len() * rows * rb, 0u8);
-        let mut order = RowOrder::new(first, n_ctx, 0);
-        reference.logits(group, first, &mut |w, p, row| {
-            check_row(n_vocab, group, first, w, p, row)?;
-            order.expect(w, p)?;
+        checked_logits(reference, group, first, n_ctx, n_vocab, &mut |w, p, row| {
             if p + 1 < n_ctx {
                 let at = (w * rows + p - first) * rb;
                 kl_base::encode_row(row, group[w][p + 1] as usize, &mut stored[at..at + rb]);
             }
             Ok(())
         })?;
-        order.check_done(group.len())?;
-        let mut order = RowOrder::new(first, n_ctx, 0);
-        model.logits(group, first, &mut |w, p, row| {
-            check_row(n_vocab, group, first, w, p, row)?;
-            order.expect(w, p)?;
-            if p + 1 < n_ctx {
-                let at = (w * rows + p - first) * rb;
-                acc.add(
-                    row,
-                    &BaseRow::from_bytes(&stored[at..at + rb], n_vocab),
-                    group[w][p + 1] as usize,
-                );
-            } else {
-                let done = ChunkDone {
-                    chunk: start + w + 1,
-                    n_chunks,
-                    ppl: acc.ppl(),
-                    kld: Some(acc.kl_mean()),
-                };
-                progress(&done);
-            }
-            Ok(())
-        })?;
-        order.check_done(group.len())?;
+        let base_row = |w: usize, i: usize| {
+            let at = (w * rows + i) * rb;
+            BaseRow::from_bytes(&stored[at..at + rb], n_vocab)
+        };
+        let at = GroupAt {
+            start,
+            n_chunks,
+            first,
+            n_ctx,
+            n_vocab,
+        };
+        kl_group(model, group, &at, &base_row, &mut acc, progress)?;
     }
     Ok(acc.finish(n_chunks, n_ctx))
 }
