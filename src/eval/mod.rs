@@ -603,41 +603,49 @@ pub struct KlDivergence {
     pub n_ctx: usize,
 }
 
-/// Where a group of windows stands in a KL run: its first window's index among `n_chunks`, and
-/// the shape of the rows (`n_ctx` tokens scored from `first`, `n_vocab` logits).
-struct GroupAt {
-    start: usize,
+/// The shape of a KL run: `n_chunks` windows of `n_ctx` tokens scored from `first`, rows of
+/// `n_vocab` logits.
+struct KlShape {
     n_chunks: usize,
     first: usize,
     n_ctx: usize,
     n_vocab: usize,
 }
 
-/// Adds `model`'s scored rows of `group` to `acc`, each against `base_row(w, i)`, the reference
-/// row of window `w`'s `i`-th scored position, and reports each finished window to `progress`.
+/// Adds `model`'s scored rows of `group` (the windows from index `start`) to `acc`, each against
+/// `base_row(w, i)`, the reference row of window `w`'s `i`-th scored position, and reports each
+/// finished window to `progress`.
 fn kl_group<'b>(
     model: &mut dyn LogitsSource,
     group: &[Vec<u32>],
-    at: &GroupAt,
+    start: usize,
+    shape: &KlShape,
     base_row: &dyn Fn(usize, usize) -> BaseRow<'b>,
     acc: &mut KlAccumulator,
     progress: &mut dyn FnMut(&ChunkDone),
 ) -> Result<()> {
-    let (first, n_ctx) = (at.first, at.n_ctx);
-    checked_logits(model, group, first, n_ctx, at.n_vocab, &mut |w, p, row| {
-        if p + 1 < n_ctx {
-            acc.add(row, &base_row(w, p - first), group[w][p + 1] as usize);
-        } else {
-            let done = ChunkDone {
-                chunk: at.start + w + 1,
-                n_chunks: at.n_chunks,
-                ppl: acc.ppl(),
-                kld: Some(acc.kl_mean()),
-            };
-            progress(&done);
-        }
-        Ok(())
-    })
+    let (first, n_ctx) = (shape.first, shape.n_ctx);
+    checked_logits(
+        model,
+        group,
+        first,
+        n_ctx,
+        shape.n_vocab,
+        &mut |w, p, row| {
+            if p + 1 < n_ctx {
+                acc.add(row, &base_row(w, p - first), group[w][p + 1] as usize);
+            } else {
+                let done = ChunkDone {
+                    chunk: start + w + 1,
+                    n_chunks: shape.n_chunks,
+                    ppl: acc.ppl(),
+                    kld: Some(acc.kl_mean()),
+                };
+                progress(&done);
+            }
+            Ok(())
+        },
+    )
 }
 
 /// Compares `source` with the rows stored in a `--kl-divergence-base` file, on the file's own
@@ -677,19 +685,18 @@ pub fn kl_divergence_vs_base(
         .collect();
     check_tokens(&windows, n_vocab)?;
     let first = kl_base::first_scored(n_ctx);
+    let shape = KlShape {
+        n_chunks,
+        first,
+        n_ctx,
+        n_vocab,
+    };
     let mut acc = KlAccumulator::default();
     for start in (0..n_chunks).step_by(windows_per_call.max(1)) {
         crate::interrupt::check()?;
         let group = &windows[start..(start + windows_per_call.max(1)).min(n_chunks)];
         let base_row = |w: usize, i: usize| base.row(start + w, i);
-        let at = GroupAt {
-            start,
-            n_chunks,
-            first,
-            n_ctx,
-            n_vocab,
-        };
-        kl_group(source, group, &at, &base_row, &mut acc, progress)?;
+        kl_group(source, group, start, &shape, &base_row, &mut acc, progress)?;
     }
     Ok(acc.finish(n_chunks, n_ctx))
 }
@@ -722,6 +729,12 @@ pub fn kl_divergence_vs_model(
     let rb = kl_base::row_bytes(n_vocab);
     let per_call = windows_per_call.clamp(1, (REF_ROWS_BUDGET / (rows * rb).max(1)).max(1));
     let n_chunks = windows.len();
+    let shape = KlShape {
+        n_chunks,
+        first,
+        n_ctx,
+        n_vocab,
+    };
     let mut acc = KlAccumulator::default();
     let mut stored = Vec::new();
     for start in (0..n_chunks).step_by(per_call) {
@@ -740,14 +753,7 @@ pub fn kl_divergence_vs_model(
             let at = (w * rows + i) * rb;
             BaseRow::from_bytes(&stored[at..at + rb], n_vocab)
         };
-        let at = GroupAt {
-            start,
-            n_chunks,
-            first,
-            n_ctx,
-            n_vocab,
-        };
-        kl_group(model, group, &at, &base_row, &mut acc, progress)?;
+        kl_group(model, group, start, &shape, &base_row, &mut acc, progress)?;
     }
     Ok(acc.finish(n_chunks, n_ctx))
 }
