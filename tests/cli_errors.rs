@@ -212,12 +212,7 @@ fn models_the_prune_cannot_take() {
     let model = dir.path().join("absent.gguf");
     assert_clean_failure(&run(&model, "0"), &target, &["absent.gguf"]);
     // A folder or a named pipe given as the model (opening a pipe would block forever).
-    let fifo = dir.path().join("pipe.gguf");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    let fifo = common::named_pipe(dir.path(), "pipe.gguf");
     for model in [dir.path(), fifo.as_path()] {
         assert_clean_failure(&run(model, "0"), &target, &["not a regular file"]);
     }

@@ -269,3 +269,12 @@ pub fn llama_metadata(
     m.set(&arch_key("llama", "rope.freq_base"), Value::F32(10000.0));
     m
 }
+
+/// Makes a named pipe `dir/name` (for checks that a pipe is refused instead of read, which
+/// would block) and returns its path.
+pub fn named_pipe(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let made = Command::new("mkfifo").arg(&path).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo {}", path.display());
+    path
+}
