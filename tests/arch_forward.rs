@@ -45,7 +45,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use gguf_prune::gguf::{self, GgmlType, Metadata, Model, OutTensor, Value, WriteOptions};
+use gguf_prune::gguf::{self, Metadata, Model, Value};
 
 /// SmolLM2's blocks kept, in order (fewer is faster; the first and last ones keep a model that
 /// predicts text, where its first blocks alone only echo the input token).
@@ -500,71 +500,29 @@ impl Arch {
         let path = dir.join(file);
         let tensors = tensors
             .into_iter()
-            .map(|(name, t)| OutTensor {
-                name,
-                dims: t.dims,
-                ggml_type: GgmlType::F32,
-                data: gguf::TensorData::Bytes(
-                    t.data.iter().flat_map(|x| x.to_le_bytes()).collect(),
-                ),
-            })
+            .map(|(name, t)| common::f32_tensor(&name, &t.dims, t.data))
             .collect();
-        gguf::write_model(
-            &path,
-            3,
-            &meta,
-            tensors,
-            &WriteOptions::default(),
-            &mut |_, _| {},
-        )
-        .and_then(|pending| pending.commit())
-        .unwrap();
+        common::write_gguf(&path, 3, &meta, tensors);
         path
     }
 }
 
 fn excerpt(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(common::wikitext("wiki.test.raw")).unwrap();
-    let mut out = String::new();
-    for line in text.split_inclusive('\n') {
-        if out.len() > 12_000 {
-            break;
-        }
-        out.push_str(line);
-    }
-    let path = dir.join("excerpt.txt");
-    std::fs::write(&path, out).unwrap();
-    path
+    common::wikitext_excerpt(dir, 12_000)
 }
 
 /// llama-perplexity on `model`, saving its logits to `base`; returns its final PPL.
 fn llama_base(model: &Path, text: &Path, base: &Path) -> f64 {
-    let out = Command::new(common::llama_tool("llama-perplexity"))
-        .arg("-m")
-        .arg(model)
-        .arg("-f")
-        .arg(text)
-        .args(["-c", CTX, "-b", CTX, "--chunks", CHUNKS, "-t", "2"])
-        .arg("--kl-divergence-base")
-        .arg(base)
-        .output()
-        .expect("llama-perplexity runs");
-    let log =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "llama-perplexity failed on {}:\n{log}",
-        model.display()
-    );
-    let line = log
-        .lines()
-        .find(|l| l.contains("Final estimate: PPL ="))
-        .unwrap_or_else(|| panic!("no final estimate in:\n{log}"));
-    line.split("PPL =")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no PPL in {line:?}"))
+    common::final_ppl(&common::llama_log(
+        Command::new(common::llama_tool("llama-perplexity"))
+            .arg("-m")
+            .arg(model)
+            .arg("-f")
+            .arg(text)
+            .args(["-c", CTX, "-b", CTX, "--chunks", CHUNKS, "-t", "2"])
+            .arg("--kl-divergence-base")
+            .arg(base),
+    ))
 }
 
 /// `gguf-prune eval MODEL --kl-base BASE --json`: (kl_mean, top1, ppl).

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use gguf_prune::gguf::{self, Array, Metadata, Model, OutTensor, Value, WriteOptions};
+use gguf_prune::gguf::{Array, Metadata, Model, Value, WriteOptions};
 use gguf_prune::pipeline::prune_model;
 use gguf_prune::prune::{block_count, PrunePlan};
 
@@ -27,27 +27,8 @@ fn prune(src: &Path, removed: &[usize], out: &Path) -> Metadata {
 
 /// Writes every tensor of `model` unchanged under new metadata.
 fn copy_with_metadata(model: &Model, metadata: &Metadata, out: &Path) {
-    let tensors = model
-        .tensors
-        .iter()
-        .map(|t| OutTensor {
-            name: t.info.name.clone(),
-            dims: t.info.dims.clone(),
-            ggml_type: t.info.ggml_type,
-            data: model.copy_of(t),
-        })
-        .collect();
     let version = model.shards[0].content.version;
-    gguf::write_model(
-        out,
-        version,
-        metadata,
-        tensors,
-        &WriteOptions::default(),
-        &mut |_, _| {},
-    )
-    .and_then(|pending| pending.commit())
-    .unwrap();
+    common::write_gguf(out, version, metadata, common::copied_tensors(model));
 }
 
 fn quantize_prune(src: &Path, layers: &str, out: &Path) {

@@ -8,7 +8,6 @@ mod support;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::Path;
-use std::process::Command;
 
 use gguf_prune::gguf::{Array, Content, GgufFile, Model, Value};
 use support::{
@@ -149,12 +148,7 @@ fn truncated_files_on_disk_are_errors_naming_the_path() {
     let msg = GgufFile::open(&missing).err().unwrap().to_string();
     assert!(msg.contains("missing.gguf"), "{msg}");
     // A folder, a device and a named pipe are refused before opening (a pipe would block).
-    let fifo = dir.path().join("pipe.gguf");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    let fifo = common::named_pipe(dir.path(), "pipe.gguf");
     for p in [dir.path(), Path::new("/dev/zero"), &fifo] {
         let msg = GgufFile::open(p).err().unwrap().to_string();
         assert!(

@@ -85,19 +85,28 @@ fn os(s: &str) -> &std::ffi::OsStr {
     s.as_ref()
 }
 
+/// `gguf-prune MODEL --layers LAYERS -o TARGET`, with `--force` when `force`.
+fn prune_layers(model: &Path, layers: &str, target: &Path, force: bool) -> Output {
+    let mut args = vec![
+        model.as_os_str(),
+        os("--layers"),
+        os(layers),
+        os("-o"),
+        target.as_os_str(),
+    ];
+    if force {
+        args.push(os("--force"));
+    }
+    prune(&args)
+}
+
 #[test]
 fn a_valid_prune_of_the_tiny_model_succeeds() {
     // The positive control for every case below: the same model and flags, minus the fault.
     let dir = common::workdir();
     let model = tiny_model(dir.path());
     let out_path = dir.path().join("out.gguf");
-    let out = prune(&[
-        model.as_os_str(),
-        os("--layers"),
-        os("1,2"),
-        os("-o"),
-        out_path.as_os_str(),
-    ]);
+    let out = prune_layers(&model, "1,2", &out_path, false);
     assert!(
         out.status.success(),
         "{}",
@@ -164,15 +173,7 @@ fn bad_layer_lists() {
 fn models_the_prune_cannot_take() {
     let dir = common::workdir();
     let target = dir.path().join("out.gguf");
-    let run = |model: &Path, layers: &str| {
-        prune(&[
-            model.as_os_str(),
-            os("--layers"),
-            os(layers),
-            os("-o"),
-            target.as_os_str(),
-        ])
-    };
+    let run = |model: &Path, layers: &str| prune_layers(model, layers, &target, false);
 
     // block_count says 4, but block 2 has no tensors.
     let mut g = tiny_llama(3, 4);
@@ -211,12 +212,7 @@ fn models_the_prune_cannot_take() {
     let model = dir.path().join("absent.gguf");
     assert_clean_failure(&run(&model, "0"), &target, &["absent.gguf"]);
     // A folder or a named pipe given as the model (opening a pipe would block forever).
-    let fifo = dir.path().join("pipe.gguf");
-    assert!(Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    let fifo = common::named_pipe(dir.path(), "pipe.gguf");
     for model in [dir.path(), fifo.as_path()] {
         assert_clean_failure(&run(model, "0"), &target, &["not a regular file"]);
     }
@@ -246,17 +242,7 @@ fn output_that_is_the_input_is_refused() {
     ];
     for target in &spellings {
         for force in [false, true] {
-            let mut args = vec![
-                model.as_os_str(),
-                os("--layers"),
-                os("1"),
-                os("-o"),
-                target.as_os_str(),
-            ];
-            if force {
-                args.push(os("--force"));
-            }
-            let out = prune(&args);
+            let out = prune_layers(&model, "1", target, force);
             let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
             assert!(
                 !out.status.success(),
@@ -277,14 +263,7 @@ fn output_that_is_the_input_is_refused() {
     }
     // With --force, the refusal must be because it is the input, whatever the spelling.
     for target in &spellings {
-        let out = prune(&[
-            model.as_os_str(),
-            os("--layers"),
-            os("1"),
-            os("-o"),
-            target.as_os_str(),
-            os("--force"),
-        ]);
+        let out = prune_layers(&model, "1", target, true);
         assert!(
             String::from_utf8_lossy(&out.stderr).contains("it is an input of this run"),
             "{}",
@@ -300,13 +279,7 @@ fn existing_output_needs_force() {
     let model = tiny_model(dir.path());
     let target = dir.path().join("out.gguf");
     std::fs::write(&target, b"precious").unwrap();
-    let out = prune(&[
-        model.as_os_str(),
-        os("--layers"),
-        os("1"),
-        os("-o"),
-        target.as_os_str(),
-    ]);
+    let out = prune_layers(&model, "1", &target, false);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(!out.status.success());
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -318,14 +291,7 @@ fn existing_output_needs_force() {
     assert_eq!(std::fs::read(&target).unwrap(), b"precious");
     assert!(temp_files(dir.path()).is_empty());
     // With --force it is replaced by a valid model.
-    let out = prune(&[
-        model.as_os_str(),
-        os("--layers"),
-        os("1"),
-        os("-o"),
-        target.as_os_str(),
-        os("--force"),
-    ]);
+    let out = prune_layers(&model, "1", &target, true);
     assert!(
         out.status.success(),
         "{}",
@@ -339,15 +305,7 @@ fn unwritable_target_directories() {
     let dir = common::workdir();
     let model = tiny_model(dir.path());
     let before = std::fs::read(&model).unwrap();
-    let run = |target: &Path| {
-        prune(&[
-            model.as_os_str(),
-            os("--layers"),
-            os("1"),
-            os("-o"),
-            target.as_os_str(),
-        ])
-    };
+    let run = |target: &Path| prune_layers(&model, "1", target, false);
     let missing = dir.path().join("no/such/dir/out.gguf");
     assert_clean_failure(
         &run(&missing),
@@ -366,12 +324,7 @@ fn unwritable_target_directories() {
     std::fs::create_dir(&folder).unwrap();
     write_file(&folder, "keep", b"k");
     for force in [false, true] {
-        let mut args = vec![model.as_os_str(), os("--layers"), os("1"), os("-o")];
-        args.push(folder.as_os_str());
-        if force {
-            args.push(os("--force"));
-        }
-        let out = prune(&args);
+        let out = prune_layers(&model, "1", &folder, force);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success() && !stderr.contains("panicked"),
@@ -435,13 +388,7 @@ fn disk_full_mid_write() {
         return;
     };
     let target = mount.path.join("out.gguf");
-    let out = prune(&[
-        model.as_os_str(),
-        os("--layers"),
-        os("20-23"),
-        os("-o"),
-        target.as_os_str(),
-    ]);
+    let out = prune_layers(&model, "20-23", &target, false);
     assert_clean_failure(&out, &target, &["out.gguf", "No space left on device"]);
     // The space is given back: nothing of ours is left in the mount.
     let left: Vec<_> = std::fs::read_dir(&mount.path).unwrap().collect();

@@ -14,29 +14,11 @@ const CTX: &str = "256";
 const CHUNKS: &str = "2";
 
 fn excerpt(dir: &std::path::Path) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(common::wikitext("wiki.test.raw")).unwrap();
-    let mut out = String::new();
-    for line in text.split_inclusive('\n') {
-        if out.len() > 8000 {
-            break;
-        }
-        out.push_str(line);
-    }
-    let path = dir.join("excerpt.txt");
-    std::fs::write(&path, out).unwrap();
-    path
+    common::wikitext_excerpt(dir, 8000)
 }
 
 fn json(out: &str) -> serde_json::Value {
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"))
-}
-
-fn llama(args: &mut Command) -> String {
-    let out = args.output().expect("llama-perplexity runs");
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "llama-perplexity failed:\n{text}");
-    text
 }
 
 #[test]
@@ -44,27 +26,14 @@ fn perplexity_matches_llama_perplexity() {
     let dir = common::workdir();
     let text = excerpt(dir.path());
     let model = common::smollm2();
-    let out = llama(
+    let llama_ppl = common::final_ppl(&common::llama_log(
         Command::new(common::llama_tool("llama-perplexity"))
             .arg("-m")
             .arg(&model)
             .arg("-f")
             .arg(&text)
             .args(["-c", CTX, "-b", CTX, "--chunks", CHUNKS, "-t", "2"]),
-    );
-    let line = out
-        .lines()
-        .find(|l| l.contains("Final estimate: PPL ="))
-        .unwrap();
-    let llama_ppl: f64 = line
-        .split("PPL =")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    ));
 
     let ours = json(&common::run_ok(
         common::gguf_prune()
@@ -90,7 +59,7 @@ fn kl_base_from_llama_and_ref_of_self() {
     let text = excerpt(dir.path());
     let model = common::smollm2();
     let base = dir.path().join("base.logits");
-    llama(
+    common::llama_log(
         Command::new(common::llama_tool("llama-perplexity"))
             .arg("-m")
             .arg(&model)

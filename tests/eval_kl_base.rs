@@ -50,28 +50,6 @@ impl LogitsSource for Replay<'_> {
     }
 }
 
-fn excerpt() -> String {
-    let text = std::fs::read_to_string(common::wikitext("wiki.test.raw")).unwrap();
-    let mut out = String::new();
-    for line in text.split_inclusive('\n') {
-        if out.len() > 8000 {
-            break;
-        }
-        out.push_str(line);
-    }
-    out
-}
-
-fn llama_output(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
-    text
-}
-
 /// The first number after `label` on the line that contains it.
 fn figure(output: &str, label: &str) -> f64 {
     let line = output
@@ -89,13 +67,12 @@ fn figure(output: &str, label: &str) -> f64 {
 fn reads_llama_perplexity_kl_base_file() {
     let model = common::smollm2();
     let dir = common::workdir();
-    let text_path = dir.path().join("excerpt.txt");
-    std::fs::write(&text_path, excerpt()).unwrap();
+    let text_path = common::wikitext_excerpt(dir.path(), 8000);
     let base_path = dir.path().join("base.logits");
     let ctx = N_CTX.to_string();
     let common_args = ["-c", &ctx, "-b", &ctx, "-t", "2"];
 
-    let base_run = llama_output(
+    let base_run = common::llama_log(
         Command::new(common::llama_tool("llama-perplexity"))
             .arg("-m")
             .arg(&model)
@@ -157,7 +134,7 @@ fn reads_llama_perplexity_kl_base_file() {
     }
 
     // llama.cpp's own comparison of the model with its base file.
-    let kl_run = llama_output(
+    let kl_run = common::llama_log(
         Command::new(common::llama_tool("llama-perplexity"))
             .arg("-m")
             .arg(&model)
@@ -240,7 +217,7 @@ fn reads_llama_perplexity_kl_base_file() {
     )
     .unwrap();
     std::fs::write(&ours_path, writer.finish()).unwrap();
-    let vs_ours = llama_output(
+    let vs_ours = common::llama_log(
         Command::new(common::llama_tool("llama-perplexity"))
             .arg("-m")
             .arg(&model)

@@ -17,16 +17,7 @@ use support::{every_value_type, tiny_gemma3, tiny_llama, write_file, Gguf, F16, 
 /// tensor copied by byte range and the same version and metadata.
 fn rewrite(input: &Path, out: &Path, options: &WriteOptions) -> Vec<PathBuf> {
     let model = Model::open(input).unwrap_or_else(|e| panic!("opening {}: {e}", input.display()));
-    let tensors = model
-        .tensors
-        .iter()
-        .map(|t| OutTensor {
-            name: t.info.name.clone(),
-            dims: t.info.dims.clone(),
-            ggml_type: t.info.ggml_type,
-            data: model.copy_of(t),
-        })
-        .collect();
+    let tensors = common::copied_tensors(&model);
     let version = model.shards[0].content.version;
     gguf_prune::gguf::write_model(
         out,
@@ -242,16 +233,7 @@ fn layer_removal_through_the_writer_keeps_order_and_bytes() {
         })
         .collect();
     let out = dir.path().join("out.gguf");
-    gguf_prune::gguf::write_model(
-        &out,
-        3,
-        &meta,
-        tensors,
-        &WriteOptions::default(),
-        &mut |_, _| {},
-    )
-    .and_then(|pending| pending.commit())
-    .unwrap();
+    common::write_gguf(&out, 3, &meta, tensors);
     let got = GgufFile::open(&out).unwrap();
     assert_eq!(
         keys(&got.content.metadata),
@@ -297,16 +279,7 @@ fn key_order_is_kept_when_values_change() {
     );
     meta.set("zzz.appended", Value::U8(1));
     let out = dir.path().join("out.gguf");
-    gguf_prune::gguf::write_model(
-        &out,
-        3,
-        &meta,
-        Vec::new(),
-        &WriteOptions::default(),
-        &mut |_, _| {},
-    )
-    .and_then(|pending| pending.commit())
-    .unwrap();
+    common::write_gguf(&out, 3, &meta, Vec::new());
     let got = GgufFile::open(&out).unwrap();
     let mut expected = before.clone();
     expected.push("zzz.appended".into());

@@ -7,7 +7,7 @@ mod common;
 use common::{f32_tensor, noise};
 
 use gguf_prune::forward::Forward;
-use gguf_prune::gguf::{arch_key, write_model, Metadata, Model, Value, WriteOptions};
+use gguf_prune::gguf::{Model, WriteOptions};
 use gguf_prune::heal::{heal_with_windows, HealOptions};
 use gguf_prune::pipeline::write_verified;
 use gguf_prune::prune::{rewrite, PrunePlan};
@@ -40,22 +40,7 @@ fn zero_rows(mut w: Vec<f32>, n_in: usize, rows: std::ops::Range<usize>) -> Vec<
 /// So the stream after block 2 is h_0 - M + M T for one d x d matrix T; block 3 is an ordinary
 /// nonlinear block that makes any error visible downstream.
 fn linear_run_llama(path: &Path) {
-    let mut m = Metadata::new();
-    m.set("general.architecture", Value::String(b"llama".to_vec()));
-    for (k, v) in [
-        ("block_count", 4),
-        ("embedding_length", D),
-        ("feed_forward_length", FF),
-        ("attention.head_count", 4),
-        ("attention.head_count_kv", 2),
-    ] {
-        m.set(&arch_key("llama", k), Value::U32(v as u32));
-    }
-    m.set(
-        &arch_key("llama", "attention.layer_norm_rms_epsilon"),
-        Value::F32(1e12),
-    );
-    m.set(&arch_key("llama", "rope.freq_base"), Value::F32(10000.0));
+    let m = common::llama_metadata(4, D, FF, 1e12);
     let mut embd = noise(1, D * VOCAB, 1.0);
     for row in embd.chunks_mut(D) {
         row[HALF..].iter_mut().for_each(|v| *v = 0.0);
@@ -119,10 +104,7 @@ fn linear_run_llama(path: &Path) {
         };
         t.push(f32_tensor(&p("ffn_down"), &[FF as u64, D as u64], down));
     }
-    write_model(path, 3, &m, t, &WriteOptions::default(), &mut |_, _| {})
-        .unwrap()
-        .commit()
-        .unwrap();
+    common::write_gguf(path, 3, &m, t);
 }
 
 fn windows() -> Vec<Vec<u32>> {

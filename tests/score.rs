@@ -5,7 +5,7 @@ mod common;
 use common::{f32_tensor, noise};
 
 use gguf_prune::forward::{Forward, LogitsSource, ModelLogits};
-use gguf_prune::gguf::{arch_key, write_model, Metadata, Model, Value, WriteOptions};
+use gguf_prune::gguf::Model;
 use gguf_prune::score::score_layers;
 use std::path::Path;
 
@@ -17,22 +17,7 @@ const LAYERS: usize = 4;
 /// A tiny llama model (4 heads, 2 KV heads) whose block `silent` has zero attention-output and
 /// FFN-down weights, so it adds nothing to the residual stream.
 fn tiny_llama(path: &Path, silent: usize) {
-    let mut m = Metadata::new();
-    m.set("general.architecture", Value::String(b"llama".to_vec()));
-    for (k, v) in [
-        ("block_count", LAYERS),
-        ("embedding_length", D),
-        ("feed_forward_length", FF),
-        ("attention.head_count", 4),
-        ("attention.head_count_kv", 2),
-    ] {
-        m.set(&arch_key("llama", k), Value::U32(v as u32));
-    }
-    m.set(
-        &arch_key("llama", "attention.layer_norm_rms_epsilon"),
-        Value::F32(1e-5),
-    );
-    m.set(&arch_key("llama", "rope.freq_base"), Value::F32(10000.0));
+    let m = common::llama_metadata(LAYERS, D, FF, 1e-5);
     let mut t = vec![
         f32_tensor(
             "token_embd.weight",
@@ -89,9 +74,7 @@ fn tiny_llama(path: &Path, silent: usize) {
             zero_or(D * FF, seed + 7),
         ));
     }
-    write_model(path, 3, &m, t, &WriteOptions::default(), &mut |_, _| {})
-        .and_then(|pending| pending.commit())
-        .unwrap();
+    common::write_gguf(path, 3, &m, t);
 }
 
 fn windows() -> Vec<Vec<u32>> {

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use gguf_prune::gguf::{write_model, Array, Metadata, Model, Value, WriteOptions};
+use gguf_prune::gguf::{Array, Metadata, Model, Value};
 use gguf_prune::tokenizer::{process_escapes, prompt_from_file, Tokenizer};
 
 /// Strings that exercise the split rules: digits, contractions, Unicode classes, white space
@@ -245,16 +245,7 @@ fn vocab_only(source: &Metadata, pre: &str, dir: &Path) -> std::path::PathBuf {
     let mut md = source.clone();
     md.set("tokenizer.ggml.pre", Value::String(pre.as_bytes().to_vec()));
     let path = dir.join(format!("vocab-{pre}.gguf"));
-    write_model(
-        &path,
-        3,
-        &md,
-        Vec::new(),
-        &WriteOptions::default(),
-        &mut |_, _| {},
-    )
-    .and_then(|pending| pending.commit())
-    .unwrap();
+    common::write_gguf(&path, 3, &md, Vec::new());
     path
 }
 
@@ -522,16 +513,7 @@ fn spm_space_prefix_matches_llama_tokenize() {
     let mut md = source.metadata().clone();
     md.remove("tokenizer.ggml.add_space_prefix");
     let path = dir.path().join("gemma3-space-prefix.gguf");
-    write_model(
-        &path,
-        3,
-        &md,
-        Vec::new(),
-        &WriteOptions::default(),
-        &mut |_, _| {},
-    )
-    .and_then(|pending| pending.commit())
-    .unwrap();
+    common::write_gguf(&path, 3, &md, Vec::new());
     let tok = Tokenizer::from_metadata(&md).unwrap();
     let joined = TRICKY.join("\n");
     for parse_special in [false, true] {

@@ -54,14 +54,7 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    if let Some(n) = args.threads {
-        anyhow::ensure!(n > 0, "--threads must be at least 1");
-        // Before any pool exists: rayon reads this once, and candle's CPU kernels read it too.
-        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global();
-    }
+    super::select::set_threads(args.threads, "--threads")?;
     let started = std::time::Instant::now();
     // Check the cheap inputs before loading any model.
     let base = match &args.kl_base {

@@ -42,13 +42,7 @@ pub struct ImatrixArgs {
 }
 
 pub fn run(args: ImatrixArgs) -> anyhow::Result<()> {
-    if let Some(t) = args.threads {
-        anyhow::ensure!(t > 0, "-t/--threads must be at least 1");
-        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build_global();
-    }
+    super::select::set_threads(args.threads, "-t/--threads")?;
     let model = Model::open(&args.model)?;
     let options = SelectOptions {
         remove: 0,

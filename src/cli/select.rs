@@ -65,15 +65,22 @@ impl SelectArgs {
     /// Sizes rayon's pool and candle's gemm (which reads `RAYON_NUM_THREADS`) once, before any
     /// work starts.
     pub fn apply_threads(&self) -> anyhow::Result<()> {
-        if let Some(t) = self.threads {
-            if t == 0 {
-                anyhow::bail!("-t/--threads must be at least 1");
-            }
-            std::env::set_var("RAYON_NUM_THREADS", t.to_string());
-            let _ = rayon::ThreadPoolBuilder::new()
-                .num_threads(t)
-                .build_global();
-        }
-        Ok(())
+        set_threads(self.threads, "-t/--threads")
     }
+}
+
+/// Sizes rayon's pool and candle's gemm to `threads` (when given) before any pool exists: rayon
+/// reads `RAYON_NUM_THREADS` once, and candle's CPU kernels read it too. `flag` names the option
+/// in the error for 0. Shared by every command with a `--threads` option.
+pub fn set_threads(threads: Option<usize>, flag: &str) -> anyhow::Result<()> {
+    if let Some(t) = threads {
+        if t == 0 {
+            anyhow::bail!("{flag} must be at least 1");
+        }
+        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global();
+    }
+    Ok(())
 }

@@ -254,6 +254,27 @@ impl RowOrder {
     }
 }
 
+/// Runs `source` over `group` (windows of `n_ctx` tokens scored from `first`), handing each row
+/// to `f(w, p, row)` only after checking its length, its place and its order, then checks that
+/// the source delivered every row.
+#[allow(clippy::type_complexity)]
+fn checked_logits(
+    source: &mut dyn LogitsSource,
+    group: &[Vec<u32>],
+    first: usize,
+    n_ctx: usize,
+    n_vocab: usize,
+    f: &mut dyn FnMut(usize, usize, &[f32]) -> Result<()>,
+) -> Result<()> {
+    let mut order = RowOrder::new(first, n_ctx, 0);
+    source.logits(group, first, &mut |w, p, row| {
+        check_row(n_vocab, group, first, w, p, row)?;
+        order.expect(w, p)?;
+        f(w, p, row)
+    })?;
+    order.check_done(group.len())
+}
+
 /// Perplexity of `source` over `windows` (from [`make_windows`]), llama-perplexity's way.
 /// `progress` is called after each window.
 pub fn perplexity(
@@ -307,10 +328,7 @@ fn perplexity_inner(
     for start in (0..n_chunks).step_by(windows_per_call.max(1)) {
         crate::interrupt::check()?;
         let group = &windows[start..(start + windows_per_call.max(1)).min(n_chunks)];
-        let mut order = RowOrder::new(first, n_ctx, 0);
-        source.logits(group, first, &mut |w, p, row| {
-            check_row(n_vocab, group, first, w, p, row)?;
-            order.expect(w, p)?;
+        checked_logits(source, group, first, n_ctx, n_vocab, &mut |w, p, row| {
             if p + 1 < n_ctx {
                 let target = group[w][p + 1] as usize;
                 sum.add(match save.as_mut() {
@@ -328,7 +346,6 @@ fn perplexity_inner(
             }
             Ok(())
         })?;
-        order.check_done(group.len())?;
     }
     let (ppl, ppl_err) = sum.estimate();
     Ok(Perplexity {
@@ -586,6 +603,51 @@ pub struct KlDivergence {
     pub n_ctx: usize,
 }
 
+/// The shape of a KL run: `n_chunks` windows of `n_ctx` tokens scored from `first`, rows of
+/// `n_vocab` logits.
+struct KlShape {
+    n_chunks: usize,
+    first: usize,
+    n_ctx: usize,
+    n_vocab: usize,
+}
+
+/// Adds `model`'s scored rows of `group` (the windows from index `start`) to `acc`, each against
+/// `base_row(w, i)`, the reference row of window `w`'s `i`-th scored position, and reports each
+/// finished window to `progress`.
+fn kl_group<'b>(
+    model: &mut dyn LogitsSource,
+    group: &[Vec<u32>],
+    start: usize,
+    shape: &KlShape,
+    base_row: &dyn Fn(usize, usize) -> BaseRow<'b>,
+    acc: &mut KlAccumulator,
+    progress: &mut dyn FnMut(&ChunkDone),
+) -> Result<()> {
+    let (first, n_ctx) = (shape.first, shape.n_ctx);
+    checked_logits(
+        model,
+        group,
+        first,
+        n_ctx,
+        shape.n_vocab,
+        &mut |w, p, row| {
+            if p + 1 < n_ctx {
+                acc.add(row, &base_row(w, p - first), group[w][p + 1] as usize);
+            } else {
+                let done = ChunkDone {
+                    chunk: start + w + 1,
+                    n_chunks: shape.n_chunks,
+                    ppl: acc.ppl(),
+                    kld: Some(acc.kl_mean()),
+                };
+                progress(&done);
+            }
+            Ok(())
+        },
+    )
+}
+
 /// Compares `source` with the rows stored in a `--kl-divergence-base` file, on the file's own
 /// tokens and context size (as llama-perplexity `--kl-divergence` does). `bos` replaces position
 /// 0 of every window when the model adds BOS; `max_chunks` limits the chunks read.
@@ -623,32 +685,18 @@ pub fn kl_divergence_vs_base(
         .collect();
     check_tokens(&windows, n_vocab)?;
     let first = kl_base::first_scored(n_ctx);
+    let shape = KlShape {
+        n_chunks,
+        first,
+        n_ctx,
+        n_vocab,
+    };
     let mut acc = KlAccumulator::default();
     for start in (0..n_chunks).step_by(windows_per_call.max(1)) {
         crate::interrupt::check()?;
         let group = &windows[start..(start + windows_per_call.max(1)).min(n_chunks)];
-        let mut order = RowOrder::new(first, n_ctx, 0);
-        source.logits(group, first, &mut |w, p, row| {
-            check_row(n_vocab, group, first, w, p, row)?;
-            order.expect(w, p)?;
-            if p + 1 < n_ctx {
-                acc.add(
-                    row,
-                    &base.row(start + w, p - first),
-                    group[w][p + 1] as usize,
-                );
-            } else {
-                let done = ChunkDone {
-                    chunk: start + w + 1,
-                    n_chunks,
-                    ppl: acc.ppl(),
-                    kld: Some(acc.kl_mean()),
-                };
-                progress(&done);
-            }
-            Ok(())
-        })?;
-        order.check_done(group.len())?;
+        let base_row = |w: usize, i: usize| base.row(start + w, i);
+        kl_group(source, group, start, &shape, &base_row, &mut acc, progress)?;
     }
     Ok(acc.finish(n_chunks, n_ctx))
 }
@@ -681,6 +729,12 @@ pub fn kl_divergence_vs_model(
     let rb = kl_base::row_bytes(n_vocab);
     let per_call = windows_per_call.clamp(1, (REF_ROWS_BUDGET / (rows * rb).max(1)).max(1));
     let n_chunks = windows.len();
+    let shape = KlShape {
+        n_chunks,
+        first,
+        n_ctx,
+        n_vocab,
+    };
     let mut acc = KlAccumulator::default();
     let mut stored = Vec::new();
     for start in (0..n_chunks).step_by(per_call) {
@@ -688,40 +742,18 @@ pub fn kl_divergence_vs_model(
         let group = &windows[start..(start + per_call).min(n_chunks)];
         stored.clear();
         stored.resize(group.len() * rows * rb, 0u8);
-        let mut order = RowOrder::new(first, n_ctx, 0);
-        reference.logits(group, first, &mut |w, p, row| {
-            check_row(n_vocab, group, first, w, p, row)?;
-            order.expect(w, p)?;
+        checked_logits(reference, group, first, n_ctx, n_vocab, &mut |w, p, row| {
             if p + 1 < n_ctx {
                 let at = (w * rows + p - first) * rb;
                 kl_base::encode_row(row, group[w][p + 1] as usize, &mut stored[at..at + rb]);
             }
             Ok(())
         })?;
-        order.check_done(group.len())?;
-        let mut order = RowOrder::new(first, n_ctx, 0);
-        model.logits(group, first, &mut |w, p, row| {
-            check_row(n_vocab, group, first, w, p, row)?;
-            order.expect(w, p)?;
-            if p + 1 < n_ctx {
-                let at = (w * rows + p - first) * rb;
-                acc.add(
-                    row,
-                    &BaseRow::from_bytes(&stored[at..at + rb], n_vocab),
-                    group[w][p + 1] as usize,
-                );
-            } else {
-                let done = ChunkDone {
-                    chunk: start + w + 1,
-                    n_chunks,
-                    ppl: acc.ppl(),
-                    kld: Some(acc.kl_mean()),
-                };
-                progress(&done);
-            }
-            Ok(())
-        })?;
-        order.check_done(group.len())?;
+        let base_row = |w: usize, i: usize| {
+            let at = (w * rows + i) * rb;
+            BaseRow::from_bytes(&stored[at..at + rb], n_vocab)
+        };
+        kl_group(model, group, start, &shape, &base_row, &mut acc, progress)?;
     }
     Ok(acc.finish(n_chunks, n_ctx))
 }

@@ -22,18 +22,45 @@ pub fn nearest_int(f: f32) -> i32 {
     ((val.to_bits() & 0x007f_ffff) as i32) - 0x0040_0000
 }
 
-/// ggml's `make_qx_quants` with `rmse_type == 1` (the only mode the ported paths use): a
-/// symmetric scale for `nmax` levels each side, searched over 18 nearby scales for the least
-/// weighted squared error. `l` receives levels offset by `nmax`. Weights are `qw`, or `x*x`.
-pub fn make_qx_quants(n: usize, nmax: i32, x: &[f32], l: &mut [i8], qw: Option<&[f32]>) -> f32 {
+/// The value of largest magnitude and that magnitude, keeping the first on ties (ggml's
+/// `amax < fabsf(v)`); (0, 0) when empty.
+pub fn signed_absmax(x: &[f32]) -> (f32, f32) {
     let (mut max, mut amax) = (0.0f32, 0.0f32);
-    for &v in &x[..n] {
+    for &v in x {
         let ax = v.abs();
         if ax > amax {
             amax = ax;
             max = v;
         }
     }
+    (max, amax)
+}
+
+/// The sum of squares, added in order as ggml does.
+pub fn sum_squares(x: &[f32]) -> f32 {
+    let mut sum = 0.0f32;
+    for &v in x {
+        sum += v * v;
+    }
+    sum
+}
+
+/// ggml's importance weights of a (sub-)block, `qw[i] * sqrt(sigma2 + x[i]^2)`, into `out`;
+/// returns their sum (added in order), which the k-quants use to weight the sub-block scales.
+pub fn importance(x: &[f32], qw: &[f32], sigma2: f32, out: &mut [f32]) -> f32 {
+    let mut sum = 0.0f32;
+    for i in 0..x.len() {
+        out[i] = qw[i] * (sigma2 + x[i] * x[i]).sqrt();
+        sum += out[i];
+    }
+    sum
+}
+
+/// ggml's `make_qx_quants` with `rmse_type == 1` (the only mode the ported paths use): a
+/// symmetric scale for `nmax` levels each side, searched over 18 nearby scales for the least
+/// weighted squared error. `l` receives levels offset by `nmax`. Weights are `qw`, or `x*x`.
+pub fn make_qx_quants(n: usize, nmax: i32, x: &[f32], l: &mut [i8], qw: Option<&[f32]>) -> f32 {
+    let (max, amax) = signed_absmax(&x[..n]);
     if amax < GROUP_MAX_EPS {
         l[..n].fill(0);
         return 0.0;
@@ -82,14 +109,7 @@ pub fn make_qx_quants(n: usize, nmax: i32, x: &[f32], l: &mut [i8], qw: Option<&
 
 /// ggml's `make_q3_quants` with `do_rmse`: symmetric levels refined one element at a time.
 fn make_q3_quants(n: usize, nmax: i32, x: &[f32], l: &mut [i8]) -> f32 {
-    let (mut max, mut amax) = (0.0f32, 0.0f32);
-    for &v in &x[..n] {
-        let ax = v.abs();
-        if ax > amax {
-            amax = ax;
-            max = v;
-        }
-    }
+    let (max, amax) = signed_absmax(&x[..n]);
     if amax < GROUP_MAX_EPS {
         l[..n].fill(0);
         return 0.0;
@@ -139,11 +159,13 @@ fn make_q3_quants(n: usize, nmax: i32, x: &[f32], l: &mut [i8]) -> f32 {
     }
 }
 
-/// ggml's `make_qkx2_quants`: an asymmetric scale and min for levels 0..=nmax, searched over
-/// `nstep + 1` candidate scales by weighted least squares. Returns the scale; `the_min`
-/// receives minus the offset.
+/// ggml's `make_qkx2_quants` and `make_qkx3_quants` (with weights given, as every caller
+/// passes them): an asymmetric scale and min for levels 0..=nmax, searched over `nstep + 1`
+/// candidate scales by weighted least squares. Returns the scale; `the_min` receives minus the
+/// offset. The two ggml functions differ only in the flat-block test (`max == min` against
+/// `max <= min`), which agree: after the scan `min <= max`, or both are false on a NaN.
 #[allow(clippy::too_many_arguments)]
-fn make_qkx2_quants(
+pub fn make_qkx_quants(
     n: usize,
     nmax: i32,
     x: &[f32],
@@ -221,95 +243,6 @@ fn make_qkx2_quants(
             if cur_error < best_error {
                 l[..n].copy_from_slice(&laux[..n]);
                 best_error = cur_error;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
-    }
-    *the_min = -min;
-    scale
-}
-
-/// ggml's `make_qkx3_quants` with weights given (every caller passes them).
-#[allow(clippy::too_many_arguments)]
-pub fn make_qkx3_quants(
-    n: usize,
-    nmax: i32,
-    x: &[f32],
-    weights: &[f32],
-    l: &mut [u8],
-    the_min: &mut f32,
-    laux: &mut [u8],
-    rmin: f32,
-    rdelta: f32,
-    nstep: i32,
-    use_mad: bool,
-) -> f32 {
-    let (mut min, mut max) = (x[0], x[0]);
-    let mut sum_w = weights[0];
-    let mut sum_x = sum_w * x[0];
-    for i in 1..n {
-        if x[i] < min {
-            min = x[i];
-        }
-        if x[i] > max {
-            max = x[i];
-        }
-        let w = weights[i];
-        sum_w += w;
-        sum_x += w * x[i];
-    }
-    if min > 0.0 {
-        min = 0.0;
-    }
-    if max <= min {
-        l[..n].fill(0);
-        *the_min = -min;
-        return 0.0;
-    }
-    let mut iscale = nmax as f32 / (max - min);
-    let mut scale = 1.0 / iscale;
-    let mut best_mad = 0.0f32;
-    for i in 0..n {
-        let li = nearest_int(iscale * (x[i] - min));
-        l[i] = li.clamp(0, nmax) as u8;
-        let mut diff = scale * l[i] as f32 + min - x[i];
-        diff = if use_mad { diff.abs() } else { diff * diff };
-        best_mad += weights[i] * diff;
-    }
-    if nstep < 1 {
-        *the_min = -min;
-        return scale;
-    }
-    for is in 0..=nstep {
-        iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
-        let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
-        for i in 0..n {
-            let li = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-            laux[i] = li as u8;
-            let w = weights[i];
-            let lf = li as f32;
-            sum_l += w * lf;
-            sum_l2 += w * lf * lf;
-            sum_xl += w * lf * x[i];
-        }
-        let d = sum_w * sum_l2 - sum_l * sum_l;
-        if d > 0.0 {
-            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / d;
-            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / d;
-            if this_min > 0.0 {
-                this_min = 0.0;
-                this_scale = sum_xl / sum_l2;
-            }
-            let mut mad = 0.0f32;
-            for i in 0..n {
-                let mut diff = this_scale * laux[i] as f32 + this_min - x[i];
-                diff = if use_mad { diff.abs() } else { diff * diff };
-                mad += weights[i] * diff;
-            }
-            if mad < best_mad {
-                l[..n].copy_from_slice(&laux[..n]);
-                best_mad = mad;
                 scale = this_scale;
                 min = this_min;
             }
@@ -411,6 +344,15 @@ fn get_scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
+/// The float scale and min of sub-blocks `2n` and `2n + 1` (the low and high nibbles of the
+/// `n`th 32 quant bytes) of a Q4_K/Q5_K block with super-scales `d` and `min`.
+fn sub_scales_k4(d: f32, min: f32, sc: &[u8], n: usize) -> [(f32, f32); 2] {
+    [2 * n, 2 * n + 1].map(|j| {
+        let (s, m) = get_scale_min_k4(j, sc);
+        (d * s as f32, min * m as f32)
+    })
+}
+
 /// Packs eight 6-bit scales and mins the way Q4_K and Q5_K store them.
 fn pack_scales_k4(ls: &[u8; 8], lm: &[u8; 8], s: &mut [u8]) {
     s[..12].fill(0);
@@ -454,21 +396,12 @@ pub fn quantize_q2_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
         let (qs, dd) = rest.split_at_mut(64);
         if let Some(qw_row) = imatrix {
             let qw_block = &qw_row[QK_K * ib..QK_K * (ib + 1)];
-            let mut sumx2 = 0.0f32;
-            for &v in x {
-                sumx2 += v * v;
-            }
-            let sigma2 = sumx2 / QK_K as f32;
+            let sigma2 = sum_squares(x) / QK_K as f32;
             let mut sw = [0f32; 16];
             for j in 0..16 {
                 let qw = &qw_block[16 * j..16 * j + 16];
-                for i in 0..16 {
-                    weights[i] = qw[i] * (sigma2 + x[16 * j + i] * x[16 * j + i]).sqrt();
-                }
-                for &w in &weights {
-                    sw[j] += w;
-                }
-                scales[j] = make_qkx3_quants(
+                sw[j] = importance(&x[16 * j..16 * j + 16], qw, sigma2, &mut weights);
+                scales[j] = make_qkx_quants(
                     16,
                     3,
                     &x[16 * j..],
@@ -508,7 +441,7 @@ pub fn quantize_q2_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
                 for i in 0..16 {
                     weights[i] = x[16 * j + i].abs();
                 }
-                scales[j] = make_qkx2_quants(
+                scales[j] = make_qkx_quants(
                     16,
                     3,
                     &x[16 * j..],
@@ -655,23 +588,12 @@ pub fn quantize_q3_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
         let d_out;
         if let Some(qw_row) = imatrix {
             let qw_block = &qw_row[QK_K * ib..QK_K * (ib + 1)];
-            let mut sumx2 = 0.0f32;
-            for &v in x {
-                sumx2 += v * v;
-            }
-            let sigma2 = 2.0 * sumx2 / QK_K as f32;
+            let sigma2 = 2.0 * sum_squares(x) / QK_K as f32;
             let mut weight = [0f32; 16];
             let mut sw = [0f32; 16];
             for j in 0..16 {
                 let qw = &qw_block[16 * j..16 * j + 16];
-                for i in 0..16 {
-                    weight[i] = qw[i] * (sigma2 + x[16 * j + i] * x[16 * j + i]).sqrt();
-                }
-                let mut sumw = 0.0f32;
-                for &w in &weight {
-                    sumw += w;
-                }
-                sw[j] = sumw;
+                sw[j] = importance(&x[16 * j..16 * j + 16], qw, sigma2, &mut weight);
                 scales[j] = make_qx_quants(16, 4, &x[16 * j..], &mut l[16 * j..], Some(&weight));
             }
             let mut ls = [0i8; 16];
@@ -749,23 +671,12 @@ fn kx_scales(x: &[f32], qw_block: Option<&[f32]>, nmax: i32, l: &mut [u8; QK_K],
     let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
     let (d, dmin);
     if let Some(qwb) = qw_block {
-        let mut sum_x2 = 0.0f32;
-        for &v in x {
-            sum_x2 += v * v;
-        }
-        let sigma2 = 2.0 * sum_x2 / QK_K as f32;
+        let sigma2 = 2.0 * sum_squares(x) / QK_K as f32;
         let mut sw = [0f32; 8];
         for j in 0..8 {
             let qw = &qwb[32 * j..32 * j + 32];
-            for i in 0..32 {
-                weights[i] = qw[i] * (sigma2 + x[32 * j + i] * x[32 * j + i]).sqrt();
-            }
-            let mut sumw = 0.0f32;
-            for &w in &weights {
-                sumw += w;
-            }
-            sw[j] = sumw;
-            scales[j] = make_qkx3_quants(
+            sw[j] = importance(&x[32 * j..32 * j + 32], qw, sigma2, &mut weights);
+            scales[j] = make_qkx_quants(
                 32,
                 nmax,
                 &x[32 * j..],
@@ -795,15 +706,11 @@ fn kx_scales(x: &[f32], qw_block: Option<&[f32]>, nmax: i32, l: &mut [u8; QK_K],
         let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
         for j in 0..8 {
             let xs = &x[32 * j..32 * j + 32];
-            let mut sum_x2 = 0.0f32;
-            for &v in xs {
-                sum_x2 += v * v;
-            }
-            let av_x = (sum_x2 / 32.0).sqrt();
+            let av_x = (sum_squares(xs) / 32.0).sqrt();
             for i in 0..32 {
                 weights[i] = av_x + xs[i].abs();
             }
-            scales[j] = make_qkx2_quants(
+            scales[j] = make_qkx_quants(
                 32,
                 nmax,
                 xs,
@@ -910,10 +817,7 @@ pub fn dequantize_q4_k(blocks: &[u8], out: &mut [f32]) {
         let sc = &b[4..16];
         for n in 0..4 {
             let q = &b[16 + 32 * n..16 + 32 * n + 32];
-            let (s1, m1) = get_scale_min_k4(2 * n, sc);
-            let (s2, m2) = get_scale_min_k4(2 * n + 1, sc);
-            let (d1, m1) = (d * s1 as f32, min * m1 as f32);
-            let (d2, m2) = (d * s2 as f32, min * m2 as f32);
+            let [(d1, m1), (d2, m2)] = sub_scales_k4(d, min, sc, n);
             for i in 0..32 {
                 y[64 * n + i] = d1 * (q[i] & 0x0f) as f32 - m1;
                 y[64 * n + 32 + i] = d2 * (q[i] >> 4) as f32 - m2;
@@ -931,10 +835,7 @@ pub fn dequantize_q5_k(blocks: &[u8], out: &mut [f32]) {
         let (mut u1, mut u2) = (1u8, 2u8);
         for n in 0..4 {
             let ql = &b[48 + 32 * n..48 + 32 * n + 32];
-            let (s1, m1) = get_scale_min_k4(2 * n, sc);
-            let (s2, m2) = get_scale_min_k4(2 * n + 1, sc);
-            let (d1, m1) = (d * s1 as f32, min * m1 as f32);
-            let (d2, m2) = (d * s2 as f32, min * m2 as f32);
+            let [(d1, m1), (d2, m2)] = sub_scales_k4(d, min, sc, n);
             for i in 0..32 {
                 let h1 = if qh[i] & u1 != 0 { 16 } else { 0 };
                 let h2 = if qh[i] & u2 != 0 { 16 } else { 0 };

@@ -10,22 +10,10 @@
 // checked against the C line by line.
 #![allow(clippy::needless_range_loop)]
 
-use super::kquants::{make_qkx3_quants, make_qx_quants};
+use super::kquants::{importance, make_qkx_quants, make_qx_quants, signed_absmax, sum_squares};
 use super::{f16_bits, f16_value};
 
 pub const QK: usize = 32;
-
-/// Index of the element of largest magnitude, keeping the first on ties (ggml's `amax < fabsf(v)`).
-fn signed_absmax(x: &[f32]) -> f32 {
-    let (mut amax, mut max) = (0.0f32, 0.0f32);
-    for &v in x {
-        if amax < v.abs() {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    max
-}
 
 fn min_max(x: &[f32]) -> (f32, f32) {
     let (mut min, mut max) = (f32::MAX, -f32::MAX);
@@ -47,17 +35,7 @@ fn c_i8(f: f32) -> i8 {
 }
 
 fn sigma2_of_row(row: &[f32]) -> f32 {
-    let mut sum_x2 = 0.0f32;
-    for &v in row {
-        sum_x2 += v * v;
-    }
-    sum_x2 / row.len() as f32
-}
-
-fn importance(xb: &[f32], qw: &[f32], sigma2: f32, out: &mut [f32]) {
-    for j in 0..xb.len() {
-        out[j] = qw[j] * (sigma2 + xb[j] * xb[j]).sqrt();
-    }
+    sum_squares(row) / row.len() as f32
 }
 
 pub fn quantize_q4_0(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
@@ -80,7 +58,7 @@ pub fn quantize_q4_0(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
         return;
     }
     for (x, y) in row.chunks_exact(QK).zip(out.chunks_exact_mut(18)) {
-        let max = signed_absmax(x);
+        let (max, _) = signed_absmax(x);
         let d = max / -8.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         y[0..2].copy_from_slice(&f16_bits(d));
@@ -104,7 +82,7 @@ pub fn quantize_q4_1(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
         {
             importance(xb, &qw[QK * ib..QK * (ib + 1)], sigma2, &mut weight);
             let mut min = 0.0;
-            let d = make_qkx3_quants(
+            let d = make_qkx_quants(
                 QK, 15, xb, &weight, &mut l, &mut min, &mut laux, -0.9, 0.05, 36, false,
             );
             y[0..2].copy_from_slice(&f16_bits(d));
@@ -163,7 +141,7 @@ pub fn quantize_q5_0(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
         return;
     }
     for (x, y) in row.chunks_exact(QK).zip(out.chunks_exact_mut(22)) {
-        let max = signed_absmax(x);
+        let (max, _) = signed_absmax(x);
         let d = max / -16.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         y[0..2].copy_from_slice(&f16_bits(d));
@@ -188,7 +166,7 @@ pub fn quantize_q5_1(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
         {
             importance(xb, &qw[QK * ib..QK * (ib + 1)], sigma2, &mut weight);
             let mut min = 0.0;
-            let d = make_qkx3_quants(
+            let d = make_qkx_quants(
                 QK, 31, xb, &weight, &mut l, &mut min, &mut laux, -0.9, 0.05, 36, false,
             );
             y[0..2].copy_from_slice(&f16_bits(d));

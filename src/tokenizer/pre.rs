@@ -515,11 +515,45 @@ impl Cutter<'_> {
     }
 }
 
+/// The length (2 or 3) of the contraction `'s|'t|'m|'d|'re|'ve|'ll` starting at `pos`, if one
+/// ends by `end`; `fold_case` matches upper case letters too (Llama 3's `(?i:...)`).
+fn contraction_at(cpts: &[char], pos: usize, end: usize, fold_case: bool) -> Option<usize> {
+    if cpts[pos] != '\'' || pos + 1 >= end {
+        return None;
+    }
+    let low = |c: char| if fold_case { unicode::to_lower(c) } else { c };
+    let n = low(cpts[pos + 1]);
+    if matches!(n, 's' | 't' | 'm' | 'd') {
+        return Some(2);
+    }
+    if pos + 2 < end
+        && matches!(
+            (n, low(cpts[pos + 2])),
+            ('r', 'e') | ('v', 'e') | ('l', 'l')
+        )
+    {
+        return Some(3);
+    }
+    None
+}
+
+/// Where the last rules of both scanners end the word at `pos`, given the `n_ws` spaces that
+/// start there: `\s+(?!\S)` leaves the last space to the next word when text follows, `\s+`
+/// takes them all at the end of the piece, and otherwise one code point stands alone.
+fn after_spaces(pos: usize, n_ws: usize, end: usize) -> usize {
+    if n_ws > 1 && pos + n_ws < end {
+        pos + n_ws - 1
+    } else if n_ws > 0 {
+        pos + n_ws
+    } else {
+        pos + 1
+    }
+}
+
 /// GPT-2's split as llama.cpp's scanner does it.
 fn split_gpt2(cpts: &[char], flags: &[Flags], lengths: &[usize]) -> Vec<usize> {
     let mut out = Vec::with_capacity(lengths.len());
     for (ini, end) in pieces(lengths) {
-        let get = |p: usize| if p < end { Some(cpts[p]) } else { None };
         let fl = |p: usize| if p < end { flags[p] } else { Flags::OUTSIDE };
         let mut w = Cutter {
             out: &mut out,
@@ -529,19 +563,9 @@ fn split_gpt2(cpts: &[char], flags: &[Flags], lengths: &[usize]) -> Vec<usize> {
         while pos < end {
             let c = cpts[pos];
             let f = flags[pos];
-            if c == '\'' && pos + 1 < end {
-                let n = cpts[pos + 1];
-                if matches!(n, 's' | 't' | 'm' | 'd') {
-                    pos += w.cut(pos + 2);
-                    continue;
-                }
-                if pos + 2 < end {
-                    let nn = cpts[pos + 2];
-                    if matches!((n, nn), ('r', 'e') | ('v', 'e') | ('l', 'l')) {
-                        pos += w.cut(pos + 3);
-                        continue;
-                    }
-                }
+            if let Some(n) = contraction_at(cpts, pos, end, false) {
+                pos += w.cut(pos + n);
+                continue;
             }
             let space = usize::from(c == ' ');
             let mut f2 = if c == ' ' { fl(pos + 1) } else { f };
@@ -577,17 +601,7 @@ fn split_gpt2(cpts: &[char], flags: &[Flags], lengths: &[usize]) -> Vec<usize> {
             while fl(pos + n_ws).space() {
                 n_ws += 1;
             }
-            if n_ws > 1 && get(pos + n_ws).is_some() {
-                pos += n_ws - 1;
-                w.cut(pos);
-                continue;
-            }
-            if n_ws > 0 {
-                pos += n_ws;
-                w.cut(pos);
-                continue;
-            }
-            pos += 1;
+            pos = after_spaces(pos, n_ws, end);
             w.cut(pos);
         }
     }
@@ -616,19 +630,9 @@ fn split_llama3(
         while pos < end {
             let c = cpts[pos];
             let f = flags[pos];
-            if c == '\'' && pos + 1 < end {
-                let n = unicode::to_lower(cpts[pos + 1]);
-                if matches!(n, 's' | 't' | 'm' | 'd') {
-                    pos += w.cut(pos + 2);
-                    continue;
-                }
-                if pos + 2 < end {
-                    let nn = unicode::to_lower(cpts[pos + 2]);
-                    if matches!((n, nn), ('r', 'e') | ('v', 'e') | ('l', 'l')) {
-                        pos += w.cut(pos + 3);
-                        continue;
-                    }
-                }
+            if let Some(n) = contraction_at(cpts, pos, end, true) {
+                pos += w.cut(pos + n);
+                continue;
             }
             // [^\r\n\p{L}\p{N}]?\p{L}+
             if !(c == '\r' || c == '\n' || f.number()) && (wordy(f) || wordy(fl(pos + 1))) {
@@ -682,19 +686,7 @@ fn split_llama3(
                 w.cut(pos);
                 continue;
             }
-            // \s+(?!\S)
-            if n_ws > 1 && get(pos + n_ws).is_some() {
-                pos += n_ws - 1;
-                w.cut(pos);
-                continue;
-            }
-            // \s+
-            if n_ws > 0 {
-                pos += n_ws;
-                w.cut(pos);
-                continue;
-            }
-            pos += 1;
+            pos = after_spaces(pos, n_ws, end);
             w.cut(pos);
         }
     }

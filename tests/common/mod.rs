@@ -100,42 +100,23 @@ pub fn run_ok(cmd: &mut Command) -> String {
 
 /// Runs llama-perplexity on `model` over wiki.test.raw and returns the final estimate.
 pub fn llama_perplexity(model: &Path, ctx: u32, chunks: u32) -> f64 {
-    let out = Command::new(llama_tool("llama-perplexity"))
-        .args(["-m"])
-        .arg(model)
-        .args(["-f"])
-        .arg(wikitext("wiki.test.raw"))
-        .args([
-            "-c",
-            &ctx.to_string(),
-            "--chunks",
-            &chunks.to_string(),
-            "-t",
-            "2",
-            "-b",
-            &ctx.to_string(),
-        ])
-        .output()
-        .expect("llama-perplexity runs");
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "llama-perplexity failed on {}:\n{text}",
-        model.display()
-    );
-    let line = text
-        .lines()
-        .find(|l| l.contains("Final estimate: PPL ="))
-        .unwrap_or_else(|| panic!("no final estimate in llama-perplexity output:\n{text}"));
-    line.split("PPL =")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .expect("PPL value")
+    final_ppl(&llama_log(
+        Command::new(llama_tool("llama-perplexity"))
+            .args(["-m"])
+            .arg(model)
+            .args(["-f"])
+            .arg(wikitext("wiki.test.raw"))
+            .args([
+                "-c",
+                &ctx.to_string(),
+                "--chunks",
+                &chunks.to_string(),
+                "-t",
+                "2",
+                "-b",
+                &ctx.to_string(),
+            ]),
+    ))
 }
 
 /// Deterministic pseudo-random values in [-scale, scale] (for synthetic models).
@@ -192,4 +173,108 @@ pub fn llama_tokenize_prefix(model: &Path, wikitext_file: &str, n_bytes: usize) 
         .split(", ")
         .map(|s| s.trim().parse().unwrap())
         .collect()
+}
+
+/// The first lines of a wikitext file, whole, up to the first that ends past `n_bytes`, written
+/// to `dir/excerpt.txt` (a short text for end-to-end runs against llama.cpp).
+pub fn wikitext_excerpt(dir: &Path, n_bytes: usize) -> PathBuf {
+    let text = std::fs::read_to_string(wikitext("wiki.test.raw")).unwrap();
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        if out.len() > n_bytes {
+            break;
+        }
+        out.push_str(line);
+    }
+    let path = dir.join("excerpt.txt");
+    std::fs::write(&path, out).unwrap();
+    path
+}
+
+/// Runs a llama.cpp tool, asserting that it succeeds; returns its stderr then its stdout (the
+/// tools log their figures to stderr).
+pub fn llama_log(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+/// The perplexity on llama-perplexity's `Final estimate: PPL = ...` line.
+pub fn final_ppl(log: &str) -> f64 {
+    let line = log
+        .lines()
+        .find(|l| l.contains("Final estimate: PPL ="))
+        .unwrap_or_else(|| panic!("no final estimate in llama-perplexity output:\n{log}"));
+    line.split("PPL =")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no PPL in {line:?}"))
+}
+
+/// Every tensor of `model`, copied by byte range under its own name, dims and type.
+pub fn copied_tensors(model: &gguf_prune::gguf::Model) -> Vec<gguf_prune::gguf::OutTensor<'_>> {
+    model
+        .tensors
+        .iter()
+        .map(|t| gguf_prune::gguf::OutTensor {
+            name: t.info.name.clone(),
+            dims: t.info.dims.clone(),
+            ggml_type: t.info.ggml_type,
+            data: model.copy_of(t),
+        })
+        .collect()
+}
+
+/// Writes a GGUF file with the default options and commits it, panicking with the path on error.
+pub fn write_gguf(
+    path: &Path,
+    version: u32,
+    metadata: &gguf_prune::gguf::Metadata,
+    tensors: Vec<gguf_prune::gguf::OutTensor<'_>>,
+) {
+    let options = gguf_prune::gguf::WriteOptions::default();
+    gguf_prune::gguf::write_model(path, version, metadata, tensors, &options, &mut |_, _| {})
+        .and_then(|pending| pending.commit())
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+}
+
+/// Metadata of a small llama (4 heads, 2 KV heads, RoPE base 10000) for synthetic models.
+pub fn llama_metadata(
+    blocks: usize,
+    width: usize,
+    ff: usize,
+    rms_eps: f32,
+) -> gguf_prune::gguf::Metadata {
+    use gguf_prune::gguf::{arch_key, Metadata, Value};
+    let mut m = Metadata::new();
+    m.set("general.architecture", Value::String(b"llama".to_vec()));
+    for (k, v) in [
+        ("block_count", blocks),
+        ("embedding_length", width),
+        ("feed_forward_length", ff),
+        ("attention.head_count", 4),
+        ("attention.head_count_kv", 2),
+    ] {
+        m.set(&arch_key("llama", k), Value::U32(v as u32));
+    }
+    m.set(
+        &arch_key("llama", "attention.layer_norm_rms_epsilon"),
+        Value::F32(rms_eps),
+    );
+    m.set(&arch_key("llama", "rope.freq_base"), Value::F32(10000.0));
+    m
+}
+
+/// Makes a named pipe `dir/name` (for checks that a pipe is refused instead of read, which
+/// would block) and returns its path.
+pub fn named_pipe(dir: &Path, name: &str) -> PathBuf {
+    let path = dir.join(name);
+    let made = Command::new("mkfifo").arg(&path).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo {}", path.display());
+    path
 }
