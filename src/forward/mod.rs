@@ -812,7 +812,15 @@ impl SlicedHead {
         while r0 < n_out {
             let r1 = (r0 + self.slice_rows).min(n_out);
             let rows = &bytes[r0 * self.row_bytes..r1 * self.row_bytes];
-            let w = dequantize(name, self.ty, rows, r1 - r0, n_in)?;
+            // Our dequantization runs on every thread (candle's on one); the head is
+            // dequantized once per group of positions, so this is most of the slicing's cost.
+            let w = if crate::quant::can_dequantize(self.ty) {
+                let mut w = vec![0f32; (r1 - r0) * n_in];
+                crate::quant::dequantize(self.ty, rows, &mut w)?;
+                Tensor::from_vec(w, (r1 - r0, n_in), &Device::Cpu).map_err(candle("head slice"))?
+            } else {
+                dequantize(name, self.ty, rows, r1 - r0, n_in)?
+            };
             let y: Vec<f32> = x
                 .matmul(&w.t().map_err(candle("head slice"))?)
                 .and_then(|y| y.flatten_all())
@@ -921,11 +929,18 @@ impl ModelLogits<'_> {
                 &mut |_| {},
             )?;
             let (head, norm) = self.head.as_ref().expect("head loaded above");
+            // Positions per head pass; a sliced head is dequantized once per pass, so it gets
+            // larger passes (gemma3: 256 positions, 256 MiB of logits).
+            let group = match head {
+                OutputHead::Whole(_) => 128,
+                OutputHead::Sliced(_) => {
+                    (self.head_bytes / (4 * head.n_out()).max(1)).clamp(128, 512)
+                }
+            };
             for (wi, (&start, &len)) in x.starts().iter().zip(&x.lens).enumerate() {
-                const GROUP: usize = 128;
                 let mut p = first;
                 while p < len {
-                    let e = (p + GROUP).min(len);
+                    let e = (p + group).min(len);
                     let mut h = x.data[(start + p) * d..(start + e) * d].to_vec();
                     ops::rms_norm(&mut h, d, Some(norm), fw.hp.eps);
                     let mut logits = head.forward(fw.model, &h, e - p)?;
