@@ -719,16 +719,6 @@ impl<'m> Forward<'m> {
         Ok((x, start))
     }
 
-    /// The output head, dequantized (`output.weight`, else the tied `token_embd.weight`).
-    pub fn output_head(&self) -> Result<Linear> {
-        let name = self.output_head_name();
-        let mut head = self.linear(name, self.hp.n_embd)?;
-        if name == "token_embd.weight" {
-            head.bias = None;
-        }
-        Ok(head)
-    }
-
     /// `output.weight`, or the tied `token_embd.weight`.
     fn output_head_name(&self) -> &'static str {
         if self.model.tensor("output.weight").is_some() {
@@ -738,8 +728,9 @@ impl<'m> Forward<'m> {
         }
     }
 
-    /// The output head, dequantized whole when it fits `budget_bytes` as f32, otherwise read
-    /// slice by slice from the file for every group of positions.
+    /// The output head (`output.weight`, else the tied `token_embd.weight`), dequantized whole
+    /// when it fits `budget_bytes` as f32, otherwise read slice by slice from the file for every
+    /// group of positions.
     pub fn output_head_within(&self, budget_bytes: usize) -> Result<OutputHead> {
         let name = self.output_head_name();
         let n_in = self.hp.n_embd;
@@ -758,7 +749,13 @@ impl<'m> Forward<'m> {
                     slice_rows: (budget_bytes / 8 / (n_in * 4)).clamp(1, n_out),
                 }))
             }
-            _ => Ok(OutputHead::Whole(self.output_head()?)),
+            _ => {
+                let mut head = self.linear(name, n_in)?;
+                if name == "token_embd.weight" {
+                    head.bias = None;
+                }
+                Ok(OutputHead::Whole(head))
+            }
         }
     }
 }

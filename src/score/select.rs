@@ -195,35 +195,25 @@ pub fn select_layers_observed(
         }
     }
     if wanted(Metric::Iterative) {
-        let mut removed: Vec<usize> = Vec::new();
-        let mut current = scores.bi.clone();
-        for step in 0..n {
-            let pick = lowest(&current, &allowed, &removed, &valid);
-            let Some(pick) = pick else { break };
-            removed.push(pick);
-            if step + 1 < n {
-                let stage = format!("iterative BI {}/{}", step + 2, n);
-                current = score_layers_cached(
-                    &fw,
-                    &windows,
-                    &removed,
-                    &mut cache,
-                    &current,
-                    &mut |il| progress(&stage, il + 1, n_layer),
-                )?
-                .bi;
-            }
-        }
+        let removed = greedy(
+            &fw,
+            &windows,
+            &mut cache,
+            &scores.bi,
+            n,
+            "iterative BI",
+            progress,
+            &mut |current, removed, _| Ok(lowest(current, &allowed, removed, &valid)),
+        )?;
         if removed.len() == n {
             candidates.push(("iterative".into(), removed));
         }
     }
     if !compare {
-        let (method, order) = candidates.into_iter().next().ok_or_else(|| {
-            Error::Layers(format!(
-                "no set of {n} blocks passes the architecture's removal rules"
-            ))
-        })?;
+        let (method, order) = candidates
+            .into_iter()
+            .next()
+            .ok_or_else(|| no_valid_set(n))?;
         let mut removed = order.clone();
         removed.sort_unstable();
         let candidates = vec![Candidate {
@@ -269,42 +259,36 @@ pub fn select_layers_observed(
     };
     if options.refine {
         const WIDTH: usize = 3;
-        let mut removed: Vec<usize> = Vec::new();
-        let mut current = scores.bi.clone();
-        for step in 0..n {
-            let mut options_here: Vec<usize> = Vec::new();
-            let mut excluded = removed.clone();
-            while options_here.len() < WIDTH {
-                let Some(b) = lowest(&current, &allowed, &excluded, &|s: &[usize]| {
-                    valid(&[&removed[..], s].concat())
-                }) else {
-                    break;
-                };
-                options_here.push(b);
-                excluded.push(b);
-            }
-            let mut best: Option<(f64, usize)> = None;
-            for &b in &options_here {
-                let m = measure(&[&removed[..], &[b]].concat(), progress)?;
-                if best.is_none_or(|(bk, _)| m.kl < bk) {
-                    best = Some((m.kl, b));
+        let removed = greedy(
+            &fw,
+            &windows,
+            &mut cache,
+            &scores.bi,
+            n,
+            "guided",
+            progress,
+            &mut |current, removed, progress| {
+                let mut options_here: Vec<usize> = Vec::new();
+                let mut excluded = removed.to_vec();
+                while options_here.len() < WIDTH {
+                    let Some(b) = lowest(current, &allowed, &excluded, &|s: &[usize]| {
+                        valid(&[removed, s].concat())
+                    }) else {
+                        break;
+                    };
+                    options_here.push(b);
+                    excluded.push(b);
                 }
-            }
-            let Some((_, b)) = best else { break };
-            removed.push(b);
-            if step + 1 < n {
-                let stage = format!("guided {}/{}", step + 2, n);
-                current = score_layers_cached(
-                    &fw,
-                    &windows,
-                    &removed,
-                    &mut cache,
-                    &current,
-                    &mut |il| progress(&stage, il + 1, n_layer),
-                )?
-                .bi;
-            }
-        }
+                let mut best: Option<(f64, usize)> = None;
+                for &b in &options_here {
+                    let m = measure(&[removed, &[b]].concat(), progress)?;
+                    if best.is_none_or(|(bk, _)| m.kl < bk) {
+                        best = Some((m.kl, b));
+                    }
+                }
+                Ok(best.map(|(_, b)| b))
+            },
+        )?;
         if removed.len() == n {
             candidates.push(("guided".into(), removed));
         }
@@ -325,11 +309,7 @@ pub fn select_layers_observed(
             best = Some((m.kl, method.clone(), order.clone()));
         }
     }
-    let (_, method, order) = best.ok_or_else(|| {
-        Error::Layers(format!(
-            "no set of {n} blocks passes the architecture's removal rules"
-        ))
-    })?;
+    let (_, method, order) = best.ok_or_else(|| no_valid_set(n))?;
     let mut removed = order.clone();
     removed.sort_unstable();
     Ok(Selection {
@@ -341,6 +321,48 @@ pub fn select_layers_observed(
         candidates: scored,
         held_out_tokens: held_tokens,
     })
+}
+
+fn no_valid_set(n: usize) -> Error {
+    Error::Layers(format!(
+        "no set of {n} blocks passes the architecture's removal rules"
+    ))
+}
+
+/// Chooses a greedy selection's next block from the current scores and the blocks removed so far.
+type PickNext<'a> = dyn FnMut(&[f64], &[usize], Progress) -> Result<Option<usize>> + 'a;
+
+/// Removes up to `n` blocks one at a time: `pick` chooses the next from the current BI scores
+/// and the blocks removed so far (`None` ends early); after every pick but the last the scoring
+/// windows are scored again without the removed blocks, resuming from `cache`.
+#[allow(clippy::too_many_arguments)]
+fn greedy(
+    fw: &Forward,
+    windows: &[Vec<u32>],
+    cache: &mut StateCache,
+    start: &[f64],
+    n: usize,
+    label: &str,
+    progress: Progress,
+    pick: &mut PickNext,
+) -> Result<Vec<usize>> {
+    let n_layer = fw.n_layer();
+    let mut removed: Vec<usize> = Vec::new();
+    let mut current = start.to_vec();
+    for step in 0..n {
+        let Some(b) = pick(&current, &removed, progress)? else {
+            break;
+        };
+        removed.push(b);
+        if step + 1 < n {
+            let stage = format!("{label} {}/{}", step + 2, n);
+            current = score_layers_cached(fw, windows, &removed, cache, &current, &mut |il| {
+                progress(&stage, il + 1, n_layer)
+            })?
+            .bi;
+        }
+    }
+    Ok(removed)
 }
 
 /// The allowed, valid block with the lowest score not in `exclude`.
