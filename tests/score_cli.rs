@@ -50,3 +50,20 @@ fn score_table_with_selection() {
     assert_eq!(out.matches("<- remove").count(), 2, "{out}");
     assert!(out.contains("selected by bi"), "{out}");
 }
+
+/// `--refine` adds a full-size KL-guided candidate next to the three metric sets. (It used to
+/// stop after its first pick: the validity check saw the removed blocks twice.)
+#[test]
+fn refine_adds_a_complete_guided_candidate() {
+    let out = common::run_ok(score_cmd().args(["--remove", "3", "--refine", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    let candidates = v["selection"]["candidates"].as_array().expect("candidates");
+    let methods: Vec<&str> = candidates
+        .iter()
+        .map(|c| c["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["bi", "angular", "iterative", "guided"], "{v}");
+    let guided = &candidates[3];
+    assert_eq!(guided["removed"].as_array().unwrap().len(), 3, "{guided}");
+    assert!(guided["held_out_kl"].as_f64().is_some(), "{guided}");
+}

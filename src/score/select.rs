@@ -203,7 +203,7 @@ pub fn select_layers_observed(
             n,
             "iterative BI",
             progress,
-            &mut |current, removed, _| Ok(lowest(current, &allowed, removed, &valid)),
+            &mut |current, removed, _| Ok(lowest(current, &allowed, removed, &[], &valid)),
         )?;
         if removed.len() == n {
             candidates.push(("iterative".into(), removed));
@@ -268,16 +268,13 @@ pub fn select_layers_observed(
             "guided",
             progress,
             &mut |current, removed, progress| {
+                // The WIDTH lowest-BI blocks that can join the removed set.
                 let mut options_here: Vec<usize> = Vec::new();
-                let mut excluded = removed.to_vec();
                 while options_here.len() < WIDTH {
-                    let Some(b) = lowest(current, &allowed, &excluded, &|s: &[usize]| {
-                        valid(&[removed, s].concat())
-                    }) else {
+                    let Some(b) = lowest(current, &allowed, removed, &options_here, &valid) else {
                         break;
                     };
                     options_here.push(b);
-                    excluded.push(b);
                 }
                 let mut best: Option<(f64, usize)> = None;
                 for &b in &options_here {
@@ -365,22 +362,22 @@ fn greedy(
     Ok(removed)
 }
 
-/// The allowed, valid block with the lowest score not in `exclude`.
+/// The allowed block with the lowest score that extends `set` validly (`set` plus it passes
+/// `valid`), not in `set` nor in `skip`.
 fn lowest(
     scores: &[f64],
     allowed: &[usize],
-    exclude: &[usize],
+    set: &[usize],
+    skip: &[usize],
     valid: &dyn Fn(&[usize]) -> bool,
 ) -> Option<usize> {
     let mut order: Vec<usize> = allowed
         .iter()
         .copied()
-        .filter(|b| !exclude.contains(b) && scores[*b].is_finite())
+        .filter(|b| !set.contains(b) && !skip.contains(b) && scores[*b].is_finite())
         .collect();
     order.sort_by(|a, b| scores[*a].total_cmp(&scores[*b]));
-    order
-        .into_iter()
-        .find(|&b| valid(&[exclude, &[b]].concat()))
+    order.into_iter().find(|&b| valid(&[set, &[b]].concat()))
 }
 
 /// The `n` lowest-scoring allowed blocks, skipping any that the architecture forbids.
@@ -392,7 +389,7 @@ fn one_shot(
 ) -> Option<Vec<usize>> {
     let mut set = Vec::new();
     while set.len() < n {
-        set.push(lowest(scores, allowed, &set, valid)?);
+        set.push(lowest(scores, allowed, &set, &[], valid)?);
     }
     Some(set)
 }
