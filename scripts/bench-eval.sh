@@ -5,7 +5,7 @@
 #   scripts/bench-eval.sh [MODEL] [TEXT]
 #   env: CHUNKS (20), CTX (512), THREADS (2), GGUF_PRUNE (default: target/release/gguf-prune)
 #
-# Defaults: SmolLM2 Q4_1 from the cache and wikitext-2 wiki.test.raw. Compare the two columns of
+# Defaults: SmolLM2 Q4_1 from the cache and wikitext-2 wiki.test.raw (scripts/fetch-data.sh). Compare the two columns of
 # one run only: other load on the machine moves both.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -19,9 +19,7 @@ bash "$here/setup.sh" >&2
 model="${1:-$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 text="${2:-}"
 if [ -z "$text" ]; then
-    for d in "$repo/../shared/data/wikitext-2-raw" "$repo/data/wikitext-2-raw"; do
-        [ -f "$d/wiki.test.raw" ] && text="$d/wiki.test.raw" && break
-    done
+    text="$(bash "$here/fetch-data.sh")/wiki.test.raw"
 fi
 [ -f "$text" ] || { echo "bench-eval: no text file (give one as the second argument)" >&2; exit 1; }
 perplexity="$CACHE/llama.cpp-0.3.36/bin/llama-perplexity"

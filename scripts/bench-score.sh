@@ -14,11 +14,7 @@ threads="${THREADS:-2}"
 bash "$here/scripts/fetch-models.sh" >/dev/null
 bash "$here/scripts/build-llama.sh" >/dev/null
 bin="$cache/llama.cpp-0.3.36/bin"
-text=""
-for d in "$here/../shared/data/wikitext-2-raw" "$here/data/wikitext-2-raw"; do
-  [ -f "$d/wiki.valid.raw" ] && text="$d/wiki.valid.raw" && break
-done
-[ -n "$text" ] || { echo "wiki.valid.raw not found" >&2; exit 1; }
+text="$(bash "$here/scripts/fetch-data.sh")/wiki.valid.raw"
 (cd "$here" && cargo build --release --quiet)
 ours="$here/target/release/gguf-prune"
 

@@ -24,7 +24,7 @@ mkdir -p "$ROOT"
 if [ ! -d "$ROOT/src/vendor/llama.cpp" ]; then
   echo "fetching llama-cpp-python==$VERSION source from PyPI..." >&2
   tmp=$(mktemp -d)
-  "$PY" -m pip download -q --no-deps --no-binary :all: -d "$tmp" "llama-cpp-python==$VERSION"
+  "$PY" -m pip download -q --no-deps --no-binary llama-cpp-python -d "$tmp" "llama-cpp-python==$VERSION"
   rm -rf "$ROOT/src.part"; mkdir -p "$ROOT/src.part"
   tar -xzf "$tmp"/llama_cpp_python-$VERSION.tar.gz -C "$ROOT/src.part" --strip-components=1
   rm -rf "$tmp" "$ROOT/src"; mv "$ROOT/src.part" "$ROOT/src"

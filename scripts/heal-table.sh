@@ -16,11 +16,7 @@ chunks="${CHUNKS:-10}"
 bash "$here/scripts/fetch-models.sh" >/dev/null
 bash "$here/scripts/build-llama.sh" >/dev/null
 ppl_bin="$cache/llama.cpp-0.3.36/bin/llama-perplexity"
-data=""
-for d in "$here/../shared/data/wikitext-2-raw" "$here/data/wikitext-2-raw" "$cache/data/wikitext-2-raw"; do
-  [ -f "$d/wiki.valid.raw" ] && data="$d" && break
-done
-[ -n "$data" ] || { echo "wikitext-2-raw not found" >&2; exit 1; }
+data="$(bash "$here/scripts/fetch-data.sh")"
 (cd "$here" && cargo build --release --quiet)
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT

@@ -26,11 +26,7 @@ bash scripts/build-llama.sh >&2
 cargo build --release -q
 OURS="$PWD/target/release/gguf-prune"
 BIN="$CACHE/llama.cpp-0.3.36/bin"
-TEXT=""
-for d in ../shared/data/wikitext-2-raw data/wikitext-2-raw "$CACHE/data/wikitext-2-raw"; do
-  [ -f "$d/wiki.test.raw" ] && TEXT="$d/wiki.test.raw" && break
-done
-[ -n "$TEXT" ] || { echo "wiki.test.raw not found (run scripts/setup.sh)" >&2; exit 1; }
+TEXT="$(bash scripts/fetch-data.sh)/wiki.test.raw"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 CHUNKS=10

@@ -17,8 +17,7 @@
 # the table is re-rendered into $OUT and README.md (between their table markers) after every
 # phase; cells not yet measured show "–". Cells read "llama-perplexity PPL / our eval PPL".
 #
-# Env: WIKI (wiki.test.raw or its directory; default ../shared/data/wikitext-2-raw or
-#      data/wikitext-2-raw), CHUNKS (10), EVAL_CHUNKS (our eval's chunks, default $CHUNKS),
+# Env: WIKI (wiki.test.raw or its directory; default: what scripts/fetch-data.sh finds), CHUNKS (10), EVAL_CHUNKS (our eval's chunks, default $CHUNKS),
 #      EVAL_RANDOM (1: also run our eval on the random sets; default 0), THREADS (2), SEED (2024),
 #      MODELS ("smollm2 gemma3"; run one per process to use both cores on a loaded machine),
 #      WORK (target/paper-table/cCHUNKS-eEVAL_CHUNKS), OUT (docs/paper-table.md),
@@ -39,11 +38,7 @@ helper="$here/scripts/paper_table.py"
 mkdir -p "$WORK" "$(dirname "$OUT")"
 
 wiki="${WIKI:-}"
-if [ -z "$wiki" ]; then
-  for d in "$here/../shared/data/wikitext-2-raw" "$here/data/wikitext-2-raw"; do
-    [ -f "$d/wiki.test.raw" ] && wiki="$d" && break
-  done
-fi
+[ -n "$wiki" ] || wiki="$(bash "$here/scripts/fetch-data.sh")"
 [ -d "$wiki" ] && wiki="$wiki/wiki.test.raw"
 [ -f "$wiki" ] || { echo "wiki.test.raw not found (set WIKI)" >&2; exit 1; }
 

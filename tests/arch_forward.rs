@@ -33,7 +33,7 @@
 //! mean KL by 0.06 to 12 nats.
 //!
 //! For each file llama-perplexity writes its logits (`--kl-divergence-base`, -c 512, 2 chunks of
-//! a wiki.test.raw excerpt) and `gguf-prune eval --kl-base` compares ours with them: mean KL
+//! an excerpt of the evaluation text) and `gguf-prune eval --kl-base` compares ours with them: mean KL
 //! below [`KL_BOUND`] and perplexity within 1%. Negative controls (a variant without one
 //! feature, or read as another architecture, evaluated against the same llama.cpp logits) must
 //! exceed the bound, so each check can fail.
@@ -508,7 +508,7 @@ impl Arch {
 }
 
 fn excerpt(dir: &Path) -> PathBuf {
-    common::wikitext_excerpt(dir, 12_000)
+    common::eval_excerpt(dir, 12_000)
 }
 
 /// llama-perplexity on `model`, saving its logits to `base`; returns its final PPL.

@@ -106,7 +106,7 @@ fn smollm2_per_layer_head_count_kv_array_is_sliced_and_loads() {
         .arg("-m")
         .arg(&theirs)
         .arg("-f")
-        .arg(common::wikitext("wiki.test.raw"))
+        .arg(common::eval_text())
         .args(["-c", "512", "--chunks", "1", "-t", "2"])
         .output()
         .unwrap();

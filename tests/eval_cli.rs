@@ -14,7 +14,7 @@ const CTX: &str = "256";
 const CHUNKS: &str = "2";
 
 fn excerpt(dir: &std::path::Path) -> std::path::PathBuf {
-    common::wikitext_excerpt(dir, 8000)
+    common::eval_excerpt(dir, 8000)
 }
 
 fn json(out: &str) -> serde_json::Value {

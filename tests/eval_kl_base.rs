@@ -1,6 +1,6 @@
 //! The `--kl-divergence-base` reader against a real file written by llama-perplexity on SmolLM2.
 //!
-//! One base run (`-c 256 --chunks 2`, a wiki.test.raw excerpt) and one `--kl-divergence` run of
+//! One base run (`-c 256 --chunks 2`, an excerpt of the evaluation text) and one `--kl-divergence` run of
 //! the same model against it give llama.cpp's own figures; the checks:
 //! - the token ids stored in the file are llama-tokenize's ids of the text;
 //! - every stored row decodes to a distribution that sums to ~1;
@@ -67,7 +67,7 @@ fn figure(output: &str, label: &str) -> f64 {
 fn reads_llama_perplexity_kl_base_file() {
     let model = common::smollm2();
     let dir = common::workdir();
-    let text_path = common::wikitext_excerpt(dir.path(), 8000);
+    let text_path = common::eval_excerpt(dir.path(), 8000);
     let base_path = dir.path().join("base.logits");
     let ctx = N_CTX.to_string();
     let common_args = ["-c", &ctx, "-b", &ctx, "-t", "2"];

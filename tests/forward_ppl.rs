@@ -1,4 +1,4 @@
-//! The forward pass against llama.cpp: perplexity on wiki.test.raw (c 512, a few chunks) within
+//! The forward pass against llama.cpp: perplexity on the evaluation text (c 512, a few chunks) within
 //! 1% of llama-perplexity, token ids from llama-tokenize.
 
 mod common;
@@ -9,10 +9,10 @@ use std::path::Path;
 
 const CTX: usize = 512;
 
-/// Token ids of the start of wiki.test.raw, as llama-perplexity tokenizes it (BOS included when
+/// Token ids of the start of the evaluation text, as llama-perplexity tokenizes it (BOS included when
 /// the model adds one).
 fn llama_tokens(model: &Path) -> Vec<u32> {
-    common::llama_tokenize_prefix(model, "wiki.test.raw", 60_000)
+    common::llama_tokenize_prefix(model, &common::eval_text(), 60_000)
 }
 
 /// Perplexity the way llama-perplexity computes it: chunks of CTX tokens, BOS written over the

@@ -201,7 +201,7 @@ fn a_run_at_block_zero_is_left_unhealed() {
     assert_eq!(report.runs[1].block, Some(1));
 }
 
-/// Prunes `layers` from a real model with and without `--heal` (`tokens` of wiki.valid.raw in
+/// Prunes `layers` from a real model with and without `--heal` (`tokens` of the calibration text in
 /// windows of 512), checks the heal report, and compares llama-perplexity on both files.
 /// Every run must be healed. Returns both perplexities.
 fn check_real(model: &Path, layers: &str, tokens: u32, chunks: u32) -> (f64, f64) {
@@ -220,7 +220,7 @@ fn check_real(model: &Path, layers: &str, tokens: u32, chunks: u32) -> (f64, f64
             .args(["--layers", layers, "--heal", "--json", "--heal-tokens"])
             .arg(tokens.to_string())
             .arg("--calib")
-            .arg(common::wikitext("wiki.valid.raw"))
+            .arg(common::calibration_text())
             .arg("-o")
             .arg(&healed),
     );
@@ -278,7 +278,7 @@ fn smollm2_heal_composes_with_quantize() {
     let json = common::run_ok(
         base()
             .args(["--heal", "--heal-tokens", "2048", "--json", "--calib"])
-            .arg(common::wikitext("wiki.valid.raw"))
+            .arg(common::calibration_text())
             .arg("-o")
             .arg(&healed),
     );

@@ -242,7 +242,7 @@ fn imatrix_files_steer_both_quantizers_identically() {
     let f16 = f16_copy(&common::smollm2(), d);
     let source = Model::open(&f16).unwrap();
     // two 512-token chunks need only the start of the calibration text
-    let text = std::fs::read(common::wikitext("wiki.valid.raw")).unwrap();
+    let text = std::fs::read(common::calibration_text()).unwrap();
     let calib = d.join("calib.txt");
     std::fs::write(&calib, &text[..60_000]).unwrap();
     let im_path = d.join("llama.imatrix.gguf");
@@ -428,4 +428,61 @@ fn dequantization_matches_ggml_bit_for_bit() {
     ] {
         assert!(seen.iter().any(|s| s == ty), "no {ty} tensor was checked");
     }
+}
+
+/// Every file type name in llama-quantize's `--help`, with its number, is in our list, in the
+/// same order and with the same number; every one we make parses to the type its number names
+/// (aliases included), and the alias `Q4_K` quantizes to the same bytes as `Q4_K_M`.
+#[test]
+fn file_type_names_match_llama_quantize_help() {
+    let out = Command::new(common::llama_tool("llama-quantize"))
+        .arg("--help")
+        .output()
+        .expect("running llama-quantize --help");
+    let help = String::from_utf8_lossy(&out.stdout);
+    let theirs: Vec<(String, Option<u32>)> = help
+        .lines()
+        .skip_while(|l| !l.contains("allowed quantization types"))
+        .filter_map(|l| {
+            let (head, _) = l.split_once(" : ")?;
+            match head.trim().split_once("  or  ") {
+                Some((n, name)) => Some((name.trim().to_string(), Some(n.trim().parse().ok()?))),
+                None => Some((head.trim().to_string(), None)),
+            }
+        })
+        .collect();
+    assert!(theirs.len() > 30, "parsed only {theirs:?} from:\n{help}");
+    let our_list: Vec<(String, Option<u32>)> = quant::llama_quantize_names()
+        .map(|(n, id, _)| (n.to_string(), id))
+        .collect();
+    assert_eq!(our_list, theirs, "our list vs llama-quantize --help");
+    for (name, id, made) in quant::llama_quantize_names() {
+        if !made {
+            continue;
+        }
+        let by_name = quant::FileType::parse(name).unwrap();
+        assert_eq!(Some(by_name.llama_ftype()), id, "{name}");
+        assert_eq!(quant::FileType::parse(&name.to_lowercase()), Ok(by_name));
+    }
+
+    let dir = common::workdir();
+    let (alias, full) = (dir.path().join("alias.gguf"), dir.path().join("full.gguf"));
+    ours(&[], &common::smollm2(), &alias, "q4_k");
+    ours(&[], &common::smollm2(), &full, "Q4_K_M");
+    assert!(
+        std::fs::read(&alias).unwrap() == std::fs::read(&full).unwrap(),
+        "Q4_K must quantize exactly as Q4_K_M"
+    );
+    // control: a name llama-quantize does not list is refused, nothing written
+    let bad = dir.path().join("bad.gguf");
+    let out = common::gguf_prune()
+        .arg("quantize")
+        .arg(common::smollm2())
+        .arg(&bad)
+        .arg("Q4_L")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown file type \"Q4_L\""));
+    assert!(!bad.exists());
 }

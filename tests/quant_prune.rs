@@ -57,7 +57,7 @@ const LAYERS: [usize; 4] = [20, 21, 22, 23];
 fn imatrix_from_the_scoring_pass_matches_llama_imatrix() {
     let f16 = smol_f16();
     let dir = common::workdir();
-    let text = common::wikitext("wiki.valid.raw");
+    let text = common::calibration_text();
     // llama-imatrix: 4 chunks of 512 tokens, its default output head exclusion.
     let reference = dir.path().join("ref.imatrix.gguf");
     common::run_ok(

@@ -157,9 +157,9 @@ fn silent_block_has_zero_influence() {
         .any(|(x, y)| (x - y).abs() > 1e-3)));
 }
 
-/// Token ids of the start of wiki.valid.raw from llama-tokenize, in windows of `ctx`.
+/// Token ids of the start of the calibration text from llama-tokenize, in windows of `ctx`.
 fn real_windows(model: &Path, n: usize, ctx: usize) -> Vec<Vec<u32>> {
-    let ids = common::llama_tokenize_prefix(model, "wiki.valid.raw", 20_000);
+    let ids = common::llama_tokenize_prefix(model, &common::calibration_text(), 20_000);
     ids.chunks(ctx).take(n).map(<[u32]>::to_vec).collect()
 }
 

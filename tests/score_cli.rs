@@ -7,7 +7,7 @@ fn score_cmd() -> std::process::Command {
     cmd.arg("score")
         .arg(common::smollm2())
         .arg("--calib")
-        .arg(common::wikitext("wiki.valid.raw"));
+        .arg(common::eval_text());
     cmd.args(["--ctx", "256", "--max-tokens", "768", "-t", "2"]);
     cmd
 }

@@ -1,5 +1,5 @@
 //! The tokenizer against llama.cpp's own: every id must equal `llama-tokenize`'s, on the whole
-//! of wiki.test.raw for both real models, on awkward strings, and for each pre-tokenizer type
+//! of both project-written texts (tests/data/eval.txt, the calibration text) for both real models, on awkward strings, and for each pre-tokenizer type
 //! (run on SmolLM2's vocabulary with `tokenizer.ggml.pre` swapped in a vocabulary-only GGUF).
 
 mod common;
@@ -211,32 +211,36 @@ fn llama_file_ids(model: &Path, file: &Path) -> Vec<u32> {
     parse_ids(&out)
 }
 
-fn check_wiki(model: &Path, label: &str) {
-    let file = common::wikitext("wiki.test.raw");
-    let text = std::fs::read_to_string(&file).unwrap();
+/// Both project-written texts, each whole: the evaluation text (wikitext-2's layout) and the
+/// built-in calibration text (prose, code, dialogue).
+fn check_texts(model: &Path, label: &str) {
     let tok = tokenizer(model);
-    let t0 = std::time::Instant::now();
-    let ours = tok.encode(&text, true).unwrap();
-    let took = t0.elapsed();
-    let theirs = llama_file_ids(model, &file);
-    eprintln!(
-        "{label}: wiki.test.raw ({} bytes) -> {} tokens in {:.2} s (llama.cpp: {} tokens)",
-        text.len(),
-        ours.len(),
-        took.as_secs_f64(),
-        theirs.len()
-    );
-    assert_same(&tok, &format!("{label} wiki.test.raw"), &ours, &theirs);
+    for file in [common::eval_text(), common::calibration_text()] {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let t0 = std::time::Instant::now();
+        let ours = tok.encode(&text, true).unwrap();
+        let took = t0.elapsed();
+        let theirs = llama_file_ids(model, &file);
+        let name = file.file_name().unwrap().to_string_lossy();
+        eprintln!(
+            "{label}: {name} ({} bytes) -> {} tokens in {:.2} s (llama.cpp: {} tokens)",
+            text.len(),
+            ours.len(),
+            took.as_secs_f64(),
+            theirs.len()
+        );
+        assert_same(&tok, &format!("{label} {name}"), &ours, &theirs);
+    }
 }
 
 #[test]
-fn smollm2_wiki_test_matches_llama_tokenize() {
-    check_wiki(&common::smollm2(), "SmolLM2");
+fn smollm2_project_texts_match_llama_tokenize() {
+    check_texts(&common::smollm2(), "SmolLM2");
 }
 
 #[test]
-fn gemma3_wiki_test_matches_llama_tokenize() {
-    check_wiki(&common::gemma3(), "gemma3");
+fn gemma3_project_texts_match_llama_tokenize() {
+    check_texts(&common::gemma3(), "gemma3");
 }
 
 /// Writes a GGUF holding `source`'s metadata (no tensors) with `tokenizer.ggml.pre` set to `pre`:
@@ -315,7 +319,7 @@ const PRE_TYPES: &[&str] = &[
 
 /// Every kind of pre-tokenizer against llama-tokenize, on SmolLM2's vocabulary and merges with
 /// `tokenizer.ggml.pre` swapped (and `add_bos_token` removed, so each type's own BOS default
-/// shows): the awkward strings and the first 30 kB of wiki.test.raw.
+/// shows): the awkward strings and the first 30 kB of the evaluation text.
 #[test]
 fn pre_tokenizer_types_match_llama_tokenize() {
     let dir = common::workdir();
@@ -323,16 +327,16 @@ fn pre_tokenizer_types_match_llama_tokenize() {
     let mut md = source.metadata().clone();
     md.remove("tokenizer.ggml.add_bos_token");
     add_digit_merges(&mut md);
-    let wiki = std::fs::read_to_string(common::wikitext("wiki.test.raw")).unwrap();
+    let eval = std::fs::read_to_string(common::eval_text()).unwrap();
     let mut cut = 30_000;
-    while !wiki.is_char_boundary(cut) {
+    while !eval.is_char_boundary(cut) {
         cut += 1;
     }
     let text = format!(
         "{}\n{}\n{}",
         TRICKY.join("\n"),
         random_text(7, 3000),
-        &wiki[..cut]
+        &eval[..cut]
     );
     for pre in PRE_TYPES {
         let path = vocab_only(&md, pre, dir.path());

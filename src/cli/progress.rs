@@ -1,4 +1,7 @@
-//! Progress bars on stderr (hidden when stderr is not a terminal).
+//! Progress on stderr: bars on a terminal, plain lines elsewhere (byte bars only on a terminal).
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -45,33 +48,83 @@ impl ByteProgress {
     }
 }
 
-/// A bar for staged work (`stage`, done, total), such as scoring: the stage is the message.
+/// Progress of staged work (`stage`, done, total), such as scoring: a bar with an ETA on a
+/// terminal; elsewhere (a log file, a pipe, CI) one plain line per stage and then at most one
+/// every [`LINE_EVERY`], so a long run redirected to a file still shows where it is and how long
+/// it has left.
 pub struct StageProgress {
     bar: ProgressBar,
+    lines: Option<std::cell::RefCell<Lines>>,
+}
+
+/// How often a plain progress line is printed within one stage.
+const LINE_EVERY: Duration = Duration::from_secs(10);
+
+struct Lines {
+    stage: String,
+    started: Instant,
+    last: Instant,
 }
 
 impl StageProgress {
     pub fn new(enabled: bool) -> StageProgress {
-        let bar = if enabled {
+        let on_terminal = std::io::stderr().is_terminal();
+        let bar = if enabled && on_terminal {
             ProgressBar::new(1)
         } else {
             ProgressBar::hidden()
         };
         bar.set_style(
-            ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {elapsed}")
+            ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {elapsed} (ETA {eta})")
                 .expect("static template")
                 .progress_chars("=> "),
         );
-        StageProgress { bar }
+        let lines = (enabled && !on_terminal).then(|| {
+            std::cell::RefCell::new(Lines {
+                stage: String::new(),
+                started: Instant::now(),
+                last: Instant::now(),
+            })
+        });
+        StageProgress { bar, lines }
     }
 
     pub fn update(&self, stage: &str, done: usize, total: usize) {
         self.bar.set_message(stage.to_string());
         self.bar.set_length(total as u64);
         self.bar.set_position(done as u64);
+        if let Some(lines) = &self.lines {
+            lines.borrow_mut().update(stage, done, total);
+        }
     }
 
     pub fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+}
+
+impl Lines {
+    fn update(&mut self, stage: &str, done: usize, total: usize) {
+        let now = Instant::now();
+        let new_stage = stage != self.stage;
+        if new_stage {
+            self.stage = stage.to_string();
+            self.started = now;
+        }
+        let finished = done >= total && total > 0;
+        if !(new_stage || finished || now.duration_since(self.last) >= LINE_EVERY) {
+            return;
+        }
+        self.last = now;
+        let elapsed = now.duration_since(self.started).as_secs_f64();
+        let eta = if done > 0 && !finished {
+            format!(
+                ", ETA {:.0} s",
+                elapsed / done as f64 * (total - done) as f64
+            )
+        } else {
+            String::new()
+        };
+        eprintln!("{stage}: {done}/{total} ({elapsed:.1} s{eta})");
     }
 }

@@ -139,13 +139,7 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         bail!("--heal-type and --quantize both set the healed tensors' type: with --quantize they take the type the quantization mix gives them; drop --heal-type");
     }
     let ftype = match &q.quantize {
-        Some(name) => Some(FileType::from_name(name).with_context(|| {
-            let names: Vec<&str> = FileType::all().map(|f| f.name()).collect();
-            format!(
-                "--quantize {name:?}: unknown file type; one of {}",
-                names.join(", ")
-            )
-        })?),
+        Some(name) => Some(FileType::parse(name).context("--quantize")?),
         None => None,
     };
     let given_imatrix = match &q.imatrix {
@@ -296,6 +290,7 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         selection.as_ref(),
         quant_report.as_ref(),
         heal_report.as_ref(),
+        &args.select,
         args.json,
     )
 }
@@ -305,6 +300,7 @@ fn print_report(
     selection: Option<&Selection>,
     quant: Option<&(FileType, bool, QuantizeReport)>,
     heal: Option<&HealReport>,
+    select: &SelectArgs,
     json: bool,
 ) -> anyhow::Result<()> {
     if json {
@@ -337,9 +333,20 @@ fn print_report(
         super::heal::print_report(h);
     }
     if let Some(sel) = selection {
+        let how = if sel.held_out_tokens > 0 {
+            format!("candidates compared on {}", sel.held_out_tokens)
+        } else if select.metric.is_some() {
+            "one metric asked for, no comparison".to_string()
+        } else {
+            format!(
+                "not compared with the other metrics: the text gives a single window of {} tokens; \
+                 a longer --calib or a smaller --ctx lets the default compare them",
+                select.ctx
+            )
+        };
         println!(
-            "chosen by {} on {} calibration tokens (candidates compared on {})",
-            sel.method, sel.n_tokens, sel.held_out_tokens
+            "chosen by {} on {} calibration tokens ({how})",
+            sel.method, sel.n_tokens
         );
         for c in &sel.candidates {
             let layers: Vec<String> = c.removed.iter().map(usize::to_string).collect();

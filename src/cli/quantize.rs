@@ -3,7 +3,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
 use gguf_prune::gguf::Model;
 use gguf_prune::quant::{self, quantize_model, FileType, ImatrixData, MixContext, QuantizeParams};
 
@@ -20,7 +19,8 @@ pub struct QuantizeArgs {
     /// The file to write.
     pub output: PathBuf,
     /// File type: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q2_K_S, Q3_K_S, Q3_K_M,
-    /// Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K (or llama.cpp's number).
+    /// Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, the aliases Q3_K, Q4_K, Q5_K (the _M
+    /// mixes), any case, or llama-quantize's number for one of them.
     pub ftype: String,
     /// No mix: every quantizable tensor gets the file type's default type.
     #[arg(long)]
@@ -37,14 +37,7 @@ pub struct QuantizeArgs {
 }
 
 pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
-    let ftype = FileType::from_name(&args.ftype).with_context(|| {
-        let names: Vec<&str> = FileType::all().map(|f| f.name()).collect();
-        format!(
-            "unknown file type {:?}; one of {}",
-            args.ftype,
-            names.join(", ")
-        )
-    })?;
+    let ftype = FileType::parse(&args.ftype)?;
     let model = Model::open(&args.input)?;
     let imatrix = match &args.imatrix {
         Some(p) => {

@@ -73,12 +73,31 @@ impl FileType {
         FILE_TYPES.iter().map(|r| r.0)
     }
 
-    /// Parses a name as llama-quantize accepts it (`q4_k_m`, `Q8_0`, or the number `15`).
+    /// Parses a name as llama-quantize accepts it (`q4_k_m`, `Q8_0`, the alias `Q4_K`, or the
+    /// number `15`); `None` for a name it accepts that this build cannot produce, or does not
+    /// know. [`FileType::parse`] tells the two apart.
     pub fn from_name(name: &str) -> Option<FileType> {
+        FileType::parse(name).ok()
+    }
+
+    /// Parses a file type the way llama-quantize's `try_parse_ftype` does: a name from its list,
+    /// any case, else a leading decimal number (`std::stoi`) taken as a `llama_ftype`, the first
+    /// name in the list with that number winning.
+    pub fn parse(name: &str) -> Result<FileType, FileTypeError> {
+        let row = LLAMA_QUANTIZE_NAMES
+            .iter()
+            .find(|r| r.0.eq_ignore_ascii_case(name))
+            .or_else(|| {
+                let n = stoi(name)?;
+                LLAMA_QUANTIZE_NAMES.iter().find(|r| r.1 == Some(n))
+            })
+            .ok_or_else(|| FileTypeError::Unknown(name.to_string()))?;
+        let number = row.1.ok_or(FileTypeError::NotBuilt(row.0))?;
         FILE_TYPES
             .iter()
-            .find(|r| r.1.eq_ignore_ascii_case(name) || name.parse::<u32>().ok() == Some(r.2))
+            .find(|r| r.2 == number)
             .map(|r| r.0)
+            .ok_or(FileTypeError::NotBuilt(row.0))
     }
 
     pub fn name(self) -> &'static str {
@@ -94,6 +113,85 @@ impl FileType {
     pub fn default_type(self) -> GgmlType {
         self.row().3
     }
+}
+
+/// Why a file type name was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileTypeError {
+    /// Occurs when llama-quantize would not accept the name either.
+    #[error("unknown file type {0:?}; one of {names}", names = supported_names())]
+    Unknown(String),
+    /// Occurs for a type llama-quantize produces that this build has no kernel or mix for.
+    #[error("file type {0} is one llama-quantize makes, but this build cannot (it makes {names}); use llama-quantize for {0}", names = supported_names())]
+    NotBuilt(&'static str),
+}
+
+fn supported_names() -> String {
+    let names: Vec<&str> = FileType::all().map(|f| f.name()).collect();
+    names.join(", ")
+}
+
+/// `std::stoi` as llama-quantize calls it: optional leading white space and sign, then at least
+/// one decimal digit; whatever follows the digits is ignored.
+fn stoi(s: &str) -> Option<u32> {
+    let t = s.trim_start();
+    let t = t.strip_prefix('+').unwrap_or(t);
+    let digits: &str = &t[..t.bytes().take_while(u8::is_ascii_digit).count()];
+    digits.parse().ok()
+}
+
+/// Every name llama-quantize's `--help` lists (tools/quantize/quantize.cpp, `QUANT_OPTIONS`), in
+/// its order, with the `llama_ftype` number it maps to: `Q3_K`, `Q4_K` and `Q5_K` are aliases
+/// of the `_M` mixes, and `COPY` (copy every tensor unchanged) has no number of its own. The
+/// order matters: a number resolves to the first name that has it.
+const LLAMA_QUANTIZE_NAMES: &[(&str, Option<u32>)] = &[
+    ("Q1_0", Some(40)),
+    ("Q2_0", Some(41)),
+    ("Q4_0", Some(2)),
+    ("Q4_1", Some(3)),
+    ("MXFP4_MOE", Some(38)),
+    ("Q5_0", Some(8)),
+    ("Q5_1", Some(9)),
+    ("IQ2_XXS", Some(19)),
+    ("IQ2_XS", Some(20)),
+    ("IQ2_S", Some(28)),
+    ("IQ2_M", Some(29)),
+    ("IQ1_S", Some(24)),
+    ("IQ1_M", Some(31)),
+    ("TQ1_0", Some(36)),
+    ("TQ2_0", Some(37)),
+    ("Q2_K", Some(10)),
+    ("Q2_K_S", Some(21)),
+    ("IQ3_XXS", Some(23)),
+    ("IQ3_S", Some(26)),
+    ("IQ3_M", Some(27)),
+    ("Q3_K", Some(12)),
+    ("IQ3_XS", Some(22)),
+    ("Q3_K_S", Some(11)),
+    ("Q3_K_M", Some(12)),
+    ("Q3_K_L", Some(13)),
+    ("IQ4_NL", Some(25)),
+    ("IQ4_XS", Some(30)),
+    ("Q4_K", Some(15)),
+    ("Q4_K_S", Some(14)),
+    ("Q4_K_M", Some(15)),
+    ("Q5_K", Some(17)),
+    ("Q5_K_S", Some(16)),
+    ("Q5_K_M", Some(17)),
+    ("Q6_K", Some(18)),
+    ("Q8_0", Some(7)),
+    ("F16", Some(1)),
+    ("BF16", Some(32)),
+    ("F32", Some(0)),
+    ("COPY", None),
+];
+
+/// The names llama-quantize accepts, in its `--help` order, with their `llama_ftype` numbers
+/// (`None` for `COPY`), and whether this build makes that type.
+pub fn llama_quantize_names() -> impl Iterator<Item = (&'static str, Option<u32>, bool)> {
+    LLAMA_QUANTIZE_NAMES
+        .iter()
+        .map(|&(name, n)| (name, n, FileType::parse(name).is_ok()))
 }
 
 impl std::fmt::Display for FileType {
@@ -676,5 +774,28 @@ mod tests {
         assert_eq!(FileType::from_name("15"), Some(FileType::Q4_K_M));
         assert_eq!(FileType::Q8_0.llama_ftype(), 7);
         assert_eq!(FileType::from_name("IQ2_XXS"), None);
+        assert_eq!(
+            FileType::parse("IQ2_XXS"),
+            Err(FileTypeError::NotBuilt("IQ2_XXS"))
+        );
+        assert_eq!(
+            FileType::parse("Q4_L"),
+            Err(FileTypeError::Unknown("Q4_L".into()))
+        );
+        // llama-quantize's aliases and its std::stoi reading of numbers
+        assert_eq!(FileType::parse("q4_k"), Ok(FileType::Q4_K_M));
+        assert_eq!(FileType::parse("Q3_K"), Ok(FileType::Q3_K_M));
+        assert_eq!(FileType::parse("Q5_K"), Ok(FileType::Q5_K_M));
+        assert_eq!(FileType::parse(" 15x"), Ok(FileType::Q4_K_M));
+        assert_eq!(FileType::parse("0"), Ok(FileType::F32));
+        assert_eq!(
+            FileType::parse("COPY"),
+            Err(FileTypeError::NotBuilt("COPY"))
+        );
+        // every file type this build makes is in llama-quantize's list under its own name
+        for f in FileType::all() {
+            assert_eq!(FileType::parse(f.name()), Ok(f));
+            assert_eq!(FileType::parse(&f.llama_ftype().to_string()), Ok(f));
+        }
     }
 }

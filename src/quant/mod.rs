@@ -38,7 +38,7 @@ use crate::error::{Error, Result};
 use crate::gguf::GgmlType;
 
 pub use imatrix::ImatrixData;
-pub use mix::{FileType, MixContext};
+pub use mix::{llama_quantize_names, FileType, FileTypeError, MixContext};
 pub use model::{planned_types, quantize_model, QuantizeParams, QuantizeReport};
 
 /// f32 to IEEE half bits, round to nearest even (ggml's `GGML_FP32_TO_FP16` in ggml-base).

@@ -56,18 +56,17 @@ pub fn llama_tool(name: &str) -> PathBuf {
     .join(name)
 }
 
-/// The shared data folder (wikitext-2-raw lives in `../shared/data`).
-pub fn wikitext(name: &str) -> PathBuf {
-    let candidates = [
-        repo().join("../shared/data/wikitext-2-raw"),
-        repo().join("data/wikitext-2-raw"),
-    ];
-    for dir in &candidates {
-        if dir.join(name).exists() {
-            return dir.join(name);
-        }
-    }
-    panic!("wikitext-2-raw/{name} not found in {candidates:?}")
+/// The project's evaluation text (`tests/data/eval.txt`, written for this project in
+/// wikitext-2's layout): what the tests measure perplexity, KL and token ids on, as the README's
+/// tables use wiki.test.raw.
+pub fn eval_text() -> PathBuf {
+    repo().join("tests/data/eval.txt")
+}
+
+/// The built-in calibration text (`src/calibration/calibration.txt`): what the tests calibrate,
+/// heal and collect importance matrices on, as the README's tables use wiki.valid.raw.
+pub fn calibration_text() -> PathBuf {
+    repo().join("src/calibration/calibration.txt")
 }
 
 /// The `gguf-prune` binary built for this test run.
@@ -98,14 +97,14 @@ pub fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Runs llama-perplexity on `model` over wiki.test.raw and returns the final estimate.
+/// Runs llama-perplexity on `model` over the evaluation text and returns the final estimate.
 pub fn llama_perplexity(model: &Path, ctx: u32, chunks: u32) -> f64 {
     final_ppl(&llama_log(
         Command::new(llama_tool("llama-perplexity"))
             .args(["-m"])
             .arg(model)
             .args(["-f"])
-            .arg(wikitext("wiki.test.raw"))
+            .arg(eval_text())
             .args([
                 "-c",
                 &ctx.to_string(),
@@ -150,11 +149,11 @@ pub fn f32_tensor(
     }
 }
 
-/// Token ids `llama-tokenize` gives for the first `n_bytes` of a wikitext file (BOS included
+/// Token ids `llama-tokenize` gives for the first `n_bytes` of a text file (BOS included
 /// when the model adds one).
-pub fn llama_tokenize_prefix(model: &Path, wikitext_file: &str, n_bytes: usize) -> Vec<u32> {
+pub fn llama_tokenize_prefix(model: &Path, text_file: &Path, n_bytes: usize) -> Vec<u32> {
     let dir = workdir();
-    let text = std::fs::read(wikitext(wikitext_file)).unwrap();
+    let text = std::fs::read(text_file).unwrap();
     let prefix = dir.path().join("prefix.txt");
     std::fs::write(&prefix, &text[..n_bytes.min(text.len())]).unwrap();
     let out = run_ok(
@@ -175,10 +174,10 @@ pub fn llama_tokenize_prefix(model: &Path, wikitext_file: &str, n_bytes: usize) 
         .collect()
 }
 
-/// The first lines of a wikitext file, whole, up to the first that ends past `n_bytes`, written
-/// to `dir/excerpt.txt` (a short text for end-to-end runs against llama.cpp).
-pub fn wikitext_excerpt(dir: &Path, n_bytes: usize) -> PathBuf {
-    let text = std::fs::read_to_string(wikitext("wiki.test.raw")).unwrap();
+/// The first lines of the evaluation text, whole, up to the first that ends past `n_bytes`,
+/// written to `dir/excerpt.txt` (a short text for end-to-end runs against llama.cpp).
+pub fn eval_excerpt(dir: &Path, n_bytes: usize) -> PathBuf {
+    let text = std::fs::read_to_string(eval_text()).unwrap();
     let mut out = String::new();
     for line in text.split_inclusive('\n') {
         if out.len() > n_bytes {
