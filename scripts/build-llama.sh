@@ -10,7 +10,33 @@ BIN="$ROOT/bin"
 TOOLS="llama-perplexity llama-quantize llama-tokenize llama-imatrix llama-completion llama-bench llama-gguf-split"
 PY="${PYTHON:-python3}"
 
-all_built() { for t in $TOOLS; do [ -x "$BIN/$t" ] || return 1; done; }
+# CPU features: -march=native, except on CPUs that report AMX. ggml's AMX kernels (compiled in
+# by -march=native there) die with SIGILL in llama-perplexity on virtual machines that report AMX
+# but do not enable its tile state (seen on this project's CI machines), so on such CPUs the
+# native feature set is spelled out without AMX. The choice is stamped beside the binaries, and a
+# different one (a cache moved to another CPU) rebuilds.
+cpu_options() {
+  local flags
+  flags=" $(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | cut -d: -f2) "
+  case "$flags" in
+    *" amx_tile "*) ;;
+    *) echo "-DGGML_NATIVE=ON"; return ;;
+  esac
+  local opts="-DGGML_NATIVE=OFF"
+  has() { case "$flags" in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+  for pair in sse4_2:SSE42 avx:AVX avx2:AVX2 fma:FMA f16c:F16C bmi2:BMI2 avx_vnni:AVX_VNNI \
+              avx512f:AVX512 avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI avx512_bf16:AVX512_BF16; do
+    if has "${pair%%:*}"; then opts="$opts -DGGML_${pair#*:}=ON"; else opts="$opts -DGGML_${pair#*:}=OFF"; fi
+  done
+  echo "$opts -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+}
+CPU_OPTIONS="$(cpu_options)"
+STAMP="$BIN/.cpu-options"
+
+all_built() {
+  for t in $TOOLS; do [ -x "$BIN/$t" ] || return 1; done
+  [ "$(cat "$STAMP" 2>/dev/null)" = "$CPU_OPTIONS" ]
+}
 all_built && exit 0
 
 if ! command -v cmake >/dev/null 2>&1; then
@@ -31,9 +57,11 @@ if [ ! -d "$ROOT/src/vendor/llama.cpp" ]; then
 fi
 
 echo "building llama.cpp reference tools (a few minutes)..." >&2
+# shellcheck disable=SC2086
 cmake -S "$ROOT/src/vendor/llama.cpp" -B "$ROOT/build" -DCMAKE_BUILD_TYPE=Release \
-  -DGGML_NATIVE=ON -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF >&2
+  $CPU_OPTIONS -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DBUILD_SHARED_LIBS=OFF >&2
 cmake --build "$ROOT/build" -j"$(nproc)" --target $TOOLS >&2
 mkdir -p "$BIN"
 for t in $TOOLS; do cp "$ROOT/build/bin/$t" "$BIN/$t"; done
+echo "$CPU_OPTIONS" > "$STAMP"
 all_built

@@ -36,7 +36,7 @@ record() {
   bash "$here/fetch-models.sh"
   mkdir -p "$dir"
   dir="$(cd "$dir" && pwd)"
-  local work; work="$(mktemp -d)"
+  work="$(mktemp -d)"
   trap 'rm -rf "$work"' EXIT
   local smol="$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf"
   local gemma="$CACHE/models/gemma-3-270m-q4_k_m.gguf"
