@@ -12,8 +12,9 @@
 //!   512-token sliding window; ShortGPT used 256), at most 8192 tokens, BOS first in each
 //!   window when the model adds one.
 //! - `--remove N` (see [`select_layers`]): one-shot BI, iterative BI and the best angular run
-//!   are built on 3/4 of the windows; the set whose pruned model has the lowest KL divergence
-//!   from the unpruned model on the other 1/4 wins. First and last blocks are kept by default.
+//!   are built on every window; the set whose pruned model has the lowest KL divergence from the
+//!   unpruned model on the last quarter of the windows wins. First and last blocks are kept by
+//!   default.
 
 mod deps;
 pub mod select;

@@ -102,7 +102,7 @@ pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize);
 /// sets of one-shot BI, iterative BI and angular distance are built from all calibration
 /// windows, and the one whose pruned model stays closest to the unpruned model (mean KL
 /// divergence of next-token distributions) on the last quarter of them wins: no single metric
-/// wins on every model and k (DESIGN.md section 2). `refine` adds a greedy set guided by
+/// wins on every model and k (README, "Does removing layers work?"). `refine` adds a greedy set guided by
 /// that divergence (three lowest-BI blocks tried per step; costly).
 /// The first and last blocks are kept unless `allow_ends`; every set passes the
 /// architecture's removal rules.
