@@ -2,8 +2,9 @@
 //!
 //! Weights are dequantized to f32 block by block and multiplied with candle's gemm (faster on a
 //! CPU than candle's quantized matmul for Q4_1/Q5_0: 567 against 29 tokens/s on SmolLM2 Q4_1).
-//! Work is layer-major: every window of a batch goes through block i before any goes through block i+1, so each weight
-//! is dequantized once per batch and memory holds one block plus the activations.
+//! Work is layer-major: every window of a batch goes through block i before any goes through
+//! block i+1, so each weight is dequantized once per batch and memory holds one block plus the
+//! activations.
 //!
 //! What differs between architectures (norm placement, activation, RoPE pairing, sliding-window
 //! layers, scales) comes from the `[forward]` table of `formats/<arch>.toml`; what a file holds
