@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Checks that no module of the library uses a module of a higher layer (ARCHITECTURE.md's table):
+# every `crate::NAME` a file under src/ mentions must be of the file's own layer or a lower one.
+# Prints each violation (file, line, the module used) and exits 1 if there is any.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 - <<'PYEOF'
+import pathlib, re, sys
+
+# Layers, lowest first; a module may use its own layer and the ones before it.
+LAYERS = [
+    ["error", "interrupt", "gguf"],
+    ["output", "limits"],
+    ["blocks", "arch", "verify"],
+    ["tokenizer"],
+    ["forward"],
+    ["calibration", "eval", "score"],
+    ["prune", "heal", "quant"],
+    ["pipeline", "inspect", "jobs"],
+]
+# Files that belong to another layer than their folder (the kernels sit low, the whole-model
+# quantization and the imatrix collector high).
+FILE_LAYER = {
+    "quant/legacy.rs": "forward", "quant/kquants.rs": "forward", "quant/mod.rs": "forward",
+}
+QUANT_FILES = {p.stem for p in pathlib.Path("src/quant").glob("*.rs")} - {"mod"}
+rank = {m: i for i, names in enumerate(LAYERS) for m in names}
+bad = 0
+for path in sorted(pathlib.Path("src").rglob("*.rs")):
+    rel = path.relative_to("src").as_posix()
+    top = rel.split("/")[0].removesuffix(".rs")
+    if top in ("main", "lib", "cli"):
+        continue
+    own = rank.get(FILE_LAYER.get(rel, top))
+    if own is None:
+        print(f"{rel}: module {top!r} is in no layer of scripts/layers.sh"); bad += 1; continue
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.lstrip().startswith("//"):
+            continue
+        for used, sub in re.findall(r"crate::([a-z_]+)(?:::([a-z_]+))?", line):
+            # crate::quant::mix is quant/mix.rs; crate::quant::quantize is in quant/mod.rs
+            if used == "quant":
+                name = f"quant/{sub}.rs" if sub in QUANT_FILES else "quant/mod.rs"
+                used = FILE_LAYER.get(name, "quant")
+            r = rank.get(used)
+            if r is None:
+                print(f"{rel}:{n}: uses crate::{used}, which is in no layer"); bad += 1
+            elif r > own:
+                print(f"{rel}:{n}: {top} (layer {own}) uses crate::{used} (layer {r})"); bad += 1
+print(f"layers: {bad} violation(s)")
+sys.exit(1 if bad else 0)
+PYEOF
