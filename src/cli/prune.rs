@@ -208,10 +208,7 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
     // Written to a temporary file now, put in place only once the model is: a prune that
     // fails leaves no importance matrix behind either.
     let imatrix_out = match (&q.imatrix_out, &collected) {
-        (Some(path), Some(im)) => Some(
-            im.stage_gguf(path, &rule)
-                .with_context(|| format!("--imatrix-out {}", path.display()))?,
-        ),
+        (Some(path), Some(im)) => Some(im.stage_gguf(path, &rule).context("--imatrix-out")?),
         _ => None,
     };
     let options = WriteOptions {
@@ -289,9 +286,7 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
     bar.finish();
     if let (Some(pending), Some(im)) = (imatrix_out, &collected) {
         let path = pending.targets()[0].clone();
-        pending
-            .commit()
-            .with_context(|| format!("--imatrix-out {}", path.display()))?;
+        pending.commit().context("--imatrix-out")?;
         if !args.json {
             eprintln!(
                 "importance matrix: {} entries, {} chunks of {} tokens, saved to {}",
@@ -326,7 +321,7 @@ fn check_outputs(
         Some(_) => output::check_folder(output)?,
     }
     if let Some(path) = imatrix_out {
-        output::check(path, rule).with_context(|| format!("--imatrix-out {}", path.display()))?;
+        output::check(path, rule).context("--imatrix-out")?;
         if output::same_target(path, output) {
             bail!(
                 "--imatrix-out {} is the model's output path: give them different names",
