@@ -242,54 +242,9 @@ pub fn write_model(
         .map(|t| align_up(t.data.len(), alignment))
         .collect();
 
-    // Plan the shards: a new one starts when the next tensor would pass the size limit.
-    let mut ranges: Vec<(usize, usize)> = Vec::new();
-    match options.split_max_bytes {
-        None => ranges.push((0, tensors.len())),
-        Some(max) => {
-            let (mut start, mut size) = (0usize, 0u64);
-            for (i, &p) in padded.iter().enumerate() {
-                if i > start && size + p > max {
-                    ranges.push((start, i));
-                    (start, size) = (i, 0);
-                }
-                size += p;
-            }
-            ranges.push((start, tensors.len()));
-        }
-    }
+    let ranges = shard_ranges(&padded, options.split_max_bytes)?;
     let n_shards = ranges.len() as u64;
-    if n_shards > u16::MAX as u64 {
-        return Err(Error::Invalid(format!(
-            "the split would make {n_shards} shards, but llama.cpp counts them in a u16 (at most {}): use a larger split size",
-            u16::MAX
-        )));
-    }
-    let (shards, pending) = if options.split_max_bytes.is_none() {
-        let shard = Shard {
-            target: target.to_path_buf(),
-            first: 0,
-            end: tensors.len(),
-        };
-        (vec![shard], Pending::create(target, &options.output)?)
-    } else {
-        let text = target.to_string_lossy();
-        let prefix = PathBuf::from(text.strip_suffix(".gguf").unwrap_or(&text).to_string());
-        let shards: Vec<Shard> = ranges
-            .iter()
-            .enumerate()
-            .map(|(i, &(first, end))| Shard {
-                target: split_path(&prefix, i as u64, n_shards),
-                first,
-                end,
-            })
-            .collect();
-        let targets = shards.iter().map(|s| s.target.clone()).collect();
-        let pending = Pending::create_all(targets, &options.output, |tag| {
-            shard_temps(&prefix, n_shards, tag)
-        })?;
-        (shards, pending)
-    };
+    let (shards, pending) = stage(target, &ranges, options)?;
 
     let total: u64 = padded.iter().sum();
     let mut done = 0u64;
@@ -327,6 +282,69 @@ pub fn write_model(
         )?;
     }
     Ok(pending)
+}
+
+/// The tensor ranges of the output files: a new shard starts when the next tensor would pass
+/// the size limit. Refuses more shards than llama.cpp can count.
+fn shard_ranges(padded: &[u64], split_max_bytes: Option<u64>) -> Result<Vec<(usize, usize)>> {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    match split_max_bytes {
+        None => ranges.push((0, padded.len())),
+        Some(max) => {
+            let (mut start, mut size) = (0usize, 0u64);
+            for (i, &p) in padded.iter().enumerate() {
+                if i > start && size + p > max {
+                    ranges.push((start, i));
+                    (start, size) = (i, 0);
+                }
+                size += p;
+            }
+            ranges.push((start, padded.len()));
+        }
+    }
+    let n_shards = ranges.len() as u64;
+    if n_shards > u16::MAX as u64 {
+        return Err(Error::Invalid(format!(
+            "the split would make {n_shards} shards, but llama.cpp counts them in a u16 (at most {}): use a larger split size",
+            u16::MAX
+        )));
+    }
+    Ok(ranges)
+}
+
+/// Names the output files (`target`, or shards named after it) and creates their temporary
+/// files under the output rule.
+fn stage(
+    target: &Path,
+    ranges: &[(usize, usize)],
+    options: &WriteOptions,
+) -> Result<(Vec<Shard>, Pending)> {
+    if options.split_max_bytes.is_none() {
+        let (first, end) = ranges[0];
+        let shard = Shard {
+            target: target.to_path_buf(),
+            first,
+            end,
+        };
+        return Ok((vec![shard], Pending::create(target, &options.output)?));
+    }
+    let n_shards = ranges.len() as u64;
+    let text = target.to_string_lossy();
+    let prefix = PathBuf::from(text.strip_suffix(".gguf").unwrap_or(&text).to_string());
+    let shards: Vec<Shard> = ranges
+        .iter()
+        .enumerate()
+        .map(|(i, &(first, end))| Shard {
+            target: split_path(&prefix, i as u64, n_shards),
+            first,
+            end,
+        })
+        .collect();
+    let targets = shards.iter().map(|s| s.target.clone()).collect();
+    let pending = Pending::create_all(targets, &options.output, |tag| {
+        shard_temps(&prefix, n_shards, tag)
+    })?;
+    Ok((shards, pending))
 }
 
 /// Refuses what would make a file that llama.cpp (and our own reader) rejects: a version
