@@ -411,13 +411,16 @@ fn sigterm_and_sighup_leave_no_temporary_file() {
     // Mid-write: the logits' temporary file exists from the first chunk on.
     stopped_by(&f, libc::SIGTERM, &eval, &logits, true);
     stopped_by(&f, libc::SIGHUP, &eval, &logits, true);
-    // Mid-scoring: nothing written yet, and nothing must be after.
+    // Mid-scoring (scores, then three candidate sets compared): nothing written yet, and
+    // nothing must be after.
     let plot = f.path("p.svg");
     let score = [
         OsStr::new("score"),
         os(&f.model),
         "--max-tokens".as_ref(),
         "100000".as_ref(),
+        "--remove".as_ref(),
+        "8".as_ref(),
         "--plot".as_ref(),
         os(&plot),
     ];
