@@ -21,6 +21,10 @@ pub enum Error {
     OutputExists { path: PathBuf },
     #[error("refusing to write {}: it is an input of this run", path.display())]
     OutputIsInput { path: PathBuf },
+    /// Occurs when the output path is a folder, a FIFO or a device: never replaced, even
+    /// when replacing files is allowed.
+    #[error("{} exists and is not a regular file; refusing to replace it", path.display())]
+    OutputNotRegular { path: PathBuf },
     #[error("interrupted")]
     Interrupted,
 

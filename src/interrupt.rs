@@ -1,5 +1,5 @@
-//! Ctrl-C: a flag that long work polls, and the temporary files to remove if the process is
-//! stopped before the work notices.
+//! Ctrl-C, SIGTERM and SIGHUP: a flag that long work polls, and the temporary files (made by
+//! [`crate::output`]) to remove if the process is stopped before the work notices.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

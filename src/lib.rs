@@ -2,7 +2,7 @@
 //! llama.cpp users already have.
 //!
 //! Data flows one way: open ([`gguf::Model::open`]) -> plan (which layers) -> rewrite (metadata,
-//! tensor names) -> write (streamed, atomic) -> verify.
+//! tensor names) -> write (streamed, atomic: [`output`]) -> verify.
 
 pub mod arch;
 pub mod calibration;
@@ -13,6 +13,7 @@ pub mod gguf;
 pub mod heal;
 pub mod inspect;
 pub mod interrupt;
+pub mod output;
 pub mod pipeline;
 pub mod prune;
 pub mod quant;

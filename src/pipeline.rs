@@ -60,7 +60,8 @@ pub fn write_verified(
     let plan = rewritten.plan;
     let mut options = options.clone();
     options
-        .protect
+        .output
+        .inputs
         .extend(model.shards.iter().map(|s| s.path().to_path_buf()));
     let pending = crate::gguf::write_model(
         output,

@@ -18,7 +18,7 @@ fn prune(src: &Path, removed: &[usize], out: &Path) -> Metadata {
     let n = block_count(model.metadata()).unwrap();
     let plan = PrunePlan::new(n, removed).unwrap();
     let options = WriteOptions {
-        overwrite: true,
+        output: gguf_prune::output::OutputRule::new(true, []),
         ..WriteOptions::default()
     };
     prune_model(&model, &plan, out, &options, &mut |_, _| {}).unwrap();

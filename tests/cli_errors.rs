@@ -10,25 +10,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use gguf_prune::gguf::Value;
+use support::failure::{assert_clean_failure, sha256, temp_files};
 use support::{tiny_llama, write_file, Gguf};
-
-/// sha256 of a file, by coreutils' `sha256sum`.
-fn sha256(path: &Path) -> String {
-    let out = common::run_ok(Command::new("sha256sum").arg(path));
-    out.split_whitespace().next().unwrap().to_string()
-}
-
-/// Files in `dir` whose name marks them as our temporary output.
-fn temp_files(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.to_string_lossy().contains(".tmp-gguf-prune"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 fn prune(args: &[&std::ffi::OsStr]) -> Output {
     common::gguf_prune()
@@ -36,44 +19,6 @@ fn prune(args: &[&std::ffi::OsStr]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("gguf-prune runs")
-}
-
-/// Asserts the run failed cleanly: non-zero exit, one line on stderr starting `error:` and
-/// containing every needle, no panic, nothing at `target`, no temporary file beside it.
-#[track_caller]
-fn assert_clean_failure(out: &Output, target: &Path, needles: &[&str]) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        !out.status.success(),
-        "expected failure, got success:\n{stderr}"
-    );
-    assert!(!stderr.contains("panicked"), "panic:\n{stderr}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "expected a one-line error, got:\n{stderr}");
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    for n in needles {
-        assert!(
-            stderr.contains(n),
-            "error {stderr:?} does not mention {n:?}"
-        );
-    }
-    // Each cause once: an error whose message embeds its source must not print it again.
-    for cause in ["(os error", "at byte"] {
-        assert!(
-            stderr.matches(cause).count() <= 1,
-            "repeated cause: {stderr}"
-        );
-    }
-    assert!(
-        !target.exists(),
-        "{} was left behind ({stderr})",
-        target.display()
-    );
-    if let Some(dir) = target.parent() {
-        let temps = temp_files(dir);
-        assert!(temps.is_empty(), "temporary files left: {temps:?}");
-    }
-    stderr
 }
 
 /// The tiny four-block llama model as a file in `dir`.

@@ -290,7 +290,7 @@ fn imatrix_files_steer_both_quantizers_identically() {
 
     // our GGUF writer: llama-quantize reads it and gives the same bytes as with the original
     let ours_gguf = d.join("ours.imatrix.gguf");
-    im.write_gguf(&ours_gguf, false).unwrap();
+    im.write_gguf(&ours_gguf, &Default::default()).unwrap();
     let t = d.join("ref.ours-im.gguf");
     llama_quantize(
         &["--imatrix", ours_gguf.to_str().unwrap()],
@@ -305,7 +305,7 @@ fn imatrix_files_steer_both_quantizers_identically() {
 
     // our legacy writer: llama-quantize reads it, and it steers both tools alike
     let dat = d.join("ours.imatrix.dat");
-    im.write_dat(&dat).unwrap();
+    im.write_dat(&dat, &Default::default()).unwrap();
     let diff = both(
         d,
         &source,

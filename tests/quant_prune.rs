@@ -173,7 +173,7 @@ fn imatrix_from_the_scoring_pass_matches_llama_imatrix() {
     );
     let renumbered = dir.path().join("renumbered.imatrix.gguf");
     b.after_layer_removal(&LAYERS)
-        .write_gguf(&renumbered, false)
+        .write_gguf(&renumbered, &Default::default())
         .unwrap();
     let expected = dir.path().join("expected.gguf");
     common::run_ok(

@@ -1,12 +1,13 @@
 //! `gguf-prune eval`: perplexity, and KL divergence against a reference, the llama-perplexity way.
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use gguf_prune::eval::{
     self, ChunkDone, EvalOptions, KlBase, KlDivergence, LogitsSource, Perplexity,
 };
 use gguf_prune::gguf::Model;
+use gguf_prune::output::{OutputRule, Pending};
 
 /// Measure a model's perplexity on a text, as llama-perplexity does (same chunks, same scored
 /// tokens, same formula), and optionally how far its predictions are from a reference (the
@@ -42,6 +43,9 @@ pub struct EvalArgs {
     /// `llama-perplexity -m MODEL --kl-divergence-base FILE --kl-divergence`.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["kl_base", "reference"])]
     pub save_logits: Option<PathBuf>,
+    /// Replace the --save-logits file if it exists.
+    #[arg(long, requires = "save_logits")]
+    pub force: bool,
     /// Print one JSON object on stdout instead of the text report.
     #[arg(long)]
     pub json: bool,
@@ -70,6 +74,10 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     };
     let model =
         Model::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
+    let rule = super::output_rule(args.force, &[&model], &[args.text.as_ref()]);
+    if let Some(path) = &args.save_logits {
+        gguf_prune::output::check(path, &rule)?;
+    }
     let bos = bos_token(&model)?;
     let mut progress = |d: &ChunkDone| {
         match d.kld {
@@ -129,6 +137,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
                 None => eval::perplexity(&mut *source, &windows, per_pass, &mut progress)?,
                 Some(path) => save_logits(
                     path,
+                    &rule,
                     &mut *source,
                     &tokens,
                     &windows,
@@ -155,10 +164,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     }
 }
 
-/// Runs perplexity while writing the rows to `path` (through a temporary file renamed at the end,
-/// so an interrupted run leaves no truncated file behind).
+/// Runs perplexity while writing the rows to `path` (through a temporary file put in place
+/// only at the end, so an interrupted run leaves no truncated file behind).
 fn save_logits(
-    path: &std::path::Path,
+    path: &Path,
+    rule: &OutputRule,
     source: &mut dyn LogitsSource,
     tokens: &[u32],
     windows: &[Vec<u32>],
@@ -166,34 +176,20 @@ fn save_logits(
     progress: &mut dyn FnMut(&ChunkDone),
 ) -> anyhow::Result<Perplexity> {
     let n_ctx = windows[0].len();
-    let tmp = path.with_extension("logits.tmp");
-    let file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let pending = Pending::create(path, rule)?;
     let header = &tokens[..n_ctx * windows.len()];
     let mut out = eval::kl_base::KlBaseWriter::new(
-        std::io::BufWriter::new(file),
+        std::io::BufWriter::new(pending.file(0)),
         n_ctx,
         source.n_vocab(),
         header,
     )
-    .with_context(|| format!("writing {}", tmp.display()))?;
-    let result = eval::perplexity_saving(source, windows, per_pass, progress, &mut out, &tmp)
-        .map_err(anyhow::Error::from)
-        .and_then(|ppl| {
-            out.finish()
-                .flush()
-                .with_context(|| format!("writing {}", tmp.display()))?;
-            Ok(ppl)
-        });
-    let ppl = match result {
-        Ok(ppl) => ppl,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    };
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    .with_context(|| format!("writing {}", path.display()))?;
+    let ppl = eval::perplexity_saving(source, windows, per_pass, progress, &mut out, path)?;
+    out.finish()
+        .flush()
+        .with_context(|| format!("writing {}", path.display()))?;
+    pending.commit()?;
     eprintln!(
         "eval: saved {} rows of logits to {}",
         windows.len() * eval::kl_base::rows_per_window(n_ctx),

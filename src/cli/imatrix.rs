@@ -44,6 +44,8 @@ pub struct ImatrixArgs {
 pub fn run(args: ImatrixArgs) -> anyhow::Result<()> {
     super::select::set_threads(args.threads, "-t/--threads")?;
     let model = Model::open(&args.model)?;
+    let rule = super::output_rule(args.force, &[&model], &[args.calib.as_ref()]);
+    gguf_prune::output::check(&args.output, &rule)?;
     let options = SelectOptions {
         remove: 0,
         calib: args.calib.clone(),
@@ -65,8 +67,7 @@ pub fn run(args: ImatrixArgs) -> anyhow::Result<()> {
             p.display().to_string()
         });
     let im = collector.finish(&dataset, args.ctx as u32)?;
-    im.write_gguf(&args.output, args.force)
-        .with_context(|| format!("writing {}", args.output.display()))?;
+    im.write_gguf(&args.output, &rule)?;
     println!(
         "{} entries from {} tokens ({} chunks of {}), wrote {}",
         im.len(),

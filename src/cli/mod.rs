@@ -1,7 +1,11 @@
 //! Commands, one file each: a clap `Args` struct (its doc comments are the `--help` text) and a
 //! `run` function that turns it into library calls. The library never sees clap.
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
+use gguf_prune::gguf::Model;
+use gguf_prune::output::OutputRule;
 
 pub mod eval;
 pub mod heal;
@@ -75,8 +79,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// First Ctrl-C: ask long work to stop at its next check (it then removes its temporary
-/// output). Second Ctrl-C: remove temporary files and exit at once.
+/// The output rule of a run that reads `models` (every shard) and the files `others`.
+pub fn output_rule(force: bool, models: &[&Model], others: &[Option<&PathBuf>]) -> OutputRule {
+    let shards = models
+        .iter()
+        .flat_map(|m| m.shards.iter().map(|s| s.path().to_path_buf()));
+    let files = others.iter().flatten().map(|p| p.to_path_buf());
+    OutputRule::new(force, shards.chain(files))
+}
+
+/// First Ctrl-C, SIGTERM or SIGHUP (the `termination` feature of ctrlc): ask long work to stop
+/// at its next check (it then removes its temporary output). A second one: remove temporary
+/// files and exit at once.
 pub fn install_ctrlc_handler() {
     let _ = ctrlc::set_handler(|| {
         static PRESSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

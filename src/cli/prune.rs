@@ -6,6 +6,7 @@ use anyhow::{bail, Context};
 use gguf_prune::forward::{BlockObserver, NoObserver};
 use gguf_prune::gguf::{Model, WriteOptions};
 use gguf_prune::heal::{heal_rewrite, HealReport};
+use gguf_prune::output::{self, OutputRule};
 use gguf_prune::pipeline::{write_verified, PruneReport};
 use gguf_prune::prune::{block_count, parse_layer_list, rewrite, PrunePlan};
 use gguf_prune::quant::collect::ImatrixCollector;
@@ -148,6 +149,16 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| default_output(&input));
+    let rule = super::output_rule(
+        args.force,
+        &[&model],
+        &[args.select.calib.as_ref(), q.imatrix.as_ref()],
+    );
+    check_outputs(&output, q.imatrix_out.as_ref(), args.split_max_size, &rule)?;
     // One calibration pass gives the scores (with --remove) and the importance matrix.
     let collect =
         q.imatrix_out.is_some() || (ftype.is_some() && given_imatrix.is_none() && !q.no_imatrix);
@@ -157,6 +168,7 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
     let removed = match (&args.layers, calib_options) {
         (Some(list), _) => {
             let removed = parse_layer_list(list)?;
+            PrunePlan::new(n_layers, &removed)?; // a bad list is reported before the pass
             if collect {
                 // No scoring needed: a pass over the calibration text for the importance matrix.
                 let bar = StageProgress::new(!args.json);
@@ -189,32 +201,19 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
             .map_or("built-in calibration text".to_string(), |p| {
                 p.display().to_string()
             });
-        let im = collector.finish(&dataset, args.select.ctx as u32)?;
-        if let Some(path) = &q.imatrix_out {
-            im.write_gguf(path, args.force)
-                .with_context(|| format!("--imatrix-out {}", path.display()))?;
-            if !args.json {
-                eprintln!(
-                    "importance matrix: {} entries, {} chunks of {} tokens, saved to {}",
-                    im.len(),
-                    im.chunk_count,
-                    im.chunk_size,
-                    path.display()
-                );
-            }
-        }
-        Some(im)
+        Some(collector.finish(&dataset, args.select.ctx as u32)?)
     } else {
         None
     };
-    let output = args
-        .output
-        .clone()
-        .unwrap_or_else(|| default_output(&input));
+    // Written to a temporary file now, put in place only once the model is: a prune that
+    // fails leaves no importance matrix behind either.
+    let imatrix_out = match (&q.imatrix_out, &collected) {
+        (Some(path), Some(im)) => Some(im.stage_gguf(path, &rule).context("--imatrix-out")?),
+        _ => None,
+    };
     let options = WriteOptions {
-        overwrite: args.force,
+        output: rule.clone(),
         split_max_bytes: args.split_max_size,
-        protect: vec![],
         skip_byte_comparison: args.no_verify,
     };
 
@@ -232,7 +231,7 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         pure: q.pure,
         imatrix: imatrix.as_ref(),
         imatrix_path: q.imatrix.clone(),
-        overwrite: args.force,
+        output: rule.clone(),
     });
     let heal_report = if args.heal.heal {
         let mut heal_options = args
@@ -285,6 +284,19 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         bar.update(done, total)
     })?;
     bar.finish();
+    if let (Some(pending), Some(im)) = (imatrix_out, &collected) {
+        let path = pending.targets()[0].clone();
+        pending.commit().context("--imatrix-out")?;
+        if !args.json {
+            eprintln!(
+                "importance matrix: {} entries, {} chunks of {} tokens, saved to {}",
+                im.len(),
+                im.chunk_count,
+                im.chunk_size,
+                path.display()
+            );
+        }
+    }
     print_report(
         &report,
         selection.as_ref(),
@@ -293,6 +305,31 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         &args.select,
         args.json,
     )
+}
+
+/// Checks every output path before the calibration pass: the model's (for a split, only its
+/// folder: the shard names depend on sizes known when writing) and --imatrix-out's, which must
+/// not be the model's.
+fn check_outputs(
+    output: &Path,
+    imatrix_out: Option<&PathBuf>,
+    split: Option<u64>,
+    rule: &OutputRule,
+) -> anyhow::Result<()> {
+    match split {
+        None => output::check(output, rule)?,
+        Some(_) => output::check_folder(output)?,
+    }
+    if let Some(path) = imatrix_out {
+        output::check(path, rule).context("--imatrix-out")?;
+        if output::same_target(path, output) {
+            bail!(
+                "--imatrix-out {} is the model's output path: give them different names",
+                path.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn print_report(

@@ -47,12 +47,14 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let output = super::output_rule(args.force, &[&model], &[args.imatrix.as_ref()]);
+    gguf_prune::output::check(&args.output, &output)?;
     let params = QuantizeParams {
         ftype,
         pure: args.pure,
         imatrix: imatrix.as_ref(),
         imatrix_path: args.imatrix.clone(),
-        overwrite: args.force,
+        output,
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads.unwrap_or(0))

@@ -3,9 +3,11 @@
 use super::select::SelectArgs;
 use anyhow::Context;
 use gguf_prune::gguf::Model;
+use gguf_prune::output;
 use gguf_prune::score::{select_layers, Selection};
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
 pub struct ScoreArgs {
@@ -17,6 +19,9 @@ pub struct ScoreArgs {
     /// Also write an SVG plot of the scores per block.
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// Replace the plot file if it exists.
+    #[arg(long, requires = "plot")]
+    pub force: bool,
     #[command(flatten)]
     pub select: SelectArgs,
 }
@@ -24,6 +29,10 @@ pub struct ScoreArgs {
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     args.select.apply_threads()?;
     let model = Model::open(&args.model)?;
+    let rule = super::output_rule(args.force, &[&model], &[args.select.calib.as_ref()]);
+    if let Some(path) = &args.plot {
+        output::check(path, &rule)?;
+    }
     let options = args.select.options(args.select.remove.unwrap_or(0));
     let bar = super::progress::StageProgress::new(true);
     let sel = select_layers(&model, &options, &mut |stage, done, total| {
@@ -33,7 +42,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     bar.finish();
     let order = suggested_order(&sel, options.allow_ends);
     if let Some(path) = &args.plot {
-        std::fs::write(path, svg(&sel)).with_context(|| format!("writing {}", path.display()))?;
+        write_plot(path, &svg(&sel), &rule)?;
     }
     if args.json {
         let layers: Vec<serde_json::Value> = (0..sel.scores.bi.len())
@@ -59,6 +68,17 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     print!("{}", table(&sel, &order));
+    Ok(())
+}
+
+/// Writes the plot through a temporary file beside `path` (the rule of every output).
+fn write_plot(path: &Path, svg: &str, rule: &output::OutputRule) -> anyhow::Result<()> {
+    let pending = output::Pending::create(path, rule)?;
+    pending
+        .file(0)
+        .write_all(svg.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    pending.commit()?;
     Ok(())
 }
 

@@ -10,8 +10,9 @@ pub mod types;
 pub mod value;
 pub mod write;
 
+pub use crate::output::Pending;
 pub use file::{GgufFile, Model, ModelTensor};
 pub use read::{align_up, Content, TensorInfo};
 pub use types::GgmlType;
 pub use value::{arch_key, Array, Metadata, Value, ValueType};
-pub use write::{write_model, OutTensor, Pending, TensorData, WriteOptions};
+pub use write::{write_model, OutTensor, TensorData, WriteOptions};

@@ -1,11 +1,11 @@
 //! Writing GGUF files: header, key-values, tensor infos, then data at aligned offsets.
 //!
 //! Offsets are derived, never copied: each tensor starts at `align_up(previous end, alignment)`,
-//! so changing a tensor's type only changes sizes. Output goes to a temporary file beside the
-//! target and is renamed into place only when complete, so an error, a full disk or Ctrl-C leaves
-//! nothing at the target path.
+//! so changing a tensor's type only changes sizes. Output goes through [`crate::output`]: a
+//! temporary file beside the target, renamed into place only when complete, so an error, a full
+//! disk or a signal leaves nothing at the target path.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -15,6 +15,7 @@ use super::types::GgmlType;
 use super::value::{Array, Metadata, Value};
 use crate::error::{Error, Result};
 use crate::interrupt;
+use crate::output::{OutputRule, Pending};
 
 /// Where an output tensor's bytes come from.
 pub enum TensorData<'a> {
@@ -58,16 +59,14 @@ pub struct OutTensor<'a> {
 /// How to write.
 #[derive(Debug, Clone, Default)]
 pub struct WriteOptions {
-    /// Replace an existing file at the target path.
-    pub overwrite: bool,
+    /// Which files may be written over (never an input; an existing file only with `force`).
+    pub output: OutputRule,
     /// Split the output into shards of at most this many tensor bytes each (llama.cpp's
     /// `gguf-split --split-max-size`); shards are named `{stem}-00001-of-0000N.gguf`.
     pub split_max_bytes: Option<u64>,
     /// After writing, skip comparing copied tensors byte for byte with their sources (the
     /// structure is still checked). Read by [`crate::pipeline`]; the writer itself ignores it.
     pub skip_byte_comparison: bool,
-    /// Paths that must never be written (the inputs).
-    pub protect: Vec<PathBuf>,
 }
 
 /// Serializes the header: magic, version, counts, key-values and tensor infos, padded to the
@@ -200,74 +199,21 @@ pub fn alignment_of(metadata: &Metadata) -> u64 {
     }
 }
 
-/// One output file: its final path, its temporary path, and the tensors it holds.
+/// One output file: its final path and the tensors it holds.
 struct Shard {
     target: PathBuf,
-    temp: PathBuf,
     first: usize,
     end: usize,
 }
 
-/// Files written to temporary paths, not yet in place. Dropping it removes them; [`commit`]
-/// renames them to their targets.
-///
-/// [`commit`]: Pending::commit
-#[must_use = "the output is only put in place by commit()"]
-pub struct Pending {
-    temps: Vec<PathBuf>,
-    targets: Vec<PathBuf>,
-    committed: bool,
-}
-
-impl Pending {
-    /// The temporary paths, first shard first (open them to verify before committing).
-    pub fn temp_paths(&self) -> &[PathBuf] {
-        &self.temps
-    }
-
-    /// The final paths.
-    pub fn targets(&self) -> &[PathBuf] {
-        &self.targets
-    }
-
-    /// Renames every temporary file to its target.
-    pub fn commit(mut self) -> Result<Vec<PathBuf>> {
-        for (temp, target) in self.temps.iter().zip(&self.targets) {
-            std::fs::rename(temp, target).map_err(io_err(target))?;
-            interrupt::forget_temp(temp);
-        }
-        self.committed = true;
-        Ok(std::mem::take(&mut self.targets))
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if !self.committed {
-            for p in &self.temps {
-                let _ = std::fs::remove_file(p);
-                interrupt::forget_temp(p);
-            }
-        }
-    }
-}
-
-/// A temporary name beside `target`. For shards the shard suffix stays last, so the first
+/// The temporary names of the shards: the tag goes before the shard suffix, so the first
 /// temporary shard opens as a split model.
-fn temp_name(target: &Path, shard: Option<(&Path, u64, u64)>) -> PathBuf {
-    let tag = format!(".tmp-gguf-prune-{}", std::process::id());
-    match shard {
-        None => {
-            let mut name = target.as_os_str().to_os_string();
-            name.push(tag);
-            PathBuf::from(name)
-        }
-        Some((prefix, i, n)) => {
-            let mut p = prefix.as_os_str().to_os_string();
-            p.push(tag);
-            split_path(Path::new(&p), i, n)
-        }
-    }
+fn shard_temps(prefix: &Path, n_shards: u64, tag: &str) -> Vec<PathBuf> {
+    let mut p = prefix.as_os_str().to_os_string();
+    p.push(tag);
+    (0..n_shards)
+        .map(|i| split_path(Path::new(&p), i, n_shards))
+        .collect()
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
@@ -296,62 +242,12 @@ pub fn write_model(
         .map(|t| align_up(t.data.len(), alignment))
         .collect();
 
-    // Plan the shards: a new one starts when the next tensor would pass the size limit.
-    let mut ranges: Vec<(usize, usize)> = Vec::new();
-    match options.split_max_bytes {
-        None => ranges.push((0, tensors.len())),
-        Some(max) => {
-            let (mut start, mut size) = (0usize, 0u64);
-            for (i, &p) in padded.iter().enumerate() {
-                if i > start && size + p > max {
-                    ranges.push((start, i));
-                    (start, size) = (i, 0);
-                }
-                size += p;
-            }
-            ranges.push((start, tensors.len()));
-        }
-    }
+    let ranges = shard_ranges(&padded, options.split_max_bytes)?;
     let n_shards = ranges.len() as u64;
-    if n_shards > u16::MAX as u64 {
-        return Err(Error::Invalid(format!(
-            "the split would make {n_shards} shards, but llama.cpp counts them in a u16 (at most {}): use a larger split size",
-            u16::MAX
-        )));
-    }
-    let shards: Vec<Shard> = if options.split_max_bytes.is_none() {
-        vec![Shard {
-            target: target.to_path_buf(),
-            temp: temp_name(target, None),
-            first: 0,
-            end: tensors.len(),
-        }]
-    } else {
-        let text = target.to_string_lossy();
-        let prefix = PathBuf::from(text.strip_suffix(".gguf").unwrap_or(&text).to_string());
-        ranges
-            .iter()
-            .enumerate()
-            .map(|(i, &(first, end))| Shard {
-                target: split_path(&prefix, i as u64, n_shards),
-                temp: temp_name(target, Some((&prefix, i as u64, n_shards))),
-                first,
-                end,
-            })
-            .collect()
-    };
-
-    for shard in &shards {
-        check_target(&shard.target, options)?;
-    }
+    let (shards, pending) = stage(target, &ranges, options)?;
 
     let total: u64 = padded.iter().sum();
     let mut done = 0u64;
-    let mut pending = Pending {
-        temps: Vec::new(),
-        targets: Vec::new(),
-        committed: false,
-    };
     for (i, shard) in shards.iter().enumerate() {
         let mut meta = if i == 0 {
             metadata.clone()
@@ -371,12 +267,10 @@ pub fn write_model(
             meta.set(SPLIT_TENSORS_COUNT_KEY, Value::I32(tensors.len() as i32));
             meta.set(SPLIT_COUNT_KEY, Value::U16(n_shards as u16));
         }
-        pending.temps.push(shard.temp.clone());
-        pending.targets.push(shard.target.clone());
-        interrupt::register_temp(&shard.temp);
         let shard_tensors = &mut tensors[shard.first..shard.end];
         write_one(
-            &shard.temp,
+            pending.file(i),
+            &shard.target,
             version,
             &meta,
             shard_tensors,
@@ -388,6 +282,69 @@ pub fn write_model(
         )?;
     }
     Ok(pending)
+}
+
+/// The tensor ranges of the output files: a new shard starts when the next tensor would pass
+/// the size limit. Refuses more shards than llama.cpp can count.
+fn shard_ranges(padded: &[u64], split_max_bytes: Option<u64>) -> Result<Vec<(usize, usize)>> {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    match split_max_bytes {
+        None => ranges.push((0, padded.len())),
+        Some(max) => {
+            let (mut start, mut size) = (0usize, 0u64);
+            for (i, &p) in padded.iter().enumerate() {
+                if i > start && size + p > max {
+                    ranges.push((start, i));
+                    (start, size) = (i, 0);
+                }
+                size += p;
+            }
+            ranges.push((start, padded.len()));
+        }
+    }
+    let n_shards = ranges.len() as u64;
+    if n_shards > u16::MAX as u64 {
+        return Err(Error::Invalid(format!(
+            "the split would make {n_shards} shards, but llama.cpp counts them in a u16 (at most {}): use a larger split size",
+            u16::MAX
+        )));
+    }
+    Ok(ranges)
+}
+
+/// Names the output files (`target`, or shards named after it) and creates their temporary
+/// files under the output rule.
+fn stage(
+    target: &Path,
+    ranges: &[(usize, usize)],
+    options: &WriteOptions,
+) -> Result<(Vec<Shard>, Pending)> {
+    if options.split_max_bytes.is_none() {
+        let (first, end) = ranges[0];
+        let shard = Shard {
+            target: target.to_path_buf(),
+            first,
+            end,
+        };
+        return Ok((vec![shard], Pending::create(target, &options.output)?));
+    }
+    let n_shards = ranges.len() as u64;
+    let text = target.to_string_lossy();
+    let prefix = PathBuf::from(text.strip_suffix(".gguf").unwrap_or(&text).to_string());
+    let shards: Vec<Shard> = ranges
+        .iter()
+        .enumerate()
+        .map(|(i, &(first, end))| Shard {
+            target: split_path(&prefix, i as u64, n_shards),
+            first,
+            end,
+        })
+        .collect();
+    let targets = shards.iter().map(|s| s.target.clone()).collect();
+    let pending = Pending::create_all(targets, &options.output, |tag| {
+        shard_temps(&prefix, n_shards, tag)
+    })?;
+    Ok((shards, pending))
 }
 
 /// Refuses what would make a file that llama.cpp (and our own reader) rejects: a version
@@ -442,58 +399,12 @@ fn check_writable(version: u32, metadata: &Metadata, tensors: &[OutTensor]) -> R
     Ok(())
 }
 
-fn check_target(target: &Path, options: &WriteOptions) -> Result<()> {
-    let canonical_target = canonical_or_self(target);
-    for input in &options.protect {
-        if canonical_or_self(input) == canonical_target {
-            return Err(Error::OutputIsInput {
-                path: target.to_path_buf(),
-            });
-        }
-    }
-    // Replacing means renaming onto the path: never onto a folder, a device or a pipe, even
-    // with --force (as root, `-o /dev/null --force` would otherwise replace the device node).
-    if let Ok(meta) = std::fs::metadata(target) {
-        if !meta.is_file() {
-            return Err(Error::Invalid(format!(
-                "{} exists and is not a regular file; refusing to replace it",
-                target.display()
-            )));
-        }
-    }
-    if target.exists() && !options.overwrite {
-        return Err(Error::OutputExists {
-            path: target.to_path_buf(),
-        });
-    }
-    Ok(())
-}
-
-/// The canonical path, or for a file that does not exist yet, its canonical folder joined
-/// with its name.
-fn canonical_or_self(path: &Path) -> PathBuf {
-    if let Ok(p) = path.canonicalize() {
-        return p;
-    }
-    match (path.parent(), path.file_name()) {
-        (Some(dir), Some(name)) => {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            dir.canonicalize()
-                .map(|d| d.join(name))
-                .unwrap_or_else(|_| path.to_path_buf())
-        }
-        _ => path.to_path_buf(),
-    }
-}
-
 /// How much is copied between checks for Ctrl-C.
 const COPY_CHUNK: u64 = 64 << 20;
 
+/// Writes one file to `file`; errors name `path`, the file's target.
 fn write_one(
+    file: &File,
     path: &Path,
     version: u32,
     metadata: &Metadata,
@@ -502,11 +413,6 @@ fn write_one(
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
     let err = io_err(path);
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(io_err(path))?;
     let mut offsets = Vec::with_capacity(tensors.len());
     let mut next = 0u64;
     for t in tensors.iter() {
@@ -516,7 +422,7 @@ fn write_one(
     let refs: Vec<&OutTensor> = tensors.iter().collect();
     let mut out = BufWriter::with_capacity(1 << 20, file);
     write_header(&mut out, version, metadata, &refs, &offsets, alignment).map_err(io_err(path))?;
-    let mut file = out.into_inner().map_err(|e| Error::Io {
+    let mut file: &File = out.into_inner().map_err(|e| Error::Io {
         path: path.to_path_buf(),
         source: e.into_error(),
     })?;

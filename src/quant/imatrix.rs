@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::gguf::{self, Array, GgmlType, Metadata, OutTensor, TensorData, Value, WriteOptions};
+use crate::output::{OutputRule, Pending};
 
 pub const KEY_DATASETS: &str = "imatrix.datasets";
 pub const KEY_CHUNK_COUNT: &str = "imatrix.chunk_count";
@@ -274,8 +275,15 @@ impl ImatrixData {
         Ok(d)
     }
 
-    /// Writes the GGUF format llama-imatrix writes (and llama-quantize reads).
-    pub fn write_gguf(&self, path: impl AsRef<Path>, overwrite: bool) -> Result<()> {
+    /// Writes the GGUF format llama-imatrix writes (and llama-quantize reads), under `rule`.
+    pub fn write_gguf(&self, path: impl AsRef<Path>, rule: &OutputRule) -> Result<()> {
+        self.stage_gguf(path.as_ref(), rule)?.commit()?;
+        Ok(())
+    }
+
+    /// Writes the GGUF format to a temporary file beside `path`, to be put in place later (by
+    /// [`Pending::commit`]) with other output of the same run, or removed if that fails.
+    pub fn stage_gguf(&self, path: &Path, rule: &OutputRule) -> Result<Pending> {
         let mut meta = Metadata::new();
         meta.set("general.type", Value::String(b"imatrix".to_vec()));
         meta.set(
@@ -309,15 +317,14 @@ impl ImatrixData {
             });
         }
         let options = WriteOptions {
-            overwrite,
+            output: rule.clone(),
             ..Default::default()
         };
-        gguf::write_model(path.as_ref(), 3, &meta, tensors, &options, &mut |_, _| {})?.commit()?;
-        Ok(())
+        gguf::write_model(path, 3, &meta, tensors, &options, &mut |_, _| {})
     }
 
-    /// Writes the legacy `.dat` format (`llama-imatrix --output-format dat`).
-    pub fn write_dat(&self, path: impl AsRef<Path>) -> Result<()> {
+    /// Writes the legacy `.dat` format (`llama-imatrix --output-format dat`), under `rule`.
+    pub fn write_dat(&self, path: impl AsRef<Path>, rule: &OutputRule) -> Result<()> {
         let path = path.as_ref();
         let mut out = Vec::new();
         out.extend_from_slice(&(self.entries.len() as i32).to_le_bytes());
@@ -362,10 +369,13 @@ impl ImatrixData {
         let ds = self.datasets.last().map(|s| s.as_bytes()).unwrap_or(b"");
         out.extend_from_slice(&(ds.len() as i32).to_le_bytes());
         out.extend_from_slice(ds);
-        std::fs::write(path, out).map_err(|source| Error::Io {
+        let pending = Pending::create(path, rule)?;
+        std::io::Write::write_all(&mut pending.file(0), &out).map_err(|source| Error::Io {
             path: PathBuf::from(path),
             source,
-        })
+        })?;
+        pending.commit()?;
+        Ok(())
     }
 
     /// Renames entries: `rename(name)` gives the new name, or None to drop the entry.
@@ -446,13 +456,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = sample();
         let g = dir.path().join("m.gguf");
-        d.write_gguf(&g, false).unwrap();
+        d.write_gguf(&g, &OutputRule::default()).unwrap();
         let back = ImatrixData::read(&g).unwrap();
         assert_eq!(back.entries, d.entries);
         assert_eq!((back.chunk_count, back.chunk_size), (3, 512));
         assert_eq!(back.datasets, d.datasets);
         let dat = dir.path().join("m.dat");
-        d.write_dat(&dat).unwrap();
+        d.write_dat(&dat, &OutputRule::default()).unwrap();
         let back = ImatrixData::read(&dat).unwrap();
         assert!(back.legacy);
         assert_eq!(

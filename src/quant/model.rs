@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::gguf::{self, GgmlType, Metadata, Model, OutTensor, TensorData, Value, WriteOptions};
+use crate::output::OutputRule;
 
 use super::imatrix::ImatrixData;
 use super::mix::{self, Choice, FileType, MixContext, TensorDesc};
@@ -22,7 +23,8 @@ pub struct QuantizeParams<'a> {
     pub imatrix: Option<&'a ImatrixData>,
     /// Recorded in `quantize.imatrix.file`, as llama-quantize does.
     pub imatrix_path: Option<PathBuf>,
-    pub overwrite: bool,
+    /// Which files the output may replace (the model's shards are added as inputs).
+    pub output: OutputRule,
 }
 
 impl QuantizeParams<'_> {
@@ -33,7 +35,7 @@ impl QuantizeParams<'_> {
             pure: false,
             imatrix: None,
             imatrix_path: None,
-            overwrite: false,
+            output: OutputRule::default(),
         }
     }
 }
@@ -264,12 +266,9 @@ pub fn quantize_model(
     };
     let out_tensors: Vec<OutTensor> = tensors.into_iter().map(|t| t.4).collect();
     let options = WriteOptions {
-        overwrite: params.overwrite,
-        protect: model
-            .shards
-            .iter()
-            .map(|s| s.path().to_path_buf())
-            .collect(),
+        output: params
+            .output
+            .with_inputs(model.shards.iter().map(|s| s.path().to_path_buf())),
         ..Default::default()
     };
     let mut next = 0usize;

@@ -6,6 +6,8 @@
 //! each part landed so bad-input tests can patch a byte and assert the error names that offset.
 #![allow(dead_code)]
 
+pub mod failure;
+
 use std::path::{Path, PathBuf};
 
 use gguf_prune::gguf::{Array, Value};
