@@ -24,6 +24,7 @@ pub struct ScoreArgs {
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     args.select.apply_threads()?;
     let model = Model::open(&args.model)?;
+    args.select.check(&model)?;
     let options = args.select.options(args.select.remove.unwrap_or(0));
     let bar = super::progress::StageProgress::new(true);
     let sel = select_layers(&model, &options, &mut |stage, done, total| {

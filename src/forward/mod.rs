@@ -558,6 +558,7 @@ impl<'m> Forward<'m> {
         let window = hp.swa_window(il);
         let base = hp.rope_base(il);
         for (&start, &len) in x.starts().iter().zip(&x.lens) {
+            crate::interrupt::check()?;
             if len == 0 {
                 continue;
             }
@@ -807,6 +808,7 @@ impl SlicedHead {
         let mut out = vec![0f32; n * n_out];
         let mut r0 = 0;
         while r0 < n_out {
+            crate::interrupt::check()?;
             let r1 = (r0 + self.slice_rows).min(n_out);
             let rows = &bytes[r0 * self.row_bytes..r1 * self.row_bytes];
             // Our dequantization runs on every thread (candle's on one); the head is
@@ -937,6 +939,7 @@ impl ModelLogits<'_> {
             for (wi, (&start, &len)) in x.starts().iter().zip(&x.lens).enumerate() {
                 let mut p = first;
                 while p < len {
+                    crate::interrupt::check()?;
                     let e = (p + group).min(len);
                     let mut h = x.data[(start + p) * d..(start + e) * d].to_vec();
                     ops::rms_norm(&mut h, d, Some(norm), fw.hp.eps);
