@@ -7,7 +7,7 @@
 //!   holds `n_head x ctx^2` scores of a window at once (SmolLM2 at 8192: 2.4 GB per copy).
 //! - **Token budgets** (calibration and healing tokens): at most [`MAX_TOKENS`]: the
 //!   layer-major pass holds every window's activations at once (about 32 KiB per token for the
-//!   test models, so 2 GiB at the cap).
+//!   test models, so 4 GiB at the cap; the built-in text gives about 10k tokens).
 //! - **Text files** (calibration and evaluation text): regular files of at most
 //!   [`MAX_TEXT_BYTES`], read with the bound enforced. **Importance matrices**: at most what the
 //!   model's weights justify ([`imatrix_bytes`]). A named pipe, device or folder is refused
@@ -27,8 +27,8 @@ pub const MAX_TEXT_BYTES: u64 = 1 << 30;
 /// Largest context (tokens per window), whatever the model's training context.
 pub const MAX_CTX: usize = 8192;
 
-/// Largest token budget of a calibration or healing pass: 8 x the default 8192.
-pub const MAX_TOKENS: usize = 1 << 16;
+/// Largest token budget of a calibration or healing pass: 16 x the default 8192.
+pub const MAX_TOKENS: usize = 1 << 17;
 
 /// Opens `path` for reading if it is a regular file, and returns it with its length. The open
 /// does not wait for a writer (a named pipe is refused, not read), and the check is made on the
@@ -111,7 +111,8 @@ pub fn max_context(model: &Model) -> (usize, String) {
         }
         _ => (
             MAX_CTX,
-            format!("the largest context supported here (attention holds n_head x context^2 scores at once)"),
+            "the largest context supported here (attention holds n_head x context^2 scores at once)"
+                .to_string(),
         ),
     }
 }
@@ -134,9 +135,7 @@ pub fn check_token_budget(n: usize) -> Result<()> {
     let why = if n < 2 {
         "at least 2 are needed to compare a position with the next".to_string()
     } else if n > MAX_TOKENS {
-        format!(
-            "at most {MAX_TOKENS}: the pass holds every window's activations in memory at once"
-        )
+        format!("at most {MAX_TOKENS}: the pass holds every window's activations in memory at once")
     } else {
         return Ok(());
     };
@@ -191,7 +190,11 @@ mod tests {
         assert_eq!(read_bounded(&path, 10, "x").unwrap().len(), 10);
         assert!(matches!(
             read_bounded(&path, 9, "x"),
-            Err(Error::FileTooLarge { len: 10, limit: 9, .. })
+            Err(Error::FileTooLarge {
+                len: 10,
+                limit: 9,
+                ..
+            })
         ));
         assert!(matches!(
             open_regular(dir.path()),

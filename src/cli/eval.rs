@@ -58,7 +58,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     // Check the cheap inputs, then what the model allows, before reading any text.
     let base = match &args.kl_base {
-        Some(path) => Some(KlBase::open(path)?),
+        Some(path) => Some(KlBase::open(path).context("--kl-base")?),
         None => None,
     };
     let model =
@@ -66,12 +66,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     match &base {
         Some(base) => gguf_prune::limits::check_context(&model, base.n_ctx())
             .with_context(|| format!("{}: n_ctx", base.path().display()))?,
-        None => gguf_prune::limits::check_context(&model, args.ctx_size).context("-c/--ctx-size")?,
+        None => {
+            gguf_prune::limits::check_context(&model, args.ctx_size).context("-c/--ctx-size")?
+        }
     }
     let text = match &args.text {
-        Some(path) => Some(
-            gguf_prune::limits::read_text(path).context("--text")?,
-        ),
+        Some(path) => Some(gguf_prune::limits::read_text(path).context("--text")?),
         None => None,
     };
     let bos = bos_token(&model)?;

@@ -14,7 +14,7 @@ pub struct HealArgs {
     /// F16 where this build cannot quantize it].
     #[arg(long, value_name = "TYPE", value_parser = parse_type, requires = "heal")]
     pub heal_type: Option<GgmlType>,
-    /// Calibration tokens for healing (a quarter of the windows held back); 2 to 65536.
+    /// Calibration tokens for healing (a quarter of the windows held back); 2 to 131072.
     #[arg(long, default_value_t = 5120, value_name = "N", requires = "heal")]
     pub heal_tokens: usize,
 }

@@ -31,7 +31,7 @@ pub struct ImatrixArgs {
     #[arg(long, default_value_t = DEFAULT_CTX, value_name = "N")]
     pub ctx: usize,
     /// At most this many tokens (llama-imatrix's --chunks times -c); at least one window
-    /// (--ctx), at most 65536. The text must give one whole window.
+    /// (--ctx), at most 131072. The text must give one whole window.
     #[arg(long, default_value_t = DEFAULT_MAX_TOKENS, value_name = "N")]
     pub max_tokens: usize,
     #[arg(short = 't', long, value_name = "N", help = super::select::THREADS_HELP)]

@@ -133,7 +133,11 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
     // Every argument that can be refused is refused before any work.
     let calib_options = args.select.to_options()?;
     let model = Model::open(&input)?;
-    if calib_options.is_some() || args.heal.heal || args.quant.imatrix_out.is_some() || args.quant.quantize.is_some() {
+    if calib_options.is_some()
+        || args.heal.heal
+        || args.quant.imatrix_out.is_some()
+        || args.quant.quantize.is_some()
+    {
         args.select.check(&model)?;
     }
     if args.heal.heal {
@@ -151,9 +155,7 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         None => None,
     };
     let given_imatrix = match &q.imatrix {
-        Some(p) => Some(
-            ImatrixData::read_for(p, &model).with_context(|| format!("--imatrix {}", p.display()))?,
-        ),
+        Some(p) => Some(ImatrixData::read_for(p, &model).context("--imatrix")?),
         None => None,
     };
     // One calibration pass gives the scores (with --remove) and the importance matrix.

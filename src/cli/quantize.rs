@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use anyhow::Context;
 use gguf_prune::gguf::Model;
 use gguf_prune::quant::{self, quantize_model, FileType, ImatrixData, MixContext, QuantizeParams};
 
@@ -44,7 +45,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     let model = Model::open(&args.input)?;
     let imatrix = match &args.imatrix {
         Some(p) => {
-            let im = ImatrixData::read_for(p, &model)?;
+            let im = ImatrixData::read_for(p, &model).context("--imatrix")?;
             eprintln!("imatrix: {} entries from {}", im.len(), p.display());
             Some(im)
         }

@@ -29,7 +29,7 @@ pub struct SelectArgs {
     #[arg(long, default_value_t = DEFAULT_CTX, value_name = "N")]
     pub ctx: usize,
     /// At most this many calibration tokens (the last window is cut short to meet it); 2 to
-    /// 65536.
+    /// 131072.
     #[arg(long, default_value_t = DEFAULT_MAX_TOKENS, value_name = "N")]
     pub max_tokens: usize,
     #[arg(short = 't', long, value_name = "N", help = THREADS_HELP)]
@@ -84,7 +84,8 @@ impl SelectArgs {
 }
 
 /// Help text of every `-t/--threads` option.
-pub const THREADS_HELP: &str = "Threads (default: all cores); 1 to the number of CPUs this process may use.";
+pub const THREADS_HELP: &str =
+    "Threads (default: all cores); 1 to the number of CPUs this process may use.";
 
 /// Refuses a thread count of 0 or above the CPUs this process may use
 /// (`std::thread::available_parallelism`): more threads only contend for the same cores (and

@@ -131,7 +131,8 @@ impl ImatrixData {
     }
 
     fn read_bounded(path: &Path, limit: u64) -> Result<ImatrixData> {
-        let bytes = crate::limits::read_bounded(path, limit, "an importance matrix for this model")?;
+        let bytes =
+            crate::limits::read_bounded(path, limit, "an importance matrix for this model")?;
         if bytes.starts_with(b"GGUF") {
             Self::read_gguf(path)
         } else {
