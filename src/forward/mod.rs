@@ -548,6 +548,7 @@ impl<'m> Forward<'m> {
         let mut q = w.q.forward(&h, n)?;
         let mut k = w.k.forward(&h, n)?;
         let v = w.v.forward(&h, n)?;
+        crate::interrupt::check()?;
         if let Some(qn) = &w.q_norm {
             ops::rms_norm(&mut q, hdk, Some(qn), hp.eps);
         }
@@ -582,6 +583,7 @@ impl<'m> Forward<'m> {
         }
         obs.matmul_input(il, "attn_output", &attn, n);
         let mut a = w.o.forward(&attn, n)?;
+        crate::interrupt::check()?;
         if let Some(pn) = &w.post_attn_norm {
             ops::rms_norm(&mut a, d, Some(pn), hp.eps);
         }
@@ -595,6 +597,7 @@ impl<'m> Forward<'m> {
         obs.matmul_input(il, "ffn_up", &h, n);
         let mut g = w.gate.forward(&h, n)?;
         let u = w.up.forward(&h, n)?;
+        crate::interrupt::check()?;
         let act: fn(f32) -> f32 = match self.spec.activation {
             config::Activation::Silu => ops::silu,
             config::Activation::GeluTanh => ops::gelu_tanh,
