@@ -54,6 +54,17 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    let line_open = std::cell::Cell::new(false);
+    let result = evaluate(args, &line_open);
+    if result.is_err() && line_open.get() {
+        // End the running `[1]12.34,[2]...` line so that the error gets a line of its own.
+        eprintln!();
+    }
+    result
+}
+
+/// The command; `line_open` tells whether a line of per-chunk estimates is left unfinished.
+fn evaluate(args: EvalArgs, line_open: &std::cell::Cell<bool>) -> anyhow::Result<()> {
     super::select::set_threads(args.threads, "-t/--threads")?;
     let started = std::time::Instant::now();
     // Check the cheap inputs, then what the model allows, before reading any text.
@@ -83,6 +94,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         if d.chunk == d.n_chunks {
             eprintln!();
         }
+        line_open.set(d.chunk != d.n_chunks);
         let _ = std::io::stderr().flush();
     };
     let per_pass = args.chunks_per_pass.max(1);
