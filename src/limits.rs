@@ -68,7 +68,7 @@ pub fn read_bounded(path: &Path, limit: u64, what: &'static str) -> Result<Vec<u
         return Err(too_large(len));
     }
     let mut bytes = Vec::with_capacity(len as usize);
-    file.take(limit + 1)
+    file.take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(|source| Error::Io {
             path: path.to_path_buf(),
@@ -188,6 +188,7 @@ mod tests {
         let path = dir.path().join("t.txt");
         std::fs::write(&path, b"0123456789").unwrap();
         assert_eq!(read_bounded(&path, 10, "x").unwrap().len(), 10);
+        assert_eq!(read_bounded(&path, u64::MAX, "x").unwrap().len(), 10);
         assert!(matches!(
             read_bounded(&path, 9, "x"),
             Err(Error::FileTooLarge {
