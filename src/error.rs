@@ -27,6 +27,25 @@ pub enum Error {
     OutputNotRegular { path: PathBuf },
     #[error("interrupted")]
     Interrupted,
+    /// Occurs when an input is a folder, device or pipe: reading it could block or never end.
+    #[error("{}: not a regular file (a folder, device or pipe)", path.display())]
+    NotRegularFile { path: PathBuf },
+    /// Occurs when an input file is larger than what its kind may hold ([`crate::limits`]).
+    #[error("{}: {len} bytes, more than the {limit} bytes {what} may have", path.display())]
+    FileTooLarge {
+        path: PathBuf,
+        len: u64,
+        limit: u64,
+        what: &'static str,
+    },
+    /// Occurs when a requested count (context, token budget) is outside what the model and this
+    /// build support ([`crate::limits`]).
+    #[error("{what} {value} is out of range: {why}")]
+    OutOfRange {
+        what: &'static str,
+        value: u64,
+        why: String,
+    },
 
     // === Format ===
     /// Occurs when the GGUF bytes are malformed.
@@ -95,6 +114,14 @@ pub enum Error {
     /// Occurs when the calibration text or options cannot give what scoring needs.
     #[error("calibration: {0}")]
     Calibration(String),
+    /// Occurs when the calibration text gives fewer tokens than the work needs (an importance
+    /// matrix needs one whole chunk).
+    #[error("the calibration text gives {have} tokens; {what} needs {need}")]
+    ShortCalibration {
+        have: usize,
+        need: usize,
+        what: &'static str,
+    },
     // === Quantization ===
     /// Occurs when a tensor type has no (de)quantization kernel in this build.
     #[error("cannot {op} {ty}: not supported by this build")]

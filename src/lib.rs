@@ -13,6 +13,7 @@ pub mod gguf;
 pub mod heal;
 pub mod inspect;
 pub mod interrupt;
+pub mod limits;
 pub mod output;
 pub mod pipeline;
 pub mod prune;

@@ -19,7 +19,8 @@ pub struct EvalArgs {
     /// The text to evaluate on (UTF-8), e.g. wikitext-2's wiki.test.raw.
     #[arg(long, required_unless_present = "kl_base")]
     pub text: Option<PathBuf>,
-    /// Tokens per chunk (llama-perplexity -c); the second half of each chunk is scored.
+    /// Tokens per chunk (llama-perplexity -c); the second half of each chunk is scored. At
+    /// most the model's training context and 8192.
     #[arg(
         short = 'c',
         long = "ctx-size",
@@ -49,8 +50,7 @@ pub struct EvalArgs {
     /// Print one JSON object on stdout instead of the text report.
     #[arg(long)]
     pub json: bool,
-    /// Threads for the forward pass (default: all cores).
-    #[arg(short = 't', long)]
+    #[arg(short = 't', long, value_name = "N", help = super::select::THREADS_HELP)]
     pub threads: Option<usize>,
     /// Chunks handed to the forward pass at a time.
     #[arg(long, default_value_t = 1, hide = true)]
@@ -58,26 +58,49 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    super::select::set_threads(args.threads, "--threads")?;
+    let line_open = std::cell::Cell::new(false);
+    let result = evaluate(args, &line_open);
+    if result.is_err() && line_open.get() {
+        // End the running `[1]12.34,[2]...` line so that the error gets a line of its own.
+        eprintln!();
+    }
+    result
+}
+
+/// The command; `line_open` tells whether a line of per-chunk estimates is left unfinished.
+fn evaluate(args: EvalArgs, line_open: &std::cell::Cell<bool>) -> anyhow::Result<()> {
+    super::select::set_threads(args.threads, "-t/--threads")?;
     let started = std::time::Instant::now();
-    // Check the cheap inputs before loading any model.
+    // Check the cheap inputs, then what the model allows, before reading any text.
     let base = match &args.kl_base {
-        Some(path) => Some(KlBase::open(path)?),
-        None => None,
-    };
-    let text = match &args.text {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("reading the text {}", path.display()))?,
-        ),
+        Some(path) => Some(KlBase::open(path).context("--kl-base")?),
         None => None,
     };
     let model =
         Model::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
-    let rule = super::output_rule(args.force, &[&model], &[args.text.as_ref()]);
+    let rule = super::output_rule(
+        args.force,
+        &[&model],
+        &[
+            args.text.as_ref(),
+            args.kl_base.as_ref(),
+            args.reference.as_ref(),
+        ],
+    );
     if let Some(path) = &args.save_logits {
         gguf_prune::output::check(path, &rule)?;
     }
+    match &base {
+        Some(base) => gguf_prune::limits::check_context(&model, base.n_ctx())
+            .with_context(|| format!("{}: n_ctx", base.path().display()))?,
+        None => {
+            gguf_prune::limits::check_context(&model, args.ctx_size).context("-c/--ctx-size")?
+        }
+    }
+    let text = match &args.text {
+        Some(path) => Some(gguf_prune::limits::read_text(path).context("--text")?),
+        None => None,
+    };
     let bos = bos_token(&model)?;
     let mut progress = |d: &ChunkDone| {
         match d.kld {
@@ -87,6 +110,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         if d.chunk == d.n_chunks {
             eprintln!();
         }
+        line_open.set(d.chunk != d.n_chunks);
         let _ = std::io::stderr().flush();
     };
     let per_pass = args.chunks_per_pass.max(1);

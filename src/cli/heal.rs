@@ -14,7 +14,7 @@ pub struct HealArgs {
     /// F16 where this build cannot quantize it].
     #[arg(long, value_name = "TYPE", value_parser = parse_type, requires = "heal")]
     pub heal_type: Option<GgmlType>,
-    /// Calibration tokens for healing (a quarter of the windows held back).
+    /// Calibration tokens for healing (a quarter of the windows held back); 2 to 131072.
     #[arg(long, default_value_t = 5120, value_name = "N", requires = "heal")]
     pub heal_tokens: usize,
 }
@@ -24,6 +24,12 @@ fn parse_type(text: &str) -> Result<GgmlType, String> {
 }
 
 impl HealArgs {
+    /// Refuses a healing token budget out of range, before any work.
+    pub fn check(&self) -> anyhow::Result<()> {
+        use anyhow::Context;
+        gguf_prune::limits::check_token_budget(self.heal_tokens).context("--heal-tokens")
+    }
+
     /// Library options, with the calibration file and window length of the selection options.
     pub fn options(&self, calib: Option<std::path::PathBuf>, ctx: usize) -> HealOptions {
         HealOptions {

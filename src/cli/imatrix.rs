@@ -27,14 +27,14 @@ pub struct ImatrixArgs {
     /// Calibration text file (default: the built-in text).
     #[arg(long, value_name = "FILE")]
     pub calib: Option<PathBuf>,
-    /// Tokens per window (llama-imatrix's -c).
+    /// Tokens per window (llama-imatrix's -c); at most the model's training context and 8192.
     #[arg(long, default_value_t = DEFAULT_CTX, value_name = "N")]
     pub ctx: usize,
-    /// At most this many tokens (llama-imatrix's --chunks times -c).
+    /// At most this many tokens (llama-imatrix's --chunks times -c); at least one window
+    /// (--ctx), at most 131072. The text must give one whole window.
     #[arg(long, default_value_t = DEFAULT_MAX_TOKENS, value_name = "N")]
     pub max_tokens: usize,
-    /// Threads for the forward pass (default: all cores).
-    #[arg(short = 't', long, value_name = "N")]
+    #[arg(short = 't', long, value_name = "N", help = super::select::THREADS_HELP)]
     pub threads: Option<usize>,
     /// Replace the output file if it exists.
     #[arg(long)]
@@ -44,6 +44,15 @@ pub struct ImatrixArgs {
 pub fn run(args: ImatrixArgs) -> anyhow::Result<()> {
     super::select::set_threads(args.threads, "-t/--threads")?;
     let model = Model::open(&args.model)?;
+    gguf_prune::limits::check_context(&model, args.ctx).context("--ctx")?;
+    gguf_prune::limits::check_token_budget(args.max_tokens).context("--max-tokens")?;
+    if args.max_tokens < args.ctx {
+        anyhow::bail!(
+            "--max-tokens {} is less than one window of --ctx {} tokens: an importance matrix counts whole windows, as llama-imatrix counts whole chunks",
+            args.max_tokens,
+            args.ctx
+        );
+    }
     let rule = super::output_rule(args.force, &[&model], &[args.calib.as_ref()]);
     gguf_prune::output::check(&args.output, &rule)?;
     let options = SelectOptions {
@@ -51,6 +60,7 @@ pub fn run(args: ImatrixArgs) -> anyhow::Result<()> {
         calib: args.calib.clone(),
         ctx: args.ctx,
         max_tokens: args.max_tokens,
+        min_tokens: args.ctx,
         ..Default::default()
     };
     let mut collector = ImatrixCollector::new();

@@ -131,7 +131,19 @@ fn strip_shard_suffix(stem: &str) -> &str {
 
 pub fn run(args: PruneArgs) -> anyhow::Result<()> {
     let input = args.model.clone().expect("clap requires MODEL");
+    // Every argument that can be refused is refused before any work.
+    let calib_options = args.select.to_options()?;
     let model = Model::open(&input)?;
+    if calib_options.is_some()
+        || args.heal.heal
+        || args.quant.imatrix_out.is_some()
+        || args.quant.quantize.is_some()
+    {
+        args.select.check(&model)?;
+    }
+    if args.heal.heal {
+        args.heal.check()?;
+    }
     let n_layers = block_count(model.metadata())
         .with_context(|| format!("{}: cannot read the block count", input.display()))?;
 
@@ -144,9 +156,7 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         None => None,
     };
     let given_imatrix = match &q.imatrix {
-        Some(p) => {
-            Some(ImatrixData::read(p).with_context(|| format!("--imatrix {}", p.display()))?)
-        }
+        Some(p) => Some(ImatrixData::read_for(p, &model).context("--imatrix")?),
         None => None,
     };
     let output = args
@@ -164,7 +174,6 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         q.imatrix_out.is_some() || (ftype.is_some() && given_imatrix.is_none() && !q.no_imatrix);
     let mut collector = ImatrixCollector::new();
     let mut selection = None;
-    let calib_options = args.select.to_options()?;
     let removed = match (&args.layers, calib_options) {
         (Some(list), _) => {
             let removed = parse_layer_list(list)?;

@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use anyhow::Context;
 use gguf_prune::gguf::Model;
 use gguf_prune::quant::{self, quantize_model, FileType, ImatrixData, MixContext, QuantizeParams};
 
@@ -28,8 +29,7 @@ pub struct QuantizeArgs {
     /// Importance matrix from llama-imatrix (GGUF or legacy .dat).
     #[arg(long, value_name = "FILE")]
     pub imatrix: Option<PathBuf>,
-    /// Worker threads (default: all cores).
-    #[arg(short = 't', long = "threads")]
+    #[arg(short = 't', long = "threads", value_name = "N", help = super::select::THREADS_HELP)]
     pub threads: Option<usize>,
     /// Replace the output file if it exists.
     #[arg(long)]
@@ -37,11 +37,15 @@ pub struct QuantizeArgs {
 }
 
 pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
+    let threads = match args.threads {
+        Some(t) => super::select::check_threads(t, "-t/--threads")?,
+        None => 0,
+    };
     let ftype = FileType::parse(&args.ftype)?;
     let model = Model::open(&args.input)?;
     let imatrix = match &args.imatrix {
         Some(p) => {
-            let im = ImatrixData::read(p)?;
+            let im = ImatrixData::read_for(p, &model).context("--imatrix")?;
             eprintln!("imatrix: {} entries from {}", im.len(), p.display());
             Some(im)
         }
@@ -57,7 +61,7 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         output,
     };
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads.unwrap_or(0))
+        .num_threads(threads)
         .build()?;
     // Say up front what will happen to the precision, before the work starts.
     let ctx = MixContext::from_metadata(model.metadata(), imatrix.is_some(), args.pure)?;

@@ -29,6 +29,7 @@ pub struct ScoreArgs {
 pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     args.select.apply_threads()?;
     let model = Model::open(&args.model)?;
+    args.select.check(&model)?;
     let rule = super::output_rule(args.force, &[&model], &[args.select.calib.as_ref()]);
     if let Some(path) = &args.plot {
         output::check(path, &rule)?;

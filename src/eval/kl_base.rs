@@ -21,7 +21,6 @@
 //! 16 nats below the most likely token: tokens below that are stored as `q = 0`, that is at the
 //! floor `min_log_prob`, so a row's probabilities sum to slightly more than 1.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
@@ -166,7 +165,8 @@ impl KlBase {
             path: path.to_path_buf(),
             source,
         };
-        let file = File::open(path).map_err(io)?;
+        // A named pipe is refused, not waited on; a folder or device cannot be mapped.
+        let (file, _) = crate::limits::open_regular(path)?;
         // SAFETY: the map is read-only and private to this value; like every mmap reader we rely
         // on nobody truncating the file while it is open, which would fault rather than corrupt.
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;

@@ -63,10 +63,10 @@ pub fn make_windows(tokens: &[u32], opts: &EvalOptions) -> Result<Vec<Vec<u32>>>
                     .into(),
         });
     }
-    if tokens.len() < 2 * n_ctx {
+    if tokens.len() < n_ctx.saturating_mul(2) {
         return Err(Error::TooFewTokens {
             have: tokens.len(),
-            need: 2 * n_ctx,
+            need: n_ctx.saturating_mul(2),
             n_ctx,
         });
     }

@@ -549,6 +549,7 @@ impl<'m> Forward<'m> {
         let mut q = w.q.forward(&h, n)?;
         let mut k = w.k.forward(&h, n)?;
         let v = w.v.forward(&h, n)?;
+        crate::interrupt::check()?;
         if let Some(qn) = &w.q_norm {
             ops::rms_norm(&mut q, hdk, Some(qn), hp.eps);
         }
@@ -559,6 +560,7 @@ impl<'m> Forward<'m> {
         let window = hp.swa_window(il);
         let base = hp.rope_base(il);
         for (&start, &len) in x.starts().iter().zip(&x.lens) {
+            crate::interrupt::check()?;
             if len == 0 {
                 continue;
             }
@@ -582,6 +584,7 @@ impl<'m> Forward<'m> {
         }
         obs.matmul_input(il, "attn_output", &attn, n);
         let mut a = w.o.forward(&attn, n)?;
+        crate::interrupt::check()?;
         if let Some(pn) = &w.post_attn_norm {
             ops::rms_norm(&mut a, d, Some(pn), hp.eps);
         }
@@ -595,6 +598,7 @@ impl<'m> Forward<'m> {
         obs.matmul_input(il, "ffn_up", &h, n);
         let mut g = w.gate.forward(&h, n)?;
         let u = w.up.forward(&h, n)?;
+        crate::interrupt::check()?;
         let act: fn(f32) -> f32 = match self.spec.activation {
             config::Activation::Silu => ops::silu,
             config::Activation::GeluTanh => ops::gelu_tanh,
@@ -808,6 +812,7 @@ impl SlicedHead {
         let mut out = vec![0f32; n * n_out];
         let mut r0 = 0;
         while r0 < n_out {
+            crate::interrupt::check()?;
             let r1 = (r0 + self.slice_rows).min(n_out);
             let rows = &bytes[r0 * self.row_bytes..r1 * self.row_bytes];
             // Our dequantization runs on every thread (candle's on one); the head is
@@ -938,6 +943,7 @@ impl ModelLogits<'_> {
             for (wi, (&start, &len)) in x.starts().iter().zip(&x.lens).enumerate() {
                 let mut p = first;
                 while p < len {
+                    crate::interrupt::check()?;
                     let e = (p + group).min(len);
                     let mut h = x.data[(start + p) * d..(start + e) * d].to_vec();
                     ops::rms_norm(&mut h, d, Some(norm), fw.hp.eps);

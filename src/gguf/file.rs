@@ -27,27 +27,8 @@ impl GgufFile {
     /// Opens and parses `path`. The file is only ever opened for reading.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
         let path = path.as_ref().to_path_buf();
-        // Checked before opening: opening a named pipe for reading would block until a writer
-        // came, and a folder or device cannot be mapped.
-        if std::fs::metadata(&path).is_ok_and(|m| !m.is_file()) {
-            return Err(Error::InFile {
-                path,
-                source: Box::new(Error::Invalid(
-                    "not a regular file (a folder, device or pipe)".into(),
-                )),
-            });
-        }
-        let file = File::open(&path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let len = file
-            .metadata()
-            .map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?
-            .len();
+        // A named pipe is refused, not waited on; a folder or device cannot be mapped.
+        let (file, len) = crate::limits::open_regular(&path)?;
         if len == 0 {
             return Err(Error::InFile {
                 path,

@@ -202,13 +202,9 @@ pub fn heal_rewrite(
     options: &HealOptions,
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<HealReport> {
-    let text = match &options.calib {
-        Some(p) => std::fs::read_to_string(p).map_err(|source| Error::Io {
-            path: p.clone(),
-            source,
-        })?,
-        None => crate::calibration::DEFAULT_TEXT.to_string(),
-    };
+    crate::limits::check_context(model, options.ctx)?;
+    crate::limits::check_token_budget(options.max_tokens)?;
+    let text = crate::score::calibration_text(options.calib.as_deref())?;
     let windows = crate::score::calibration_windows(model, &text, options.ctx, options.max_tokens)?;
     heal_with_windows(model, rewrite, &windows, options, progress)
 }
@@ -272,6 +268,7 @@ pub fn heal_with_windows(
         drop(w);
         let mut y = x.clone();
         for &b in run {
+            crate::interrupt::check()?;
             let wb = fw.load_block(b)?;
             fw.block_forward(b, &wb, &mut y)?;
         }
@@ -457,6 +454,7 @@ fn heal_run(
     // Ridge toward the identity (T = I + delta, delta shrunk to zero): directions the fit rows
     // do not explore, such as the attention-sink positions left out, keep the unhealed map.
     let resid: Vec<f64> = a2_fit.iter().zip(&a1_fit).map(|(b, a)| b - a).collect();
+    crate::interrupt::check()?;
     let mut t = ridge_solve(&a1_fit, &resid, rows.len(), d, options.ridge)?;
     for i in 0..d {
         t[i * d + i] += 1.0;

@@ -120,12 +120,20 @@ impl ImatrixData {
     }
 
     /// Reads either format: GGUF if the file starts with the GGUF magic, else legacy `.dat`.
+    /// Any size; a file given for a model is read with [`ImatrixData::read_for`].
     pub fn read(path: impl AsRef<Path>) -> Result<ImatrixData> {
-        let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        Self::read_bounded(path.as_ref(), u64::MAX)
+    }
+
+    /// [`ImatrixData::read`] of a matrix for `model`: a file larger than the model's weights
+    /// justify ([`crate::limits::imatrix_bytes`]) is refused before it is read.
+    pub fn read_for(path: impl AsRef<Path>, model: &crate::gguf::Model) -> Result<ImatrixData> {
+        Self::read_bounded(path.as_ref(), crate::limits::imatrix_bytes(model))
+    }
+
+    fn read_bounded(path: &Path, limit: u64) -> Result<ImatrixData> {
+        let bytes =
+            crate::limits::read_bounded(path, limit, "an importance matrix for this model")?;
         if bytes.starts_with(b"GGUF") {
             Self::read_gguf(path)
         } else {

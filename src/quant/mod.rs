@@ -152,11 +152,13 @@ pub fn quantize(
     let per = rows_per_task(n_per_row);
     out.par_chunks_mut(rb * per)
         .zip(src.par_chunks(n_per_row * per))
-        .for_each(|(dst, rows)| {
+        .try_for_each(|(dst, rows)| {
+            crate::interrupt::check()?;
             for (d, r) in dst.chunks_exact_mut(rb).zip(rows.chunks_exact(n_per_row)) {
                 quantize_row(ty, r, imatrix, d);
             }
-        });
+            Ok::<(), Error>(())
+        })?;
     Ok(out)
 }
 

@@ -159,7 +159,8 @@ fn score_impl(
 }
 
 /// Calibration windows: the text's tokens cut into non-overlapping windows of `ctx` tokens (BOS
-/// first when the model adds one), at most `max_tokens` tokens in all.
+/// first when the model adds one), at most `max_tokens` tokens in all (the last window cut short
+/// if need be).
 pub fn calibration_windows(
     model: &Model,
     text: &str,
@@ -168,7 +169,7 @@ pub fn calibration_windows(
 ) -> Result<Vec<Vec<u32>>> {
     if ctx < 2 {
         return Err(Error::Calibration(format!(
-            "--ctx {ctx}: need at least 2 tokens per window"
+            "windows of {ctx} tokens: a window needs at least 2"
         )));
     }
     let meta = model.metadata();
@@ -196,11 +197,17 @@ pub fn calibration_windows(
         }
         let mut w: Vec<u32> = bos.into_iter().collect();
         w.extend_from_slice(chunk);
-        if total + w.len() > max_tokens && !windows.is_empty() {
+        // `max_tokens` is a true cap: the last window is cut short to meet it (a multiple of
+        // `ctx` gives whole windows only), unless that leaves it less than 2 tokens.
+        w.truncate(max_tokens - total);
+        if w.len() < 2 {
             break;
         }
         total += w.len();
         windows.push(w);
+        if total == max_tokens {
+            break;
+        }
     }
     if windows.is_empty() || total < 2 {
         return Err(Error::Calibration(format!(
@@ -211,13 +218,11 @@ pub fn calibration_windows(
     Ok(windows)
 }
 
-/// The calibration text: a file's contents, or the built-in default.
+/// The calibration text: a file's contents (a regular file of bounded size, see
+/// [`crate::limits`]), or the built-in default.
 pub fn calibration_text(path: Option<&std::path::Path>) -> Result<String> {
     match path {
-        Some(p) => std::fs::read_to_string(p).map_err(|source| Error::Io {
-            path: p.to_path_buf(),
-            source,
-        }),
+        Some(p) => crate::limits::read_text(p),
         None => deps::default_text(),
     }
 }

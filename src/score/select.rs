@@ -40,6 +40,9 @@ pub struct SelectOptions {
     pub max_tokens: usize,
     /// Allow removing the first and last blocks.
     pub allow_ends: bool,
+    /// Fewer calibration tokens than this is an error, raised before the pass (an importance
+    /// matrix counts whole windows, as llama-imatrix counts whole chunks).
+    pub min_tokens: usize,
 }
 
 impl Default for SelectOptions {
@@ -52,6 +55,7 @@ impl Default for SelectOptions {
             ctx: DEFAULT_CTX,
             max_tokens: DEFAULT_MAX_TOKENS,
             allow_ends: false,
+            min_tokens: 0,
         }
     }
 }
@@ -126,8 +130,33 @@ pub fn select_layers_observed(
     let fw = Forward::new(model)?;
     let n_layer = fw.n_layer();
     let n = options.remove;
+    // Everything that can be refused without the text is refused before reading it.
+    crate::limits::check_context(model, options.ctx)?;
+    crate::limits::check_token_budget(options.max_tokens)?;
+    let allowed: Vec<usize> = (0..n_layer)
+        .filter(|&i| options.allow_ends || (i != 0 && i + 1 != n_layer))
+        .collect();
+    if n >= n_layer || n > allowed.len() {
+        return Err(Error::Layers(format!(
+            "cannot remove {n} blocks: the model has {n_layer}, {} of them removable{}",
+            allowed.len(),
+            if options.allow_ends {
+                ""
+            } else {
+                " (the first and last are kept unless allowed)"
+            }
+        )));
+    }
     let text = calibration_text(options.calib.as_deref())?;
     let windows = calibration_windows(model, &text, options.ctx, options.max_tokens)?;
+    let n_tokens: usize = windows.iter().map(Vec::len).sum();
+    if n_tokens < options.min_tokens {
+        return Err(Error::ShortCalibration {
+            have: n_tokens,
+            need: options.min_tokens,
+            what: "an importance matrix (one whole window)",
+        });
+    }
     // Compare candidate sets on the last windows unless one metric was asked for.
     let compare = (options.metric.is_none() || options.refine) && n > 0 && windows.len() >= 2;
     if options.refine && !compare && n > 0 {
@@ -148,20 +177,6 @@ pub fn select_layers_observed(
         Vec::new()
     };
     let names: Vec<&str> = model.tensors.iter().map(|t| t.info.name.as_str()).collect();
-    let allowed: Vec<usize> = (0..n_layer)
-        .filter(|&i| options.allow_ends || (i != 0 && i + 1 != n_layer))
-        .collect();
-    if n >= n_layer || n > allowed.len() {
-        return Err(Error::Layers(format!(
-            "--remove {n}: the model has {n_layer} blocks, {} removable{}",
-            allowed.len(),
-            if options.allow_ends {
-                ""
-            } else {
-                " (first and last kept; --allow-ends to change)"
-            }
-        )));
-    }
     let valid = |set: &[usize]| check_removal(model.metadata(), &names, set).is_ok();
 
     let max_run = n.max(1);
