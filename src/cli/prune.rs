@@ -133,6 +133,14 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
     let input = args.model.clone().expect("clap requires MODEL");
     // Every argument that can be refused is refused before any work.
     let calib_options = args.select.to_options()?;
+    let q = &args.quant;
+    if q.quantize.is_some() && args.heal.heal_type.is_some() {
+        bail!("--heal-type and --quantize both set the healed tensors' type: with --quantize they take the type the quantization mix gives them; drop --heal-type");
+    }
+    let ftype = match &q.quantize {
+        Some(name) => Some(FileType::parse(name).context("--quantize")?),
+        None => None,
+    };
     let model = Model::open(&input)?;
     if calib_options.is_some()
         || args.heal.heal
@@ -147,14 +155,6 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
     let n_layers = block_count(model.metadata())
         .with_context(|| format!("{}: cannot read the block count", input.display()))?;
 
-    let q = &args.quant;
-    if q.quantize.is_some() && args.heal.heal_type.is_some() {
-        bail!("--heal-type and --quantize both set the healed tensors' type: with --quantize they take the type the quantization mix gives them; drop --heal-type");
-    }
-    let ftype = match &q.quantize {
-        Some(name) => Some(FileType::parse(name).context("--quantize")?),
-        None => None,
-    };
     let given_imatrix = match &q.imatrix {
         Some(p) => Some(ImatrixData::read_for(p, &model).context("--imatrix")?),
         None => None,
