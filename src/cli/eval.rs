@@ -68,8 +68,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let model =
-        Model::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
+    // Model::open's errors name the file already.
+    let model = Model::open(&args.model)?;
     let bos = bos_token(&model)?;
     let mut progress = |d: &ChunkDone| {
         match d.kld {
@@ -139,8 +139,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
             report(&args, Some(&ppl), None, started)
         }
         Some(ref_path) => {
-            let reference = Model::open(ref_path)
-                .with_context(|| format!("opening the reference {}", ref_path.display()))?;
+            let reference = Model::open(ref_path).context("the reference model")?;
             check_same_vocab(&model, &reference)?;
             let mut ref_source = open_logits_source(&reference)?;
             let kl = eval::kl_divergence_vs_model(
