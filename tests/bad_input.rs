@@ -975,3 +975,61 @@ fn the_writer_refuses_files_its_reader_would_reject() {
     let f = GgufFile::open(dir.path().join("u.gguf")).unwrap();
     assert_eq!(f.content.tensors[0].ggml_type, GgmlType::Unknown(1000));
 }
+
+// === One reading of `blk.N` ===
+
+#[test]
+fn a_zero_padded_block_number_is_not_a_block_to_any_path() {
+    // llama.cpp names block tensors with %d, so `blk.01.x` is not block 1's: prune leaves it
+    // alone, importance-matrix renumbering too, and the block checks the forward pass and
+    // verification run do not count it (so a 1-block model holding it is still one block).
+    use gguf_prune::prune::{renumber, PrunePlan, Renamed};
+    use gguf_prune::quant::imatrix::{ImatrixData, ImatrixEntry};
+    let name = "blk.01.x";
+    assert_eq!(gguf_prune::blocks::block_index(name), None);
+    assert_eq!(
+        gguf_prune::blocks::block_index("blk.1.x"),
+        Some(1),
+        "control"
+    );
+
+    let plan = PrunePlan::new(3, &[0]).unwrap();
+    assert_eq!(renumber(name, &plan), Renamed::Unchanged);
+    assert_eq!(
+        renumber("blk.1.x", &plan),
+        Renamed::Renumbered("blk.0.x".into()),
+        "control"
+    );
+
+    let entry = || ImatrixEntry {
+        sums: vec![1.0],
+        counts: vec![1],
+    };
+    let mut entries = std::collections::BTreeMap::new();
+    entries.insert(name.to_string(), entry());
+    entries.insert("blk.1.x".to_string(), entry());
+    let im = ImatrixData::new(entries, Vec::new(), 1, 1).after_layer_removal(&[0]);
+    assert!(im.get(name).is_some(), "blk.01.x renamed");
+    assert!(
+        im.get("blk.0.x").is_some() && im.get("blk.1.x").is_none(),
+        "control"
+    );
+
+    let dir = common::workdir();
+    let mut g = tiny_llama(3, 1);
+    g = g.f32_tensor("blk.01.attn_norm.weight", &[8], 0.0);
+    let model = Model::open(write_file(dir.path(), "padded.gguf", &g.build().bytes)).unwrap();
+    let n = gguf_prune::verify::check_structure(&model)
+        .unwrap()
+        .block_count;
+    assert_eq!(n, Some(1));
+    let g = tiny_llama(3, 1).f32_tensor("blk.1.attn_norm.weight", &[8], 0.0);
+    let model = Model::open(write_file(dir.path(), "real.gguf", &g.build().bytes)).unwrap();
+    let e = gguf_prune::verify::check_structure(&model)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("belongs to block 1, but block_count is 1"),
+        "control: {e}"
+    );
+}

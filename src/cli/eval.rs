@@ -115,6 +115,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     };
     let windows =
         eval::make_windows(&tokens, &opts).with_context(|| format!("{}", args.model.display()))?;
+    // Opened (and the model validated) before anything is printed: a model the forward pass
+    // cannot run is a one-line error.
+    let mut source = open_logits_source(&model)?;
     eprintln!(
         "eval: {} tokens, {} chunks of {}, scoring {} tokens per chunk",
         tokens.len(),
@@ -122,7 +125,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         opts.n_ctx,
         eval::kl_base::rows_per_window(opts.n_ctx)
     );
-    let mut source = open_logits_source(&model)?;
     match &args.reference {
         None => {
             let ppl = match &args.save_logits {

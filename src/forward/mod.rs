@@ -284,14 +284,18 @@ impl<'m> Forward<'m> {
         // Block count, tensor types and block weights first: the hyper-parameters size per-layer
         // tables by the block count, which must be justified by the tensors present.
         crate::verify::check_loadable(model)?;
-        let hp = Hparams::read(&arch, meta, &spec)?;
+        let in_file = |source: Error| Error::InFile {
+            path: model.path().to_path_buf(),
+            source: Box::new(source),
+        };
+        let hp = Hparams::read(&arch, meta, &spec).map_err(in_file)?;
         let mut fw = Forward {
             model,
             spec,
             hp,
             rope_factors: RopeFactors::default(),
         };
-        fw.check_shapes()?;
+        fw.check_shapes().map_err(in_file)?;
         let factors = RopeFactors {
             freqs: fw.rope_factor_tensor("rope_freqs.weight")?,
             short: fw.rope_factor_tensor("rope_factors_short.weight")?,

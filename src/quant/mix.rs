@@ -639,6 +639,13 @@ pub fn choose_types(
 mod tests {
     use super::*;
 
+    #[test]
+    fn zero_padded_block_numbers_sort_with_the_non_layer_tensors() {
+        // One strict parser (crate::blocks::block_index): `blk.01.x` is not layer 1.
+        assert_eq!(llama_order("blk.01.x", "blk.0.y"), Ordering::Less);
+        assert_eq!(llama_order("blk.1.x", "blk.0.y"), Ordering::Greater);
+    }
+
     fn ctx(n_layer: usize, n_gqa: u32) -> MixContext {
         MixContext {
             arch: "llama".into(),
