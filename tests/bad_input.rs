@@ -1033,3 +1033,74 @@ fn a_zero_padded_block_number_is_not_a_block_to_any_path() {
         "control: {e}"
     );
 }
+
+// === Opening a model for the forward pass ===
+
+#[test]
+fn forward_open_checks_sizes_before_allocating_by_them() {
+    // Block counts, widths and head counts from the file are checked against the tensors that
+    // exist before anything is sized by them: no single allocation beyond a few MiB, and an
+    // error naming the key (the file holds a few KiB of tensors).
+    let dir = common::workdir();
+    let with = |key: &str, v: Value| {
+        let mut g = tiny_llama(3, 4).kv("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+        g.kvs.retain(|(k, _)| k != key.as_bytes());
+        g.kv(key, v)
+    };
+    let cases = [
+        ("llama.block_count", Value::U32(u32::MAX), "at most 65536"),
+        ("llama.block_count", Value::U32(1 << 24), "at most 65536"),
+        (
+            "llama.block_count",
+            Value::U32(3),
+            "belongs to block 3, but block_count is 3",
+        ),
+        (
+            "llama.embedding_length",
+            Value::U32(1 << 31),
+            "expected [2147483648, *]",
+        ),
+        (
+            "llama.attention.head_count",
+            Value::U32(u32::MAX),
+            "does not divide embedding_length 8",
+        ),
+        (
+            "llama.attention.key_length",
+            Value::U32(0),
+            "\"llama.attention.key_length\" is 0",
+        ),
+    ];
+    for (i, (key, v, needle)) in cases.into_iter().enumerate() {
+        let path = write_file(
+            dir.path(),
+            &format!("{i}.gguf"),
+            &with(key, v).build().bytes,
+        );
+        let model = Model::open(&path).unwrap();
+        LARGEST.with(|c| c.set(0));
+        let result = gguf_prune::forward::Forward::new(&model).map(|_| ());
+        let largest = LARGEST.with(|c| c.get());
+        let msg = result.expect_err(key).to_string();
+        assert!(msg.contains(needle), "{key}: {msg}");
+        assert!(
+            largest < 4 << 20,
+            "{key}: allocated {largest} bytes at once ({msg})"
+        );
+    }
+    // Control: unedited, the tiny model passes every check above and stops at its weights,
+    // which are not llama-shaped (its norms hold 4 values, not 8).
+    let path = write_file(
+        dir.path(),
+        "control.gguf",
+        &with("x", Value::U8(0)).build().bytes,
+    );
+    let msg = gguf_prune::forward::Forward::new(&Model::open(&path).unwrap())
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("\"blk.0.ffn_norm.weight\" has dims [4], expected [8]"),
+        "{msg}"
+    );
+}

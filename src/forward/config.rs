@@ -249,7 +249,7 @@ impl Hparams {
             });
         }
         let key_length = scalar(meta, &k("attention.key_length"))?;
-        if key_length.is_none() && n_embd % n_head != 0 {
+        if key_length.is_none() && !n_embd.is_multiple_of(n_head) {
             return Err(Error::Hparam {
                 key: k("attention.head_count"),
                 value: n_head.to_string(),
