@@ -1104,3 +1104,24 @@ fn forward_open_checks_sizes_before_allocating_by_them() {
         "{msg}"
     );
 }
+
+#[test]
+fn forward_fuzz_seeds_run_through_every_block() {
+    // The `forward` fuzz target's seeds must get past validation, or the fuzzer would only ever
+    // explore the error paths (and this guards the validation against refusing valid models).
+    let dir = common::repo().join("fuzz/corpus/forward");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let model = Model::open(&path).unwrap();
+        gguf_prune::verify::check_structure(&model).unwrap();
+        let fw = gguf_prune::forward::Forward::new(&model)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let x = fw
+            .run(&[vec![0, 1, 2, 3]], &[], &mut |_, _| Ok(()), &mut |_| {})
+            .unwrap();
+        assert!(x.data.iter().all(|v| v.is_finite()));
+        n += 1;
+    }
+    assert!(n >= 5, "{n} seeds in {}", dir.display());
+}
