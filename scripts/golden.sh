@@ -17,18 +17,22 @@ CACHE="${GGUF_PRUNE_CACHE:-$HOME/.cache/gguf-prune}"
 TOKENS="${GOLDEN_TOKENS:-2048}"
 TEXT="$here/../tests/data/eval.txt"
 
-# Drops timing fields ("seconds", "*_seconds") from a JSON document, keys kept in order.
+# Drops timing fields ("seconds", "*_seconds") from a JSON document and writes the run's
+# scratch folder as "WORK", keys kept in order.
 strip_times() {
   python3 -c '
 import json, sys
+work = sys.argv[1]
 def strip(v):
     if isinstance(v, dict):
         return {k: strip(x) for k, x in v.items() if not (k == "seconds" or k.endswith("_seconds"))}
     if isinstance(v, list):
         return [strip(x) for x in v]
+    if isinstance(v, str):
+        return v.replace(work, "WORK")
     return v
 json.dump(strip(json.load(sys.stdin)), sys.stdout, indent=1)
-print()'
+print()' "${work:-/nonexistent}"
 }
 
 record() {

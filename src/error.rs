@@ -68,6 +68,42 @@ pub enum Error {
     },
     #[error("no tensor named {name:?}")]
     MissingTensor { name: String },
+    /// Occurs when `{arch}.block_count` is not an unsigned integer or is beyond any real model.
+    #[error("metadata key {key:?} is {found}: {why}")]
+    BlockCount {
+        key: String,
+        found: String,
+        why: String,
+    },
+    /// Occurs when a tensor's type id is one ggml does not define (unknown, or removed like Q4_2):
+    /// llama.cpp's loader refuses the file.
+    #[error("tensor {name:?} has type id {id}, which ggml does not define (unknown or removed type); llama.cpp cannot load it")]
+    UnknownTensorType { name: String, id: u32 },
+    /// Occurs when a metadata value is an array of arrays, which llama.cpp's loader refuses.
+    #[error("metadata key {key:?} is an array of arrays; llama.cpp cannot load it")]
+    NestedArray { key: String },
+    /// Occurs when a block lacks a tensor that every block of its architecture has.
+    #[error("block {block} has no tensor {name:?}, which every {arch} block needs")]
+    MissingBlockTensor {
+        arch: String,
+        block: usize,
+        name: String,
+    },
+    /// Occurs when a tensor's dimensions are not what the hyperparameters imply.
+    #[error("tensor {name:?} has dims {dims:?}, expected {expected}")]
+    TensorShape {
+        name: String,
+        dims: Vec<u64>,
+        expected: String,
+    },
+    /// Occurs when a hyperparameter is present but out of range (zero, negative, NaN, Inf,
+    /// inconsistent with another).
+    #[error("metadata key {key:?} is {value}: {why}")]
+    Hparam {
+        key: String,
+        value: String,
+        why: String,
+    },
     /// A value or structure that is well-formed but not acceptable.
     #[error("{0}")]
     Invalid(String),
@@ -106,6 +142,10 @@ pub enum Error {
     /// Occurs when a model's tensors do not fit the forward pass (shapes, types).
     #[error("forward pass: {0}")]
     Forward(String),
+    /// Occurs when the residual stream leaving a block holds NaN or Inf: the weights or
+    /// hyperparameters overflow there, and every score or perplexity after it would be NaN.
+    #[error("forward pass: the residual stream after block {block} holds NaN or Inf (window {window}); the model's weights or hyperparameters overflow there")]
+    NonFinite { block: usize, window: usize },
     #[error("forward pass, {what}: {source}")]
     Candle {
         what: String,

@@ -5,6 +5,7 @@
 //! tensor names) -> write (streamed, atomic: [`output`]) -> verify.
 
 pub mod arch;
+pub mod blocks;
 pub mod calibration;
 pub mod error;
 pub mod eval;

@@ -3,9 +3,10 @@
 
 use std::os::unix::fs::FileExt;
 
+use crate::blocks::{block_count_if_any, check_blocks};
 use crate::error::{Error, Result};
-use crate::gguf::{align_up, GgufFile, Model, ModelTensor};
-use crate::prune::{block_count, check_blocks};
+use crate::forward::ForwardSpec;
+use crate::gguf::{align_up, GgmlType, GgufFile, Model, ModelTensor, Value};
 
 /// What [`check_structure`] looked at.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -18,24 +19,99 @@ pub struct StructureReport {
 
 /// Structural checks on any GGUF model. Parsing already checked counts, lengths, bounds,
 /// overlaps and alignment; this adds llama.cpp's layout rule (tensors packed in header order,
-/// each at the previous end rounded up to the alignment) and, when the file declares a block
-/// count, that `blk.N` tensors agree with it.
+/// each at the previous end rounded up to the alignment) and [`check_loadable`].
 pub fn check_structure(model: &Model) -> Result<StructureReport> {
     let mut tensor_bytes = 0;
     for shard in &model.shards {
         check_layout(shard)?;
         tensor_bytes += shard.content.tensors.iter().map(|t| t.size).sum::<u64>();
     }
-    let n_layers = block_count(model.metadata()).ok();
-    if let Some(n) = n_layers {
-        check_blocks(model, n)?;
-    }
+    let n_layers = check_loadable(model)?;
     Ok(StructureReport {
         shards: model.shards.len(),
         tensors: model.tensors.len(),
         tensor_bytes,
         block_count: n_layers,
     })
+}
+
+/// What llama.cpp's loader refuses although our parser carries it (so that `inspect` can show
+/// it): tensor type ids ggml does not define, arrays of arrays, a block count that is not a
+/// plausible unsigned integer, `blk.N` tensors that disagree with the block count, and, for the
+/// architectures whose blocks the forward pass knows, a block without one of its weights.
+/// Returns the block count, if the file has one. Errors name the file.
+pub fn check_loadable(model: &Model) -> Result<Option<usize>> {
+    let in_file = |source: Error| Error::InFile {
+        path: model.path().to_path_buf(),
+        source: Box::new(source),
+    };
+    for shard in &model.shards {
+        check_no_nested_arrays(shard).map_err(|source| Error::InFile {
+            path: shard.path().to_path_buf(),
+            source: Box::new(source),
+        })?;
+    }
+    check_tensor_types(model).map_err(in_file)?;
+    let n_layers = block_count_if_any(model.metadata()).map_err(in_file)?;
+    if let Some(n) = n_layers {
+        check_blocks(model, n).map_err(in_file)?;
+        check_block_weights(model, n).map_err(in_file)?;
+    }
+    Ok(n_layers)
+}
+
+/// llama.cpp's `gguf_init_from_file` reads arrays of scalars and strings only.
+fn check_no_nested_arrays(file: &GgufFile) -> Result<()> {
+    for (key, value) in file.content.metadata.iter() {
+        if let Value::Array(a) = value {
+            if a.elem_type() == crate::gguf::ValueType::Array {
+                return Err(Error::NestedArray {
+                    key: key.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every tensor type must be one of ggml's (ids up to `GGML_TYPE_COUNT` that still have a
+/// block size): the rest are carried by the parser, refused by llama.cpp.
+fn check_tensor_types(model: &Model) -> Result<()> {
+    match model.tensors.iter().find(|t| !t.info.ggml_type.is_known()) {
+        Some(t) => Err(Error::UnknownTensorType {
+            name: t.info.name.clone(),
+            id: GgmlType::to_u32(t.info.ggml_type),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Each of the `n_layers` blocks has the weights its architecture's blocks need
+/// ([`ForwardSpec::block_weights`]); architectures the forward pass does not know are not
+/// checked here.
+pub fn check_block_weights(model: &Model, n_layers: usize) -> Result<()> {
+    let arch = model.metadata().architecture()?;
+    let Ok(spec) = ForwardSpec::for_arch(arch) else {
+        return Ok(());
+    };
+    let present: std::collections::HashSet<&str> =
+        model.tensors.iter().map(|t| t.info.name.as_str()).collect();
+    for il in 0..n_layers {
+        let name = |w: &str| format!("blk.{il}.{w}.weight");
+        let fused = present.contains(name("attn_qkv").as_str());
+        if let Some(w) = spec
+            .block_weights(fused)
+            .into_iter()
+            .find(|w| !present.contains(name(w).as_str()))
+        {
+            return Err(Error::MissingBlockTensor {
+                arch: arch.to_string(),
+                block: il,
+                name: name(w),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn check_layout(file: &GgufFile) -> Result<()> {

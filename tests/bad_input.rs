@@ -975,3 +975,153 @@ fn the_writer_refuses_files_its_reader_would_reject() {
     let f = GgufFile::open(dir.path().join("u.gguf")).unwrap();
     assert_eq!(f.content.tensors[0].ggml_type, GgmlType::Unknown(1000));
 }
+
+// === One reading of `blk.N` ===
+
+#[test]
+fn a_zero_padded_block_number_is_not_a_block_to_any_path() {
+    // llama.cpp names block tensors with %d, so `blk.01.x` is not block 1's: prune leaves it
+    // alone, importance-matrix renumbering too, and the block checks the forward pass and
+    // verification run do not count it (so a 1-block model holding it is still one block).
+    use gguf_prune::prune::{renumber, PrunePlan, Renamed};
+    use gguf_prune::quant::imatrix::{ImatrixData, ImatrixEntry};
+    let name = "blk.01.x";
+    assert_eq!(gguf_prune::blocks::block_index(name), None);
+    assert_eq!(
+        gguf_prune::blocks::block_index("blk.1.x"),
+        Some(1),
+        "control"
+    );
+
+    let plan = PrunePlan::new(3, &[0]).unwrap();
+    assert_eq!(renumber(name, &plan), Renamed::Unchanged);
+    assert_eq!(
+        renumber("blk.1.x", &plan),
+        Renamed::Renumbered("blk.0.x".into()),
+        "control"
+    );
+
+    let entry = || ImatrixEntry {
+        sums: vec![1.0],
+        counts: vec![1],
+    };
+    let mut entries = std::collections::BTreeMap::new();
+    entries.insert(name.to_string(), entry());
+    entries.insert("blk.1.x".to_string(), entry());
+    let im = ImatrixData::new(entries, Vec::new(), 1, 1).after_layer_removal(&[0]);
+    assert!(im.get(name).is_some(), "blk.01.x renamed");
+    assert!(
+        im.get("blk.0.x").is_some() && im.get("blk.1.x").is_none(),
+        "control"
+    );
+
+    let dir = common::workdir();
+    let mut g = tiny_llama(3, 1);
+    g = g.f32_tensor("blk.01.attn_norm.weight", &[8], 0.0);
+    let model = Model::open(write_file(dir.path(), "padded.gguf", &g.build().bytes)).unwrap();
+    let n = gguf_prune::verify::check_structure(&model)
+        .unwrap()
+        .block_count;
+    assert_eq!(n, Some(1));
+    let g = tiny_llama(3, 1).f32_tensor("blk.1.attn_norm.weight", &[8], 0.0);
+    let model = Model::open(write_file(dir.path(), "real.gguf", &g.build().bytes)).unwrap();
+    let e = gguf_prune::verify::check_structure(&model)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("belongs to block 1, but block_count is 1"),
+        "control: {e}"
+    );
+}
+
+// === Opening a model for the forward pass ===
+
+#[test]
+fn forward_open_checks_sizes_before_allocating_by_them() {
+    // Block counts, widths and head counts from the file are checked against the tensors that
+    // exist before anything is sized by them: no single allocation beyond a few MiB, and an
+    // error naming the key (the file holds a few KiB of tensors).
+    let dir = common::workdir();
+    let with = |key: &str, v: Value| {
+        let mut g = tiny_llama(3, 4).kv("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5));
+        g.kvs.retain(|(k, _)| k != key.as_bytes());
+        g.kv(key, v)
+    };
+    let cases = [
+        ("llama.block_count", Value::U32(u32::MAX), "at most 65536"),
+        ("llama.block_count", Value::U32(1 << 24), "at most 65536"),
+        (
+            "llama.block_count",
+            Value::U32(3),
+            "belongs to block 3, but block_count is 3",
+        ),
+        (
+            "llama.embedding_length",
+            Value::U32(1 << 31),
+            "expected [2147483648, *]",
+        ),
+        (
+            "llama.attention.head_count",
+            Value::U32(u32::MAX),
+            "does not divide embedding_length 8",
+        ),
+        (
+            "llama.attention.key_length",
+            Value::U32(0),
+            "\"llama.attention.key_length\" is 0",
+        ),
+    ];
+    for (i, (key, v, needle)) in cases.into_iter().enumerate() {
+        let path = write_file(
+            dir.path(),
+            &format!("{i}.gguf"),
+            &with(key, v).build().bytes,
+        );
+        let model = Model::open(&path).unwrap();
+        LARGEST.with(|c| c.set(0));
+        let result = gguf_prune::forward::Forward::new(&model).map(|_| ());
+        let largest = LARGEST.with(|c| c.get());
+        let msg = result.expect_err(key).to_string();
+        assert!(msg.contains(needle), "{key}: {msg}");
+        assert!(
+            largest < 4 << 20,
+            "{key}: allocated {largest} bytes at once ({msg})"
+        );
+    }
+    // Control: unedited, the tiny model passes every check above and stops at its weights,
+    // which are not llama-shaped (its norms hold 4 values, not 8).
+    let path = write_file(
+        dir.path(),
+        "control.gguf",
+        &with("x", Value::U8(0)).build().bytes,
+    );
+    let msg = gguf_prune::forward::Forward::new(&Model::open(&path).unwrap())
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("\"blk.0.ffn_norm.weight\" has dims [4], expected [8]"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn forward_fuzz_seeds_run_through_every_block() {
+    // The `forward` fuzz target's seeds must get past validation, or the fuzzer would only ever
+    // explore the error paths (and this guards the validation against refusing valid models).
+    let dir = common::repo().join("fuzz/corpus/forward");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let model = Model::open(&path).unwrap();
+        gguf_prune::verify::check_structure(&model).unwrap();
+        let fw = gguf_prune::forward::Forward::new(&model)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let x = fw
+            .run(&[vec![0, 1, 2, 3]], &[], &mut |_, _| Ok(()), &mut |_| {})
+            .unwrap();
+        assert!(x.data.iter().all(|v| v.is_finite()));
+        n += 1;
+    }
+    assert!(n >= 5, "{n} seeds in {}", dir.display());
+}

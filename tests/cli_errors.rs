@@ -498,3 +498,276 @@ fn inspect_and_verify_on_broken_files() {
         }
     }
 }
+
+// === What llama.cpp's loader and the forward pass rely on ===
+
+/// Runs `gguf-prune ARGS` and asserts a clean failure mentioning `needles` that leaves `model`
+/// unchanged and writes nothing at `target` (or beside it).
+#[track_caller]
+fn assert_refused(args: &[&std::ffi::OsStr], model: &Path, target: &Path, needles: &[&str]) {
+    let before = sha256(model);
+    assert_clean_failure(&prune(args), target, needles);
+    assert_eq!(sha256(model), before, "{} changed", model.display());
+}
+
+#[test]
+fn verify_and_prune_refuse_what_llama_cpp_refuses() {
+    let dir = common::workdir();
+    let target = dir.path().join("out.gguf");
+    // The control: the same model, unbroken, verifies.
+    let good = tiny_model(dir.path());
+    let out = prune(&[os("verify"), good.as_os_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let with_count = |v: Value| {
+        let mut g = tiny_llama(3, 4);
+        g.kvs.retain(|(k, _)| k != b"llama.block_count");
+        g.kv("llama.block_count", v)
+    };
+    let mut unknown_type = tiny_llama(3, 4);
+    unknown_type.tensors[1].type_id = u32::MAX;
+    let mut q4_2 = tiny_llama(3, 4);
+    q4_2.tensors[1].type_id = 4;
+    let mut nested = gguf_prune::gguf::Array::U8(vec![1]);
+    for _ in 0..6 {
+        nested = gguf_prune::gguf::Array::Array(vec![nested]);
+    }
+    let mut missing_q = tiny_llama(3, 4);
+    missing_q
+        .tensors
+        .retain(|t| t.name != b"blk.2.attn_q.weight".to_vec());
+    let cases: Vec<(&str, support::Gguf, &[&str])> = vec![
+        (
+            "count-string.gguf",
+            with_count(Value::String(b"4".to_vec())),
+            &["\"llama.block_count\" is", "expected an unsigned integer"],
+        ),
+        (
+            "count-float.gguf",
+            with_count(Value::F32(4.0)),
+            &["\"llama.block_count\" is 4", "expected an unsigned integer"],
+        ),
+        (
+            "count-huge.gguf",
+            with_count(Value::U32(u32::MAX)),
+            &["\"llama.block_count\" is 4294967295", "at most 65536"],
+        ),
+        (
+            "type-max.gguf",
+            unknown_type,
+            &["type id 4294967295", "ggml does not define"],
+        ),
+        (
+            "type-q4_2.gguf",
+            q4_2,
+            &["type id 4,", "ggml does not define"],
+        ),
+        (
+            "nested.gguf",
+            tiny_llama(3, 4).kv("x.nested", Value::Array(nested)),
+            &["\"x.nested\" is an array of arrays"],
+        ),
+        (
+            "missing-q.gguf",
+            missing_q,
+            &["block 2 has no tensor \"blk.2.attn_q.weight\", which every llama block needs"],
+        ),
+    ];
+    for (name, g, needles) in cases {
+        let model = write_file(dir.path(), name, &g.build().bytes);
+        assert_refused(&[os("verify"), model.as_os_str()], &model, &target, needles);
+        let prune_args = [
+            model.as_os_str(),
+            os("--layers"),
+            os("1"),
+            os("-o"),
+            target.as_os_str(),
+        ];
+        assert_refused(&prune_args, &model, &target, needles);
+    }
+}
+
+#[test]
+fn a_non_ascii_model_name_gets_the_default_output_name() {
+    let dir = common::workdir();
+    let model = write_file(
+        dir.path(),
+        "model-abéééééé.gguf",
+        &tiny_llama(3, 4).build().bytes,
+    );
+    let out = prune(&[model.as_os_str(), os("--layers"), os("1")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("model-abéééééé.pruned.gguf").exists());
+    // Control: a shard suffix is still recognised after non-ASCII text.
+    let shard = write_file(
+        dir.path(),
+        "modèle-00001-of-00001.gguf",
+        &tiny_llama(3, 4).build().bytes,
+    );
+    let out = prune(&[shard.as_os_str(), os("--layers"), os("1")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("modèle.pruned.gguf").exists());
+}
+
+/// A copy of SmolLM2 in `dir/name` with its metadata and tensors edited.
+fn smol_variant(
+    dir: &Path,
+    name: &str,
+    edit_metadata: impl FnOnce(&mut gguf_prune::gguf::Metadata),
+    edit_tensors: impl FnOnce(&mut Vec<gguf_prune::gguf::OutTensor<'_>>),
+) -> PathBuf {
+    let source = gguf_prune::gguf::Model::open(common::smollm2()).unwrap();
+    let mut metadata = source.metadata().clone();
+    edit_metadata(&mut metadata);
+    let mut tensors = common::copied_tensors(&source);
+    edit_tensors(&mut tensors);
+    let path = dir.join(name);
+    common::write_gguf(&path, source.shards[0].content.version, &metadata, tensors);
+    path
+}
+
+/// Replaces tensor `name` by F32 `values` of shape `dims`.
+fn set_f32(
+    tensors: &mut [gguf_prune::gguf::OutTensor<'_>],
+    name: &str,
+    dims: &[u64],
+    values: &[f32],
+) {
+    let t = tensors.iter_mut().find(|t| t.name == name).unwrap();
+    t.dims = dims.to_vec();
+    t.ggml_type = gguf_prune::gguf::GgmlType::F32;
+    t.data = gguf_prune::gguf::TensorData::Bytes(support::f32_bytes(values));
+}
+
+#[test]
+fn score_eval_and_quantize_refuse_what_the_forward_pass_cannot_run() {
+    let dir = common::workdir();
+    let target = dir.path().join("out.gguf");
+    let text = common::eval_text();
+    let eval = |m: &Path| -> Vec<std::ffi::OsString> {
+        [
+            "eval".as_ref(),
+            m.as_os_str(),
+            "--text".as_ref(),
+            text.as_os_str(),
+            "-c".as_ref(),
+            "128".as_ref(),
+            "--chunks".as_ref(),
+            "1".as_ref(),
+        ]
+        .iter()
+        .map(|s: &&std::ffi::OsStr| s.to_os_string())
+        .collect()
+    };
+    let refused = |args: Vec<std::ffi::OsString>, m: &Path, needles: &[&str]| {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        assert_refused(&args, m, &target, needles);
+    };
+    // The control: the unedited copy evaluates.
+    let control = smol_variant(dir.path(), "control.gguf", |_| {}, |_| {});
+    let args = eval(&control);
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    let out = prune(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(&control).unwrap();
+
+    let u32_key =
+        |k: &'static str, v: u32| move |m: &mut gguf_prune::gguf::Metadata| m.set(k, Value::U32(v));
+    let f32_key =
+        |k: &'static str, v: f32| move |m: &mut gguf_prune::gguf::Metadata| m.set(k, Value::F32(v));
+    // (file, metadata edit, tensor edit, needles, also run score)
+    type MetaEdit = Box<dyn FnOnce(&mut gguf_prune::gguf::Metadata)>;
+    type TensorEdit = Box<dyn FnOnce(&mut Vec<gguf_prune::gguf::OutTensor<'_>>)>;
+    let none_t = || -> TensorEdit { Box::new(|_| {}) };
+    let none_m = || -> MetaEdit { Box::new(|_| {}) };
+    let cases: Vec<(&str, MetaEdit, TensorEdit, Vec<&str>, bool)> = vec![
+        ("count-u32max.gguf", Box::new(u32_key("llama.block_count", u32::MAX)), none_t(), vec!["\"llama.block_count\" is 4294967295", "at most 65536"], true),
+        ("count-2-24.gguf", Box::new(u32_key("llama.block_count", 1 << 24)), none_t(), vec!["at most 65536"], false),
+        ("count-29.gguf", Box::new(u32_key("llama.block_count", 29)), none_t(), vec!["belongs to block 29, but block_count is 29"], false),
+        ("embd-2-31.gguf", Box::new(u32_key("llama.embedding_length", 1 << 31)), none_t(), vec!["embd-2-31.gguf", "embedding_length 2147483648"], true),
+        ("heads-max.gguf", Box::new(u32_key("llama.attention.head_count", u32::MAX)), none_t(), vec!["\"llama.attention.head_count\" is 4294967295: does not divide embedding_length 576"], false),
+        ("rope-zero.gguf", Box::new(f32_key("llama.rope.freq_base", 0.0)), none_t(), vec!["\"llama.rope.freq_base\" is 0: expected a finite number above 0"], false),
+        ("rope-nan.gguf", Box::new(f32_key("llama.rope.freq_base", f32::NAN)), none_t(), vec!["\"llama.rope.freq_base\" is NaN"], false),
+        ("rope-inf.gguf", Box::new(f32_key("llama.rope.freq_base", f32::INFINITY)), none_t(), vec!["\"llama.rope.freq_base\" is inf"], false),
+        ("eps-nan.gguf", Box::new(f32_key("llama.attention.layer_norm_rms_epsilon", f32::NAN)), none_t(), vec!["\"llama.attention.layer_norm_rms_epsilon\" is NaN"], false),
+        ("eps-zero.gguf", Box::new(f32_key("llama.attention.layer_norm_rms_epsilon", 0.0)), none_t(), vec!["\"llama.attention.layer_norm_rms_epsilon\" is 0"], false),
+        ("scale-nan.gguf", Box::new(f32_key("llama.rope.scaling.factor", f32::NAN)), none_t(), vec!["\"llama.rope.scaling.factor\" is NaN"], false),
+        ("no-embd.gguf", none_m(), Box::new(|t: &mut Vec<_>| t.retain(|t: &gguf_prune::gguf::OutTensor| t.name != "token_embd.weight")), vec!["no tensor named \"token_embd.weight\""], false),
+        ("norm-0.gguf", none_m(), Box::new(|t: &mut Vec<_>| set_f32(t, "blk.3.attn_norm.weight", &[0], &[])), vec!["\"blk.3.attn_norm.weight\" has dims [0], expected [576]"], false),
+        ("norm-scalar.gguf", none_m(), Box::new(|t: &mut Vec<_>| set_f32(t, "blk.3.attn_norm.weight", &[], &[1.0])), vec!["\"blk.3.attn_norm.weight\" has dims [], expected [576]"], false),
+        ("norm-288.gguf", none_m(), Box::new(|t: &mut Vec<_>| set_f32(t, "blk.3.attn_norm.weight", &[288], &[1.0; 288])), vec!["\"blk.3.attn_norm.weight\" has dims [288], expected [576]"], true),
+        ("missing-q.gguf", none_m(), Box::new(|t: &mut Vec<_>| t.retain(|t: &gguf_prune::gguf::OutTensor| t.name != "blk.5.attn_q.weight")), vec!["block 5 has no tensor \"blk.5.attn_q.weight\""], false),
+        ("nan-norm.gguf", none_m(), Box::new(|t: &mut Vec<_>| set_f32(t, "blk.3.attn_norm.weight", &[576], &[f32::NAN; 576])), vec!["residual stream after block 3 holds NaN or Inf"], true),
+    ];
+    for (name, edit_m, edit_t, needles, also_score) in cases {
+        let model = smol_variant(dir.path(), name, edit_m, edit_t);
+        if name == "nan-norm.gguf" {
+            // Found during the pass, after the progress lines: the error is the last line.
+            for args in [eval(&model), vec!["score".into(), model.as_os_str().into()]] {
+                let before = sha256(&model);
+                let out = common::gguf_prune()
+                    .args(&args)
+                    .stdin(Stdio::null())
+                    .output()
+                    .unwrap();
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    !out.status.success() && !stderr.contains("panicked"),
+                    "{stderr}"
+                );
+                let last = stderr.lines().last().unwrap_or("");
+                assert!(
+                    last.starts_with("error: ") && last.contains(needles[0]),
+                    "{stderr}"
+                );
+                assert_eq!(sha256(&model), before);
+                assert!(temp_files(dir.path()).is_empty() && !target.exists());
+            }
+            continue;
+        }
+        refused(eval(&model), &model, &needles);
+        if also_score {
+            refused(
+                vec!["score".into(), model.as_os_str().into()],
+                &model,
+                &needles,
+            );
+        }
+        if name == "count-u32max.gguf" {
+            let args = vec![
+                "quantize".into(),
+                model.as_os_str().into(),
+                target.as_os_str().into(),
+                "Q8_0".into(),
+            ];
+            refused(args, &model, &needles);
+        }
+        if name == "missing-q.gguf" {
+            let args = vec![
+                model.as_os_str().into(),
+                "--layers".into(),
+                "1".into(),
+                "-o".into(),
+                target.as_os_str().into(),
+            ];
+            refused(args, &model, &needles);
+        }
+        std::fs::remove_file(&model).unwrap();
+    }
+}

@@ -185,7 +185,7 @@ fn per_layer_arrays_and_gemma3_pattern_parse_as_typed_arrays() {
     assert_eq!(kv.select(&[0, 3, 5]), Array::I32(vec![1, 2, 2]));
     let ff = c.metadata.get_array("llama.feed_forward_length").unwrap();
     assert_eq!(ff.int_at(5), Some(56));
-    assert_eq!(c.tensors.len(), 2 + 3 * 6);
+    assert_eq!(c.tensors.len(), 2 + (3 + support::LLAMA_REST.len()) * 6);
 
     let g = tiny_gemma3(12).build();
     let c = Content::parse(&g.bytes).unwrap();

@@ -40,6 +40,7 @@
 
 pub mod format;
 
+use crate::blocks::block_count;
 use crate::error::{Error, Result};
 use crate::gguf::{arch_key, Array, Metadata, Value};
 use format::{Formula, Layers, Role};
@@ -87,12 +88,6 @@ pub fn kept_from_removed(n: usize, removed: &[usize]) -> Result<Vec<usize>> {
         gone[r] = true;
     }
     Ok((0..n).filter(|&i| !gone[i]).collect())
-}
-
-fn block_count(metadata: &Metadata) -> Result<usize> {
-    let arch = metadata.architecture()?;
-    let n = metadata.get_u64(&arch_key(arch, "block_count"))?;
-    usize::try_from(n).map_err(|_| Error::Invalid(format!("{arch}.block_count = {n} is too large")))
 }
 
 /// Everything the model needs to know to judge one layer set.

@@ -76,8 +76,8 @@ fn evaluate(args: EvalArgs, line_open: &std::cell::Cell<bool>) -> anyhow::Result
         Some(path) => Some(KlBase::open(path).context("--kl-base")?),
         None => None,
     };
-    let model =
-        Model::open(&args.model).with_context(|| format!("opening {}", args.model.display()))?;
+    // Model::open's errors name the file already.
+    let model = Model::open(&args.model)?;
     let rule = super::output_rule(
         args.force,
         &[&model],
@@ -147,6 +147,9 @@ fn evaluate(args: EvalArgs, line_open: &std::cell::Cell<bool>) -> anyhow::Result
     };
     let windows =
         eval::make_windows(&tokens, &opts).with_context(|| format!("{}", args.model.display()))?;
+    // Opened (and the model validated) before anything is printed: a model the forward pass
+    // cannot run is a one-line error.
+    let mut source = open_logits_source(&model)?;
     eprintln!(
         "eval: {} tokens, {} chunks of {}, scoring {} tokens per chunk",
         tokens.len(),
@@ -154,7 +157,6 @@ fn evaluate(args: EvalArgs, line_open: &std::cell::Cell<bool>) -> anyhow::Result
         opts.n_ctx,
         eval::kl_base::rows_per_window(opts.n_ctx)
     );
-    let mut source = open_logits_source(&model)?;
     match &args.reference {
         None => {
             let ppl = match &args.save_logits {
@@ -172,8 +174,7 @@ fn evaluate(args: EvalArgs, line_open: &std::cell::Cell<bool>) -> anyhow::Result
             report(&args, Some(&ppl), None, started)
         }
         Some(ref_path) => {
-            let reference = Model::open(ref_path)
-                .with_context(|| format!("opening the reference {}", ref_path.display()))?;
+            let reference = Model::open(ref_path).context("the reference model")?;
             check_same_vocab(&model, &reference)?;
             let mut ref_source = open_logits_source(&reference)?;
             let kl = eval::kl_divergence_vs_model(

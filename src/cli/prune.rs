@@ -115,16 +115,17 @@ fn default_output(model: &Path) -> PathBuf {
 
 /// `name-00001-of-00003` -> `name`.
 fn strip_shard_suffix(stem: &str) -> &str {
-    let bytes = stem.as_bytes();
-    if bytes.len() > 15 && stem.is_char_boundary(stem.len() - 15) {
-        let tail = &stem[stem.len() - 15..];
-        let b = tail.as_bytes();
-        if b[0] == b'-'
-            && &tail[6..10] == "-of-"
-            && b[1..6].iter().chain(&b[10..15]).all(u8::is_ascii_digit)
-        {
-            return &stem[..stem.len() - 15];
-        }
+    // Compared as bytes: the suffix is ASCII, the rest of the name need not be.
+    let Some(cut) = stem.len().checked_sub(15).filter(|&c| c > 0) else {
+        return stem;
+    };
+    let b = &stem.as_bytes()[cut..];
+    if b[0] == b'-'
+        && &b[6..10] == b"-of-"
+        && b[1..6].iter().chain(&b[10..15]).all(u8::is_ascii_digit)
+    {
+        // The 15 bytes are ASCII, so `cut` is a character boundary.
+        return &stem[..cut];
     }
     stem
 }

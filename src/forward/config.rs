@@ -56,6 +56,9 @@ pub struct ForwardSpec {
     pub embedding_scale: EmbeddingScale,
     #[serde(default)]
     pub post_norms: bool,
+    /// phi3: `ffn_up` holds the gate and up projections stacked, and there is no `ffn_gate`.
+    #[serde(default)]
+    pub fused_gate_up: bool,
     pub qk_norm: QkNorm,
     pub attention_scale: AttentionScale,
     #[serde(default)]
@@ -118,6 +121,28 @@ impl ForwardSpec {
             .ok_or_else(unsupported)?
             .1;
         ForwardSpec::parse(arch, text)?.ok_or_else(unsupported)
+    }
+
+    /// The weights every block must have (`blk.N.{name}.weight`), as llama.cpp's loader creates
+    /// them without `TENSOR_NOT_REQUIRED`. Attention is either the fused `attn_qkv` or all of
+    /// `attn_q`, `attn_k`, `attn_v`: the caller passes which the block holds.
+    pub fn block_weights(&self, fused_qkv: bool) -> Vec<&'static str> {
+        let mut names = vec!["attn_norm", "attn_output", "ffn_norm", "ffn_up", "ffn_down"];
+        if fused_qkv {
+            names.push("attn_qkv");
+        } else {
+            names.extend(["attn_q", "attn_k", "attn_v"]);
+        }
+        if !self.fused_gate_up {
+            names.push("ffn_gate");
+        }
+        if self.qk_norm == QkNorm::Required {
+            names.extend(["attn_q_norm", "attn_k_norm"]);
+        }
+        if self.post_norms {
+            names.extend(["post_attention_norm", "post_ffw_norm"]);
+        }
+        names
     }
 
     /// Architectures with a `[forward]` table.
@@ -202,8 +227,15 @@ fn per_layer(meta: &Metadata, key: &str, n_layer: usize) -> Result<Option<Vec<us
 impl Hparams {
     pub fn read(arch: &str, meta: &Metadata, spec: &ForwardSpec) -> Result<Hparams> {
         let k = |s: &str| arch_key(arch, s);
-        let n_layer = meta.get_u32(&k("block_count"))? as usize;
+        let n_layer = crate::blocks::block_count(meta)?;
         let n_embd = meta.get_u32(&k("embedding_length"))? as usize;
+        if n_embd == 0 {
+            return Err(Error::Hparam {
+                key: k("embedding_length"),
+                value: "0".into(),
+                why: "a model has at least one dimension".into(),
+            });
+        }
         let heads = per_layer(meta, &k("attention.head_count"), n_layer)?.ok_or_else(|| {
             Error::MissingKey {
                 key: k("attention.head_count"),
@@ -216,6 +248,14 @@ impl Hparams {
                 what: format!("attention.head_count {heads:?}: per-layer or zero head counts"),
             });
         }
+        let key_length = scalar(meta, &k("attention.key_length"))?;
+        if key_length.is_none() && !n_embd.is_multiple_of(n_head) {
+            return Err(Error::Hparam {
+                key: k("attention.head_count"),
+                value: n_head.to_string(),
+                why: format!("does not divide embedding_length {n_embd}"),
+            });
+        }
         let n_head_kv = per_layer(meta, &k("attention.head_count_kv"), n_layer)?
             .unwrap_or_else(|| vec![n_head; n_layer]);
         if let Some(bad) = n_head_kv.iter().find(|&&h| h == 0 || n_head % h != 0) {
@@ -224,8 +264,7 @@ impl Hparams {
                 what: format!("head_count_kv {bad} does not divide head_count {n_head}"),
             });
         }
-        let head_dim_k =
-            scalar(meta, &k("attention.key_length"))?.map_or(n_embd / n_head, |v| v as usize);
+        let head_dim_k = key_length.map_or(n_embd / n_head, |v| v as usize);
         let head_dim_v =
             scalar(meta, &k("attention.value_length"))?.map_or(n_embd / n_head, |v| v as usize);
         let n_rot = scalar(meta, &k("rope.dimension_count"))?.map_or(head_dim_k, |v| v as usize);
@@ -338,7 +377,7 @@ impl Hparams {
             EmbeddingScale::None => 1.0,
             EmbeddingScale::SqrtNEmbd => (n_embd as f32).sqrt(),
         };
-        Ok(Hparams {
+        let hp = Hparams {
             n_layer,
             n_embd,
             n_head,
@@ -359,7 +398,46 @@ impl Hparams {
             attn_softcap,
             final_softcap,
             embedding_scale,
-        })
+        };
+        hp.check_ranges(arch, spec)?;
+        Ok(hp)
+    }
+
+    /// Refuses values that would make every result NaN or nonsense: zero head sizes, and
+    /// epsilons, RoPE bases, scales and soft-caps that are not finite and positive.
+    fn check_ranges(&self, arch: &str, spec: &ForwardSpec) -> Result<()> {
+        let k = |s: &str| arch_key(arch, s);
+        let bad = |key: String, value: String, why: &str| {
+            Err(Error::Hparam {
+                key,
+                value,
+                why: why.to_string(),
+            })
+        };
+        for (key, v) in [
+            ("attention.key_length", self.head_dim_k),
+            ("attention.value_length", self.head_dim_v),
+        ] {
+            if v == 0 {
+                return bad(k(key), "0".into(), "a head has at least one dimension");
+            }
+        }
+        let positive = |v: f32| v.is_finite() && v > 0.0;
+        let mut checks = vec![
+            ("attention.layer_norm_rms_epsilon", self.eps),
+            ("rope.scaling.attn_factor", self.rope_attn_factor),
+            ("rope.scaling.factor", 1.0 / self.rope_freq_scale),
+        ];
+        if spec.rope.is_some() {
+            checks.push(("rope.freq_base", self.rope_base));
+            checks.push(("rope.freq_base_swa", self.rope_base_swa));
+        }
+        checks.extend(self.attn_softcap.map(|v| ("attn_logit_softcapping", v)));
+        checks.extend(self.final_softcap.map(|v| ("final_logit_softcapping", v)));
+        match checks.into_iter().find(|&(_, v)| !positive(v)) {
+            Some((key, v)) => bad(k(key), v.to_string(), "expected a finite number above 0"),
+            None => Ok(()),
+        }
     }
 
     pub fn n_head_kv(&self, il: usize) -> usize {

@@ -138,6 +138,19 @@ impl Batch {
     pub fn n_tokens(&self) -> usize {
         self.lens.iter().sum()
     }
+    /// [`Error::NonFinite`] naming `block` and the first window whose stream holds NaN or Inf.
+    fn check_finite(&self, block: usize) -> Result<()> {
+        let mut start = 0;
+        for (window, &len) in self.lens.iter().enumerate() {
+            let end = start + len * self.n_embd;
+            if !self.data[start..end].iter().all(|v| v.is_finite()) {
+                return Err(Error::NonFinite { block, window });
+            }
+            start = end;
+        }
+        Ok(())
+    }
+
     /// Row offsets of each window.
     fn starts(&self) -> Vec<usize> {
         self.lens
@@ -269,13 +282,21 @@ impl<'m> Forward<'m> {
         let meta = model.metadata();
         let arch = meta.architecture()?.to_string();
         let spec = ForwardSpec::for_arch(&arch)?;
-        let hp = Hparams::read(&arch, meta, &spec)?;
+        // Block count, tensor types and block weights first: the hyper-parameters size per-layer
+        // tables by the block count, which must be justified by the tensors present.
+        crate::verify::check_loadable(model)?;
+        let in_file = |source: Error| Error::InFile {
+            path: model.path().to_path_buf(),
+            source: Box::new(source),
+        };
+        let hp = Hparams::read(&arch, meta, &spec).map_err(in_file)?;
         let mut fw = Forward {
             model,
             spec,
             hp,
             rope_factors: RopeFactors::default(),
         };
+        fw.check_shapes().map_err(in_file)?;
         let factors = RopeFactors {
             freqs: fw.rope_factor_tensor("rope_freqs.weight")?,
             short: fw.rope_factor_tensor("rope_factors_short.weight")?,
@@ -283,6 +304,106 @@ impl<'m> Forward<'m> {
         };
         fw.rope_factors = factors;
         Ok(fw)
+    }
+
+    /// Every tensor the pass reads has the shape the hyper-parameters imply (what llama.cpp's
+    /// `create_tensor` checks), so that nothing is sized by a hyper-parameter the tensors do not
+    /// bear out and a wrong-length norm is an error, not a NaN.
+    fn check_shapes(&self) -> Result<()> {
+        let hp = &self.hp;
+        let d = hp.n_embd as u64;
+        let n_vocab = self.shape("token_embd.weight", &[Some(d), None])?[1];
+        self.shape("output_norm.weight", &[Some(d)])?;
+        if self.has("output.weight") {
+            self.shape("output.weight", &[Some(d), Some(n_vocab)])?;
+        }
+        let mut n_ff_max = 0;
+        for il in 0..hp.n_layer {
+            n_ff_max = n_ff_max.max(self.check_block_shapes(il)?);
+        }
+        if hp.n_ff != 0 && hp.n_ff as u64 != n_ff_max {
+            let key =
+                crate::gguf::arch_key(self.model.metadata().architecture()?, "feed_forward_length");
+            return Err(Error::Hparam {
+                key,
+                value: hp.n_ff.to_string(),
+                why: format!("the widest block's ffn_down takes {n_ff_max} inputs"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks block `il`'s weights and returns its FFN width.
+    fn check_block_shapes(&self, il: usize) -> Result<u64> {
+        let hp = &self.hp;
+        let p = |s: &str| format!("blk.{il}.{s}.weight");
+        let d = Some(hp.n_embd as u64);
+        let prod = |a: usize, b: usize| (a as u64).checked_mul(b as u64);
+        let (nkv, hdk, hdv) = (hp.n_head_kv(il), hp.head_dim_k, hp.head_dim_v);
+        let (q, k, v) = (prod(hp.n_head, hdk), prod(nkv, hdk), prod(nkv, hdv));
+        for norm in [
+            "attn_norm",
+            "ffn_norm",
+            "post_attention_norm",
+            "post_ffw_norm",
+        ] {
+            if self.has(&p(norm)) {
+                self.shape(&p(norm), &[d])?;
+            }
+        }
+        for norm in ["attn_q_norm", "attn_k_norm"] {
+            if self.has(&p(norm)) {
+                self.shape(&p(norm), &[Some(hdk as u64)])?;
+            }
+        }
+        if self.has(&p("attn_qkv")) {
+            let qkv = q
+                .zip(k)
+                .zip(v)
+                .and_then(|((q, k), v)| q.checked_add(k)?.checked_add(v));
+            self.shape(&p("attn_qkv"), &[d, qkv.or(Some(u64::MAX))])?;
+        } else {
+            for (name, out) in [("attn_q", q), ("attn_k", k), ("attn_v", v)] {
+                self.shape(&p(name), &[d, out.or(Some(u64::MAX))])?;
+            }
+        }
+        self.shape(
+            &p("attn_output"),
+            &[prod(hp.n_head, hdv).or(Some(u64::MAX)), d],
+        )?;
+        let up = self.shape(&p("ffn_up"), &[d, None])?[1];
+        let n_ff = if self.has(&p("ffn_gate")) {
+            self.shape(&p("ffn_gate"), &[d, Some(up)])?;
+            up
+        } else {
+            up / 2
+        };
+        self.shape(&p("ffn_down"), &[Some(n_ff), d])?;
+        Ok(n_ff)
+    }
+
+    /// The dims of tensor `name`, which must have as many dimensions as `want` and each
+    /// dimension given there (None: any non-zero size).
+    fn shape(&self, name: &str, want: &[Option<u64>]) -> Result<Vec<u64>> {
+        let dims = &self.tensor(name)?.info.dims;
+        let fits = dims.len() == want.len()
+            && dims
+                .iter()
+                .zip(want)
+                .all(|(&got, w)| w.map_or(got > 0, |w| got == w));
+        if fits {
+            return Ok(dims.clone());
+        }
+        let expected = want
+            .iter()
+            .map(|w| w.map_or("*".to_string(), |w| w.to_string()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Err(Error::TensorShape {
+            name: name.to_string(),
+            dims: dims.clone(),
+            expected: format!("[{expected}]"),
+        })
     }
 
     /// A RoPE frequency-factor tensor, which must hold one value per rotated pair.
@@ -718,6 +839,7 @@ impl<'m> Forward<'m> {
             observe(il, &x)?;
             let w = self.load_block(il)?;
             self.block_forward_observed(il, &w, &mut x, obs)?;
+            x.check_finite(il)?;
             progress(il);
         }
         observe(self.hp.n_layer, &x)?;

@@ -6,8 +6,8 @@
 mod layers;
 mod rewrite;
 
+pub use crate::blocks::{block_count, block_index, check_blocks, MAX_BLOCK_COUNT};
 pub use layers::{parse_layer_list, PrunePlan};
 pub use rewrite::{
-    block_count, block_index, check_blocks, renumber, rewrite, Renamed, Rewrite, MAX_BLOCK_COUNT,
-    PROVENANCE_REMOVED_KEY, PROVENANCE_SOURCE_COUNT_KEY,
+    renumber, rewrite, Renamed, Rewrite, PROVENANCE_REMOVED_KEY, PROVENANCE_SOURCE_COUNT_KEY,
 };

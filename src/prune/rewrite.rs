@@ -1,8 +1,9 @@
 //! The rewrite: renumbered tensors, layer-dependent metadata (via [`crate::arch`]) and provenance.
 
 use crate::arch;
+use crate::blocks::{block_count, block_index, with_block_index};
 use crate::error::{Error, Result};
-use crate::gguf::{arch_key, Array, Metadata, Model, ModelTensor, OutTensor, Value};
+use crate::gguf::{Array, Metadata, Model, ModelTensor, OutTensor, Value};
 
 use super::PrunePlan;
 
@@ -22,29 +23,15 @@ pub enum Renamed {
     Dropped,
 }
 
-/// The block index of a `blk.N.*` tensor name.
-pub fn block_index(name: &str) -> Option<usize> {
-    let rest = name.strip_prefix("blk.")?;
-    let (digits, _) = rest.split_once('.')?;
-    if digits.is_empty()
-        || !digits.bytes().all(|b| b.is_ascii_digit())
-        || (digits.len() > 1 && digits.starts_with('0'))
-    {
-        return None;
-    }
-    digits.parse().ok()
-}
-
 /// Renames `blk.N.rest` to `blk.{new N}.rest`, or drops it if block N is removed.
 pub fn renumber(name: &str, plan: &PrunePlan) -> Renamed {
     match block_index(name) {
         None => Renamed::Unchanged,
         Some(i) => match plan.new_index(i) {
             None => Renamed::Dropped,
-            Some(j) => {
-                let rest = &name["blk.".len() + i.to_string().len()..];
-                Renamed::Renumbered(format!("blk.{j}{rest}"))
-            }
+            Some(j) => Renamed::Renumbered(
+                with_block_index(name, j).expect("block_index found a block number"),
+            ),
         },
     }
 }
@@ -63,25 +50,6 @@ pub struct Rewrite<'a> {
     pub sources: Vec<&'a ModelTensor>,
 }
 
-/// The model's block count, `{arch}.block_count`.
-///
-/// Values above [`MAX_BLOCK_COUNT`] are refused: every per-layer table is sized by this number,
-/// so a hostile file must not be able to ask for 2^40 entries.
-pub fn block_count(metadata: &Metadata) -> Result<usize> {
-    let arch = metadata.architecture()?;
-    let key = arch_key(arch, "block_count");
-    let n = metadata.get_u64(&key)?;
-    if n > MAX_BLOCK_COUNT {
-        return Err(Error::Invalid(format!(
-            "{key} is {n}, more than any model has (at most {MAX_BLOCK_COUNT} accepted)"
-        )));
-    }
-    Ok(n as usize)
-}
-
-/// The largest block count accepted (the deepest real models have a few hundred blocks).
-pub const MAX_BLOCK_COUNT: u64 = 1 << 16;
-
 /// Builds the pruned model described by `plan`.
 pub fn rewrite<'a>(model: &'a Model, plan: &PrunePlan) -> Result<Rewrite<'a>> {
     let source = model.metadata();
@@ -92,7 +60,7 @@ pub fn rewrite<'a>(model: &'a Model, plan: &PrunePlan) -> Result<Rewrite<'a>> {
             plan.n_layers
         )));
     }
-    check_blocks(model, n_layers)?;
+    crate::verify::check_loadable(model)?;
 
     let names: Vec<&str> = model.tensors.iter().map(|t| t.info.name.as_str()).collect();
     let mut metadata = arch::rewrite_metadata(source, &names, &plan.kept)?;
@@ -121,28 +89,6 @@ pub fn rewrite<'a>(model: &'a Model, plan: &PrunePlan) -> Result<Rewrite<'a>> {
         tensors,
         sources,
     })
-}
-
-/// Every `blk.N` tensor must name a block below block_count, and every block must have tensors.
-pub fn check_blocks(model: &Model, n_layers: usize) -> Result<()> {
-    let mut seen = vec![false; n_layers];
-    for t in &model.tensors {
-        if let Some(i) = block_index(&t.info.name) {
-            match seen.get_mut(i) {
-                Some(s) => *s = true,
-                None => {
-                    return Err(Error::Invalid(format!(
-                        "tensor {:?} belongs to block {i}, but block_count is {n_layers}",
-                        t.info.name
-                    )))
-                }
-            }
-        }
-    }
-    if let Some(missing) = seen.iter().position(|s| !s) {
-        return Err(Error::Invalid(format!("block {missing} has no tensors (block_count is {n_layers}): the file is missing blocks")));
-    }
-    Ok(())
 }
 
 /// Records the first source's block count and the original indices of all removed blocks, so

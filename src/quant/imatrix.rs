@@ -412,15 +412,14 @@ impl ImatrixData {
 /// `blk.N.rest` renumbered after `removed` layers are deleted, or None if N was removed.
 /// Names outside layers are unchanged.
 pub fn renumber_layer(name: &str, removed: &[usize]) -> Option<String> {
-    let Some(layer) = super::mix::layer_of(name) else {
+    let Some(layer) = crate::blocks::block_index(name) else {
         return Some(name.to_string());
     };
     if removed.contains(&layer) {
         return None;
     }
     let new = layer - removed.iter().filter(|&&r| r < layer).count();
-    let rest = &name["blk.".len() + layer.to_string().len()..];
-    Some(format!("blk.{new}{rest}"))
+    crate::blocks::with_block_index(name, new)
 }
 
 #[cfg(test)]

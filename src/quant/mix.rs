@@ -8,6 +8,7 @@
 
 use std::cmp::Ordering;
 
+use crate::blocks::block_index;
 use crate::error::{Error, Result};
 use crate::gguf::{arch_key, GgmlType, Metadata, Value};
 
@@ -279,7 +280,7 @@ impl MixContext {
     /// Reads the model facts from GGUF metadata.
     pub fn from_metadata(meta: &Metadata, has_imatrix: bool, pure: bool) -> Result<MixContext> {
         let arch = meta.architecture()?.to_string();
-        let n_layer = meta.get_u64(&arch_key(&arch, "block_count"))? as usize;
+        let n_layer = crate::blocks::block_count(meta)?;
         let n_head = first_u32(meta, &arch_key(&arch, "attention.head_count")).unwrap_or(0);
         let n_head_kv =
             first_u32(meta, &arch_key(&arch, "attention.head_count_kv")).unwrap_or(n_head);
@@ -461,18 +462,11 @@ fn holds(w: When, ctx: &MixContext, i: usize, n: usize) -> bool {
     }
 }
 
-/// The layer number in a `blk.N.` name.
-pub fn layer_of(name: &str) -> Option<usize> {
-    let rest = name.strip_prefix("blk.")?;
-    let end = rest.find('.')?;
-    rest[..end].parse().ok()
-}
-
 /// llama.cpp's tensor order for quantization: non-layer tensors first, then by layer, then by
 /// name (`weight_name_comparer`).
 fn llama_order(a: &str, b: &str) -> Ordering {
-    let la = layer_of(a).map_or(-1, |l| l as i64);
-    let lb = layer_of(b).map_or(-1, |l| l as i64);
+    let la = block_index(a).map_or(-1, |l| l as i64);
+    let lb = block_index(b).map_or(-1, |l| l as i64);
     la.cmp(&lb).then_with(|| a.cmp(b))
 }
 
@@ -512,7 +506,7 @@ fn mix_type(
     } else if cat == Category::FfnDown {
         let i = if ctx.n_expert > 1 {
             // MoE experts are not stored in layer order: llama.cpp reads the layer from the name.
-            let l = layer_of(t.name).ok_or_else(|| {
+            let l = block_index(t.name).ok_or_else(|| {
                 Error::Invalid(format!("cannot tell the layer of tensor {:?}", t.name))
             })?;
             if l >= ctx.n_layer {
@@ -644,6 +638,13 @@ pub fn choose_types(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_padded_block_numbers_sort_with_the_non_layer_tensors() {
+        // One strict parser (crate::blocks::block_index): `blk.01.x` is not layer 1.
+        assert_eq!(llama_order("blk.01.x", "blk.0.y"), Ordering::Less);
+        assert_eq!(llama_order("blk.1.x", "blk.0.y"), Ordering::Greater);
+    }
 
     fn ctx(n_layer: usize, n_gqa: u32) -> MixContext {
         MixContext {

@@ -149,6 +149,9 @@ pub fn quantize_model(
     progress: &mut dyn FnMut(usize, usize, &str, GgmlType, GgmlType),
 ) -> Result<QuantizeReport> {
     let ftype = params.ftype;
+    // What llama.cpp's loader (and so llama-quantize) refuses is refused before anything is
+    // planned or written: the mix is sized by the block count.
+    crate::verify::check_loadable(model)?;
     if let Some(im) = params.imatrix {
         // llama-quantize refuses these too: one NaN poisons every block it touches.
         for (name, e) in &im.entries {

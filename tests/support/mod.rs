@@ -399,6 +399,16 @@ pub fn every_value_type() -> Vec<(&'static str, Value)> {
     ]
 }
 
+/// The llama block weights [`tiny_llama`] holds besides `attn_norm`, `attn_q` and `ffn_down`.
+pub const LLAMA_REST: [&str; 6] = [
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_norm",
+    "ffn_gate",
+    "ffn_up",
+];
+
 /// A small llama-style model: `n_layers` blocks of F32 tensors, per-layer arrays for
 /// `head_count_kv` and `feed_forward_length`, an output norm and embeddings.
 pub fn tiny_llama(version: u32, n_layers: u32) -> Gguf {
@@ -433,6 +443,11 @@ pub fn tiny_llama(version: u32, n_layers: u32) -> Gguf {
             .f32_tensor(&format!("blk.{i}.attn_norm.weight"), &[8], s)
             .f32_tensor(&format!("blk.{i}.attn_q.weight"), &[8, 8], s + 1.0)
             .f32_tensor(&format!("blk.{i}.ffn_down.weight"), &[5, 8], s + 2.0);
+        // The rest of a llama block's weights, so that verification (which wants every weight
+        // llama.cpp's loader requires) passes; their shapes matter only to the forward pass.
+        for (j, w) in LLAMA_REST.iter().enumerate() {
+            g = g.f32_tensor(&format!("blk.{i}.{w}.weight"), &[4], s + 3.0 + j as f32);
+        }
     }
     g.f32_tensor("output_norm.weight", &[8], -1.0)
 }

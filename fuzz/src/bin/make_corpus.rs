@@ -1,6 +1,7 @@
-//! Writes the seed corpus for the `parse` target: small valid GGUF files made by the tests'
-//! builder (`tests/support`). Run from the repository root:
-//! `cargo run --manifest-path fuzz/Cargo.toml --bin make-corpus -- fuzz/corpus/parse`.
+//! Writes the seed corpora: for the `parse` target, small valid GGUF files made by the tests'
+//! builder (`tests/support`); for the `forward` target, tiny models the forward pass runs.
+//! Run from the repository root:
+//! `cargo run --manifest-path fuzz/Cargo.toml --bin make-corpus -- fuzz/corpus/parse fuzz/corpus/forward`.
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
@@ -71,10 +72,78 @@ fn main() {
             .build()
             .bytes,
     ));
+    write_seeds(&dir, &seeds);
+    if let Some(dir) = std::env::args().nth(2) {
+        write_seeds(&dir, &forward_seeds());
+    }
+}
+
+fn write_seeds(dir: &str, seeds: &[(String, Vec<u8>)]) {
+    std::fs::create_dir_all(dir).expect("corpus folder");
     let mut total = 0;
-    for (name, bytes) in &seeds {
+    for (name, bytes) in seeds {
         total += bytes.len();
         std::fs::write(format!("{dir}/{name}.gguf"), bytes).expect("write seed");
     }
     eprintln!("{} seeds, {total} bytes, in {dir}", seeds.len());
+}
+
+/// Models the forward pass runs, as small as the architectures allow (width 8, two heads of 4,
+/// a 4-token vocabulary): every key and tensor `Forward::new` validates is there to mutate.
+fn forward_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut seeds = Vec::new();
+    for (arch, blocks) in [("llama", 1), ("llama", 2), ("qwen3", 1), ("gemma3", 1), ("phi3", 1)] {
+        seeds.push((format!("{arch}-{blocks}"), tiny_forward(arch, blocks).build().bytes));
+    }
+    seeds
+}
+
+fn tiny_forward(arch: &str, blocks: u32) -> Gguf {
+    let (d, ff, kv, hd) = (8u64, 16u64, 1u64, 4u64);
+    let k = |s: &str| format!("{arch}.{s}");
+    let mut g = Gguf::new(3)
+        .kv("general.architecture", Value::String(arch.as_bytes().to_vec()))
+        .kv(&k("block_count"), Value::U32(blocks))
+        .kv(&k("embedding_length"), Value::U32(d as u32))
+        .kv(&k("feed_forward_length"), Value::U32(ff as u32))
+        .kv(&k("attention.head_count"), Value::U32(2))
+        .kv(&k("attention.head_count_kv"), Value::U32(kv as u32))
+        .kv(&k("attention.layer_norm_rms_epsilon"), Value::F32(1e-6))
+        .kv(&k("rope.freq_base"), Value::F32(10000.0))
+        .kv(&k("context_length"), Value::U32(64))
+        .f32_tensor("token_embd.weight", &[d, 4], 0.5);
+    if arch == "gemma3" {
+        g = g.kv(&k("attention.sliding_window"), Value::U32(2));
+    }
+    for i in 0..blocks {
+        let s = 0.1 * (i + 1) as f32;
+        let w = |n: &str| format!("blk.{i}.{n}.weight");
+        g = g
+            .f32_tensor(&w("attn_norm"), &[d], 1.0)
+            .f32_tensor(&w("attn_q"), &[d, 2 * hd], s)
+            .f32_tensor(&w("attn_k"), &[d, kv * hd], s + 0.01)
+            .f32_tensor(&w("attn_v"), &[d, kv * hd], s + 0.02)
+            .f32_tensor(&w("attn_output"), &[2 * hd, d], s + 0.03)
+            .f32_tensor(&w("ffn_norm"), &[d], 1.0)
+            .f32_tensor(&w("ffn_down"), &[ff, d], s + 0.04);
+        g = if arch == "phi3" {
+            g.f32_tensor(&w("ffn_up"), &[d, 2 * ff], s + 0.05)
+        } else {
+            g.f32_tensor(&w("ffn_up"), &[d, ff], s + 0.05)
+                .f32_tensor(&w("ffn_gate"), &[d, ff], s + 0.06)
+        };
+        if arch == "qwen3" {
+            g = g
+                .f32_tensor(&w("attn_q_norm"), &[hd], 1.0)
+                .f32_tensor(&w("attn_k_norm"), &[hd], 1.0);
+        }
+        if arch == "gemma3" {
+            g = g
+                .f32_tensor(&w("attn_q_norm"), &[hd], 1.0)
+                .f32_tensor(&w("attn_k_norm"), &[hd], 1.0)
+                .f32_tensor(&w("post_attention_norm"), &[d], 1.0)
+                .f32_tensor(&w("post_ffw_norm"), &[d], 1.0);
+        }
+    }
+    g.f32_tensor("output_norm.weight", &[d], 1.0)
 }
