@@ -63,6 +63,9 @@ const LINE_EVERY: Duration = Duration::from_secs(10);
 struct Lines {
     stage: String,
     started: Instant,
+    /// Work already done when the stage started (a pass that resumes from cached states starts
+    /// part way): the rate, and so the ETA, counts only what this stage did.
+    done_at_start: usize,
     last: Instant,
 }
 
@@ -83,6 +86,7 @@ impl StageProgress {
             std::cell::RefCell::new(Lines {
                 stage: String::new(),
                 started: Instant::now(),
+                done_at_start: 0,
                 last: Instant::now(),
             })
         });
@@ -110,6 +114,7 @@ impl Lines {
         if new_stage {
             self.stage = stage.to_string();
             self.started = now;
+            self.done_at_start = done;
         }
         let finished = done >= total && total > 0;
         if !(new_stage || finished || now.duration_since(self.last) >= LINE_EVERY) {
@@ -117,11 +122,10 @@ impl Lines {
         }
         self.last = now;
         let elapsed = now.duration_since(self.started).as_secs_f64();
-        let eta = if done > 0 && !finished {
-            format!(
-                ", ETA {:.0} s",
-                elapsed / done as f64 * (total - done) as f64
-            )
+        let progressed = done.saturating_sub(self.done_at_start);
+        let eta = if progressed > 0 && !finished {
+            let rate = elapsed / progressed as f64;
+            format!(", ETA {:.0} s", rate * total.saturating_sub(done) as f64)
         } else {
             String::new()
         };
