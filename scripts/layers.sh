@@ -9,11 +9,10 @@ import pathlib, re, sys
 
 # Layers, lowest first; a module may use its own layer and the ones before it.
 LAYERS = [
-    ["error", "interrupt", "gguf"],
-    ["output", "limits"],
-    ["blocks", "arch", "verify"],
+    ["error", "interrupt", "output", "limits", "gguf"],
+    ["blocks", "arch"],
     ["tokenizer"],
-    ["forward"],
+    ["forward", "verify"],
     ["calibration", "eval", "score"],
     ["prune", "heal", "quant"],
     ["pipeline", "inspect", "jobs"],
