@@ -4,6 +4,10 @@
 //! block, so every run here has a hang guard (not a speed check: the bound is minutes).
 
 mod common;
+#[path = "support/failure.rs"]
+mod failure;
+
+use failure::sha256;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -40,29 +44,12 @@ const HANG: Duration = Duration::from_secs(120);
 #[track_caller]
 fn assert_refused(args: &[&std::ffi::OsStr], needles: &[&str], written: &[&Path]) -> String {
     let out = output_within(common::gguf_prune().args(args), HANG);
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!out.status.success(), "{args:?} succeeded:\n{stderr}");
-    assert!(!stderr.contains("panicked"), "panic:\n{stderr}");
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(
-        lines.len(),
-        1,
-        "{args:?}: expected one error line:\n{stderr}"
-    );
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    for n in needles {
-        assert!(stderr.contains(n), "{args:?}: {stderr:?} lacks {n:?}");
-    }
+    let stderr = failure::assert_one_line_error(&out, needles);
     assert!(out.stdout.is_empty(), "{args:?} printed a result");
     for p in written {
-        assert!(!p.exists(), "{args:?} wrote {}", p.display());
+        failure::assert_clean_failure(&out, p, needles);
     }
     stderr
-}
-
-fn sha256(path: &Path) -> String {
-    let out = common::run_ok(Command::new("sha256sum").arg(path));
-    out.split_whitespace().next().unwrap().to_string()
 }
 
 /// Runs `check` with SmolLM2 and a work folder, then asserts the model is unchanged.
