@@ -6,6 +6,28 @@ use gguf_prune::limits;
 use gguf_prune::score::{select::DEFAULT_CTX, select::DEFAULT_MAX_TOKENS, Metric, SelectOptions};
 use std::path::PathBuf;
 
+/// `--metric`'s values: the library's [`Metric`], spelled for the command line (the library
+/// knows nothing of clap). The doc comments are the help text.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum MetricArg {
+    /// One-shot Block Influence: the N lowest-BI blocks.
+    Bi,
+    /// The contiguous run of N blocks with the lowest angular distance (Gromov et al.).
+    Angular,
+    /// Iterative BI: remove the lowest-BI block, re-score, repeat.
+    Iterative,
+}
+
+impl From<MetricArg> for Metric {
+    fn from(m: MetricArg) -> Metric {
+        match m {
+            MetricArg::Bi => Metric::Bi,
+            MetricArg::Angular => Metric::Angular,
+            MetricArg::Iterative => Metric::Iterative,
+        }
+    }
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct SelectArgs {
     /// Remove the N most redundant blocks, chosen by scoring the model on calibration text.
@@ -16,7 +38,7 @@ pub struct SelectArgs {
     /// sets from the calibration windows and keep the one whose pruned model stays closest
     /// (KL divergence) to the unpruned model on the last quarter of them.
     #[arg(long, value_enum)]
-    pub metric: Option<Metric>,
+    pub metric: Option<MetricArg>,
     /// Also try a greedy set guided by the KL divergence on the comparison windows (the 3 lowest-BI blocks tried
     /// at each step): slower, sometimes better.
     #[arg(long)]
@@ -66,7 +88,7 @@ impl SelectArgs {
     pub fn options(&self, remove: usize) -> SelectOptions {
         SelectOptions {
             remove,
-            metric: self.metric,
+            metric: self.metric.map(Metric::from),
             refine: self.refine,
             calib: self.calib.clone(),
             ctx: self.ctx,

@@ -12,7 +12,7 @@ use crate::gguf::Model;
 use std::path::PathBuf;
 
 /// How candidate sets are scored.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// One-shot Block Influence: the N lowest-BI blocks.
