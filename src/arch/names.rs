@@ -68,6 +68,9 @@ mod tests {
     fn block_names_round_trip() {
         assert_eq!(block_weight(7, FFN_DOWN), "blk.7.ffn_down.weight");
         assert_eq!(block_bias(0, ATTN_Q), "blk.0.attn_q.bias");
-        assert_eq!(crate::blocks::block_index(&block_weight(12, ATTN_Q)), Some(12));
+        assert_eq!(
+            crate::blocks::block_index(&block_weight(12, ATTN_Q)),
+            Some(12)
+        );
     }
 }

@@ -342,12 +342,7 @@ impl<'m> Forward<'m> {
         let prod = |a: usize, b: usize| (a as u64).checked_mul(b as u64);
         let (nkv, hdk, hdv) = (hp.n_head_kv(il), hp.head_dim_k, hp.head_dim_v);
         let (q, k, v) = (prod(hp.n_head, hdk), prod(nkv, hdk), prod(nkv, hdv));
-        for norm in [
-            ATTN_NORM,
-            FFN_NORM,
-            POST_ATTN_NORM,
-            POST_FFN_NORM,
-        ] {
+        for norm in [ATTN_NORM, FFN_NORM, POST_ATTN_NORM, POST_FFN_NORM] {
             if self.has(&p(norm)) {
                 self.shape(&p(norm), &[d])?;
             }
