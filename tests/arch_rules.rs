@@ -3,7 +3,8 @@
 
 mod common;
 
-use gguf_prune::arch::{self, check_removal, format, kept_from_removed, rewrite_metadata};
+use gguf_prune::arch::{check_removal, format, rewrite_metadata, ForwardSpec};
+use gguf_prune::blocks::{format_layers, LayerSet};
 use gguf_prune::gguf::{Array, Metadata, Model, Value};
 use gguf_prune::Error;
 
@@ -41,8 +42,8 @@ fn rewrite(m: &Metadata, removed: &[usize]) -> gguf_prune::Result<Metadata> {
         .unwrap() as usize;
     let names = tensors(n);
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let kept = kept_from_removed(n, removed)?;
-    let out = rewrite_metadata(m, &names, &kept);
+    let set = LayerSet::new(n, removed)?;
+    let out = rewrite_metadata(m, &names, &set);
     // check_removal must agree with rewrite_metadata.
     assert_eq!(
         check_removal(m, &names, removed).is_ok(),
@@ -81,15 +82,15 @@ fn every_formats_file_parses_and_is_embedded() {
     assert_eq!(on_disk, embedded, "formats/ and format::FILES differ");
     for name in &on_disk {
         let text = std::fs::read_to_string(dir.join(name)).unwrap();
-        let layers = format::parse(name, &text).unwrap_or_else(|e| panic!("{e}"));
-        assert!(layers.is_some(), "formats/{name} has no [layers] table");
+        let f = format::parse(name, &text).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&f.file, name);
     }
     let all = format::formats().unwrap();
     // No architecture is described twice.
     let mut names: Vec<&str> = all
         .archs
         .iter()
-        .flat_map(|(_, l)| l.architectures.iter().map(String::as_str))
+        .flat_map(|f| f.layers.architectures.iter().map(String::as_str))
         .collect();
     let len = names.len();
     names.sort();
@@ -104,14 +105,37 @@ fn every_formats_file_parses_and_is_embedded() {
 }
 
 #[test]
-fn unknown_tables_are_ignored_but_unknown_layer_fields_are_errors() {
-    let ok = "[forward]\nanything = 1\n[layers]\narchitectures = [\"x\"]\n";
-    assert!(format::parse("t.toml", ok).unwrap().is_some());
-    let typo = "[layers]\narchitectures = [\"x\"]\nper_layr = []\n";
-    assert!(format::parse("t.toml", typo).is_err());
-    assert!(format::parse("t.toml", "[forward]\na = 1\n")
-        .unwrap()
-        .is_none());
+fn unknown_tables_and_fields_are_errors() {
+    let ok = "[layers]\narchitectures = [\"x\"]\n";
+    let f = format::parse("t.toml", ok).unwrap();
+    assert_eq!(f.layers.architectures, ["x"]);
+    assert!(f.forward.is_none());
+    for bad in [
+        "[layers]\narchitectures = [\"x\"]\nper_layr = []\n",
+        "[forward]\nanything = 1\n[layers]\narchitectures = [\"x\"]\n",
+        "[other]\na = 1\n[layers]\narchitectures = [\"x\"]\n",
+        "[forward]\na = 1\n",
+    ] {
+        assert!(format::parse("t.toml", bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn forward_reads_the_layer_rules_of_its_file() {
+    // The sliding-window period and the 27B depth are stated once, under [layers].
+    for (arch, period, depth) in [("gemma3", 6, 62), ("gemma2", 2, 46)] {
+        let spec = ForwardSpec::for_arch(arch).unwrap();
+        let role = spec.sliding_window.as_ref().unwrap();
+        assert_eq!(role.default, Some(period), "{arch}");
+        assert_eq!(role.formula, format::Formula::NotLastOfPeriod, "{arch}");
+        assert_eq!(spec.depth_changes, [depth], "{arch}");
+    }
+    let spec = ForwardSpec::for_arch("phi3").unwrap();
+    assert!(spec.sliding_window.is_none() && spec.depth_changes.is_empty());
+    let no_depth = "[layers]\narchitectures = [\"x\"]\n[forward]\nactivation = \"silu\"\n\
+        rope = \"neox\"\nembedding_scale = \"none\"\nqk_norm = \"none\"\nattention_scale = \"gemma\"\n";
+    let e = format::parse("t.toml", no_depth).unwrap_err().to_string();
+    assert!(e.contains("[[layers.depth]]"), "{e}");
 }
 
 #[test]
@@ -577,16 +601,20 @@ fn bad_layer_lists_are_rejected() {
         &[1, 1][..],
         &[0, 9][..],
     ] {
-        assert!(
-            matches!(rewrite_metadata(&m, &[], kept), Err(Error::Layers(_))),
-            "{kept:?}"
-        );
+        let r = LayerSet::from_kept(8, kept).and_then(|set| rewrite_metadata(&m, &[], &set));
+        assert!(matches!(r, Err(Error::Layers(_))), "{kept:?}");
     }
+    // A set built for another depth.
+    let nine = LayerSet::new(9, &[1]).unwrap();
+    assert!(matches!(
+        rewrite_metadata(&m, &[], &nine),
+        Err(Error::Layers(_))
+    ));
     assert!(matches!(
         check_removal(&m, &[], &[8]),
         Err(Error::Layers(_))
     ));
-    assert_eq!(arch::format_layers(&[1, 2, 3, 7]), "1-3,7");
+    assert_eq!(format_layers(&[1, 2, 3, 7]), "1-3,7");
 }
 
 fn real(path: &std::path::Path, removed: &[usize]) -> gguf_prune::Result<Metadata> {
@@ -599,9 +627,9 @@ fn real(path: &std::path::Path, removed: &[usize]) -> gguf_prune::Result<Metadat
             model.metadata().architecture().unwrap()
         ))
         .unwrap();
-    let kept = kept_from_removed(n as usize, removed).unwrap();
+    let set = LayerSet::new(n as usize, removed).unwrap();
     check_removal(model.metadata(), &names, removed)?;
-    rewrite_metadata(model.metadata(), &names, &kept)
+    rewrite_metadata(model.metadata(), &names, &set)
 }
 
 #[test]

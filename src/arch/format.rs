@@ -1,18 +1,20 @@
-//! The `[layers]` table of `formats/*.toml`: what each architecture's layer index means to
-//! llama.cpp, as data. The schema is explained in `formats/README.md`; this file parses it.
+//! The one loader of `formats/*.toml`: each file is parsed once into a [`Format`], its
+//! `[layers]` table (what each architecture's layer index means to llama.cpp) and its optional
+//! `[forward]` table (how the forward pass computes a block, [`ForwardSpec`]). The schema is
+//! explained in `formats/README.md`; this file parses it.
 //!
-//! Files may hold other tables (a `[forward]` table, say); only `[layers]` is read here and
-//! every other top-level table is ignored. Inside `[layers]` unknown fields are an error, so a
-//! typo in a rule cannot silently disable it.
+//! Unknown tables and unknown fields are errors, so a typo cannot silently disable a rule.
 
 use std::sync::OnceLock;
 
 use serde::Deserialize;
 
+use super::forward::{AttentionScale, ForwardSpec};
 use crate::error::{Error, Result};
 
-/// Every file in `formats/`, embedded at build time. `formats_dir_matches_embedded_list` (a
-/// test) fails when a file is added to the folder but not here.
+/// Every file in `formats/`, embedded at build time. A test
+/// (`tests/arch_rules.rs`, `every_formats_file_parses_and_is_embedded`) fails when a file is
+/// added to the folder but not here.
 pub const FILES: &[(&str, &str)] = &[
     ("generic.toml", include_str!("../../formats/generic.toml")),
     ("afmoe.toml", include_str!("../../formats/afmoe.toml")),
@@ -91,9 +93,26 @@ pub const FILES: &[(&str, &str)] = &[
 /// The file whose `[layers]` table applies to every architecture, known or not.
 pub const GENERIC: &str = "generic.toml";
 
+/// The key llama.cpp's `load_swa_pattern` reads the sliding-window layers from; the role that
+/// names it as its `array_key` is the architecture's sliding-window role.
+pub const SLIDING_WINDOW_PATTERN: &str = "{arch}.attention.sliding_window_pattern";
+
+/// One file of `formats/`, as written.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FormatFile {
-    layers: Option<Layers>,
+    layers: Layers,
+    forward: Option<ForwardSpec>,
+}
+
+/// One file's description of an architecture (or, for `generic.toml`, of every model).
+#[derive(Debug)]
+pub struct Format {
+    /// The file's name in `formats/`.
+    pub file: String,
+    pub layers: Layers,
+    /// How the forward pass runs the architecture; None when it cannot.
+    pub forward: Option<ForwardSpec>,
 }
 
 /// The `[layers]` table of one file.
@@ -219,6 +238,15 @@ fn yes() -> bool {
     true
 }
 
+impl Layers {
+    /// The sliding-window role: the one llama.cpp reads as the [`SLIDING_WINDOW_PATTERN`] array.
+    pub fn sliding_window(&self) -> Option<&Role> {
+        self.roles
+            .iter()
+            .find(|r| r.array_key.as_deref() == Some(SLIDING_WINDOW_PATTERN))
+    }
+}
+
 /// Depths at which llama.cpp changes behaviour (model-size detection by `n_layer`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -251,28 +279,47 @@ impl PinFormula {
     }
 }
 
-/// All parsed tables: the generic one and one per architecture file.
+/// Every parsed file: the generic table and one description per architecture file.
 #[derive(Debug)]
 pub struct Formats {
     pub generic: Layers,
-    pub archs: Vec<(String, Layers)>,
+    pub archs: Vec<Format>,
 }
 
 impl Formats {
-    /// The table for `arch`, if a file names it.
-    pub fn find(&self, arch: &str) -> Option<&Layers> {
+    /// The description of `arch`, if a file names it.
+    pub fn find(&self, arch: &str) -> Option<&Format> {
         self.archs
             .iter()
-            .map(|(_, l)| l)
-            .find(|l| l.architectures.iter().any(|a| a == arch))
+            .find(|f| f.layers.architectures.iter().any(|a| a == arch))
     }
 }
 
-/// Parses one file's `[layers]` table (None when the file has none).
-pub fn parse(name: &str, text: &str) -> Result<Option<Layers>> {
-    let file: FormatFile =
-        toml::from_str(text).map_err(|e| Error::Invalid(format!("formats/{name}: {e}")))?;
-    Ok(file.layers)
+/// Parses one file. The `[forward]` table gets the facts it shares with `[layers]` from there:
+/// the sliding-window role and the depths where llama.cpp changes behaviour.
+pub fn parse(name: &str, text: &str) -> Result<Format> {
+    let invalid = |e: String| Error::Invalid(format!("formats/{name}: {e}"));
+    let file: FormatFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    let layers = file.layers;
+    let mut forward = file.forward;
+    if let Some(f) = &mut forward {
+        f.sliding_window = layers.sliding_window().cloned();
+        f.depth_changes = layers
+            .depth
+            .iter()
+            .flat_map(|d| d.block_counts.iter().copied())
+            .collect();
+        if f.attention_scale == AttentionScale::Gemma && f.depth_changes.is_empty() {
+            return Err(invalid(
+                "attention_scale = \"gemma\" needs the 27B depth under [[layers.depth]]".into(),
+            ));
+        }
+    }
+    Ok(Format {
+        file: name.to_string(),
+        layers,
+        forward,
+    })
 }
 
 /// Parses every embedded file once.
@@ -283,19 +330,16 @@ pub fn formats() -> Result<&'static Formats> {
             let mut generic = None;
             let mut archs = Vec::new();
             for (name, text) in FILES {
-                let Some(layers) = parse(name, text).map_err(|e| e.to_string())? else {
-                    continue;
-                };
+                let format = parse(name, text).map_err(|e| e.to_string())?;
                 if *name == GENERIC {
-                    generic = Some(layers);
-                } else if layers.architectures.is_empty() {
+                    generic = Some(format.layers);
+                } else if format.layers.architectures.is_empty() {
                     return Err(format!("formats/{name}: [layers] names no architectures"));
                 } else {
-                    archs.push((name.to_string(), layers));
+                    archs.push(format);
                 }
             }
-            let generic =
-                generic.ok_or_else(|| format!("formats/{GENERIC} has no [layers] table"))?;
+            let generic = generic.ok_or_else(|| format!("formats/{GENERIC} is not embedded"))?;
             Ok(Formats { generic, archs })
         })
         .as_ref()

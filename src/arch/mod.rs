@@ -5,8 +5,8 @@
 //! loader (`llama-model.cpp`, `src/models/*.cpp`, `llama-hparams.cpp`). This module applies it.
 //! The rules, in the order they are checked:
 //!
-//! 1. **Layer list.** `kept` is sorted, distinct, inside `0..block_count`, non-empty and not
-//!    everything; otherwise [`Error::Layers`].
+//! 1. **Layer list.** The [`LayerSet`] is for this model's `block_count` (it is checked when
+//!    built: at least one layer kept and one removed, all in range); otherwise [`Error::Layers`].
 //! 2. **MTP heads.** The last `{arch}.nextn_predict_layers` blocks are multi-token-prediction
 //!    heads, not part of the main stack: removing one is refused; removing main layers keeps them
 //!    last, so the key stays as it is.
@@ -39,23 +39,26 @@
 //! 10. `{arch}.block_count` is set to the number of kept layers.
 
 pub mod format;
+pub mod forward;
+pub mod names;
 
-use crate::blocks::block_count;
+pub use forward::{ForwardSpec, RopeStyle};
+
+use crate::blocks::{block_count, format_layers, LayerSet};
 use crate::error::{Error, Result};
 use crate::gguf::{arch_key, Array, Metadata, Value};
 use format::{Formula, Layers, Role};
 
-/// Rewrites every piece of layer-dependent metadata for a model that keeps `kept` (sorted,
-/// distinct original layer indices, a strict subset of `0..block_count`, non-empty): sets
+/// Rewrites every piece of layer-dependent metadata for a model that keeps `set.kept`: sets
 /// `{arch}.block_count`, slices per-layer arrays, writes the kept layers' true roles where
 /// llama.cpp derives them from the index, and refuses ([`Error::ArchConflict`]) where nothing
 /// can express them. See the module documentation for the full rule list.
 pub fn rewrite_metadata(
     metadata: &Metadata,
     tensor_names: &[&str],
-    kept: &[usize],
+    set: &LayerSet,
 ) -> Result<Metadata> {
-    let edits = plan(metadata, tensor_names, kept, true)?;
+    let edits = plan(metadata, tensor_names, set, true)?;
     let mut out = metadata.clone();
     for (key, value) in edits {
         out.set(&key, value);
@@ -67,27 +70,8 @@ pub fn rewrite_metadata(
 /// (original indices, any order, no duplicates) is allowed. Cheap enough to call per candidate
 /// set during layer selection.
 pub fn check_removal(metadata: &Metadata, tensor_names: &[&str], removed: &[usize]) -> Result<()> {
-    let n = block_count(metadata)?;
-    let kept = kept_from_removed(n, removed)?;
-    plan(metadata, tensor_names, &kept, false).map(|_| ())
-}
-
-/// `0..n` without `removed`; [`Error::Layers`] on duplicates or indices out of range.
-pub fn kept_from_removed(n: usize, removed: &[usize]) -> Result<Vec<usize>> {
-    let mut gone = vec![false; n];
-    for &r in removed {
-        if r >= n {
-            return Err(Error::Layers(format!(
-                "layer {r} does not exist (the model has {n} layers, 0..{})",
-                n - 1
-            )));
-        }
-        if gone[r] {
-            return Err(Error::Layers(format!("layer {r} is listed twice")));
-        }
-        gone[r] = true;
-    }
-    Ok((0..n).filter(|&i| !gone[i]).collect())
+    let set = LayerSet::new(block_count(metadata)?, removed)?;
+    plan(metadata, tensor_names, &set, false).map(|_| ())
 }
 
 /// Everything the model needs to know to judge one layer set.
@@ -100,10 +84,9 @@ struct Ctx<'a> {
     n: usize,
     /// Main layers: `block_count - nextn_predict_layers`.
     n_main: usize,
-    kept: &'a [usize],
-    /// `kept` below `n_main`, in order: new main index j holds original layer `kept_main[j]`.
+    set: &'a LayerSet,
+    /// `set.kept` below `n_main`, in order: new main index j holds original layer `kept_main[j]`.
     kept_main: Vec<usize>,
-    removed: Vec<usize>,
     suggest: bool,
     tensor_names: &'a [&'a str],
 }
@@ -126,28 +109,24 @@ impl Ctx<'_> {
     }
 
     fn file_name(&self) -> String {
-        match format::formats().ok().and_then(|f| {
-            f.archs
-                .iter()
-                .find(|(_, l)| l.architectures.iter().any(|a| a == self.arch))
-        }) {
-            Some((name, _)) => format!("formats/{name}"),
+        match format::formats().ok().and_then(|f| f.find(self.arch)) {
+            Some(f) => format!("formats/{}", f.file),
             None => format!("formats/{}.toml (there is none)", self.arch),
         }
     }
 }
 
-/// Checks `kept` and returns the metadata edits, in order.
+/// Checks `set` and returns the metadata edits, in order.
 fn plan(
     md: &Metadata,
     tensor_names: &[&str],
-    kept: &[usize],
+    set: &LayerSet,
     suggest: bool,
 ) -> Result<Vec<(String, Value)>> {
     let formats = format::formats()?;
     let arch = md.architecture()?;
     let n = block_count(md)?;
-    check_kept(kept, n)?;
+    set.check_block_count(n)?;
 
     let nextn_key = arch_key(arch, "nextn_predict_layers");
     let nextn = match md.get(&nextn_key) {
@@ -160,28 +139,20 @@ fn plan(
         )));
     }
     let n_main = n - nextn;
-    let removed: Vec<usize> = {
-        let mut gone = vec![true; n];
-        for &k in kept {
-            gone[k] = false;
-        }
-        (0..n).filter(|&i| gone[i]).collect()
-    };
     let ctx = Ctx {
         md,
         arch,
-        table: formats.find(arch),
+        table: formats.find(arch).map(|f| &f.layers),
         n,
         n_main,
-        kept,
-        kept_main: kept.iter().copied().filter(|&k| k < n_main).collect(),
-        removed,
+        set,
+        kept_main: set.kept.iter().copied().filter(|&k| k < n_main).collect(),
         suggest,
         tensor_names,
     };
 
     // 2. MTP heads.
-    if let Some(&r) = ctx.removed.iter().find(|&&r| r >= n_main) {
+    if let Some(&r) = ctx.set.removed.iter().find(|&&r| r >= n_main) {
         return Err(ctx.conflict(format!(
             "layer {r} is a multi-token-prediction head ({nextn_key} = {nextn}: layers {n_main}..{}); \
              remove only main layers, below {n_main}",
@@ -225,7 +196,7 @@ fn plan(
     let mut positional: Vec<String> = Vec::new();
     for table in ctx.tables() {
         for (templates, expected, keep) in [
-            (&table.per_layer, n, ctx.kept.to_vec()),
+            (&table.per_layer, n, ctx.set.kept.to_vec()),
             (&table.per_main_layer, n_main, ctx.kept_main.clone()),
         ] {
             for t in templates {
@@ -257,6 +228,7 @@ fn plan(
                     });
                 }
                 if let Some(&r) = ctx
+                    .set
                     .removed
                     .iter()
                     .find(|&&r| a.int_at(r).is_some_and(|v| v >= 0))
@@ -266,7 +238,7 @@ fn plan(
                         a.int_at(r).unwrap_or(-1)
                     )));
                 }
-                edits.push((key.clone(), Value::Array(a.select(ctx.kept))));
+                edits.push((key.clone(), Value::Array(a.select(&ctx.set.kept))));
             }
             handled.push(key);
         }
@@ -346,7 +318,7 @@ fn plan(
     let bc_key = arch_key(arch, "block_count");
     edits.push((
         bc_key.clone(),
-        uint_like(md.get(&bc_key), kept.len() as u64),
+        uint_like(md.get(&bc_key), set.kept.len() as u64),
     ));
     Ok(edits)
 }
@@ -357,7 +329,7 @@ fn check_reuse(ctx: &Ctx, key: &str, a: &Array) -> Result<()> {
     let mut provider: Option<usize> = None;
     let mut kept_provider: Option<usize> = None;
     for il in 0..a.len().min(ctx.n_main) {
-        let kept = new_index(ctx.kept, il).is_some();
+        let kept = ctx.set.new_index(il).is_some();
         if a.int_at(il).unwrap_or(1) != 0 {
             provider = Some(il);
             if kept {
@@ -373,38 +345,6 @@ fn check_reuse(ctx: &Ctx, key: &str, a: &Array) -> Result<()> {
     Ok(())
 }
 
-fn check_kept(kept: &[usize], n: usize) -> Result<()> {
-    if kept.is_empty() {
-        return Err(Error::Layers("no layer would be kept".into()));
-    }
-    if kept.len() >= n {
-        return Err(Error::Layers(format!(
-            "no layer would be removed (the model has {n})"
-        )));
-    }
-    for w in kept.windows(2) {
-        if w[0] >= w[1] {
-            return Err(Error::Layers(format!(
-                "kept layers must be sorted and distinct, got {} before {}",
-                w[0], w[1]
-            )));
-        }
-    }
-    if let Some(&last) = kept.last() {
-        if last >= n {
-            return Err(Error::Layers(format!(
-                "layer {last} does not exist (the model has {n} layers)"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// New index of original layer `il` among the kept ones.
-fn new_index(kept: &[usize], il: usize) -> Option<usize> {
-    kept.binary_search(&il).ok()
-}
-
 fn renumber_list(ctx: &Ctx, key: &str, value: &Value) -> Result<Value> {
     let Value::Array(a) = value else {
         return Ok(value.clone());
@@ -416,7 +356,7 @@ fn renumber_list(ctx: &Ctx, key: &str, value: &Value) -> Result<Value> {
         })?;
         let il = usize::try_from(v)
             .map_err(|_| Error::Invalid(format!("{key}: layer index {v} is negative")))?;
-        let Some(j) = new_index(ctx.kept, il) else {
+        let Some(j) = ctx.set.new_index(il) else {
             return Err(ctx.conflict(format!(
                 "{key} names layer {il}, which would be removed; keep layer {il}"
             )));
@@ -456,7 +396,7 @@ fn apply_role(ctx: &Ctx, role: &Role) -> Result<Option<(String, Value)>> {
                     got: a.len(),
                 });
             }
-            return Ok(Some((key, Value::Array(a.select(ctx.kept)))));
+            return Ok(Some((key, Value::Array(a.select(&ctx.set.kept)))));
         }
     }
     let param_key = role.param_key.as_ref().map(|t| ctx.key(t));
@@ -484,6 +424,7 @@ fn apply_role(ctx: &Ctx, role: &Role) -> Result<Option<(String, Value)>> {
         let start = n_main.saturating_sub(orig);
         let lo = start.saturating_sub(role.keep_before);
         if let Some(&r) = ctx
+            .set
             .removed
             .iter()
             .find(|&&r| (r as u64) >= lo && (r as u64) < start)
@@ -508,7 +449,7 @@ fn apply_role(ctx: &Ctx, role: &Role) -> Result<Option<(String, Value)>> {
         let mut roles = truth.clone();
         roles.extend(std::iter::repeat_n(
             false,
-            ctx.kept.len() - ctx.kept_main.len(),
+            ctx.set.kept.len() - ctx.kept_main.len(),
         ));
         return Ok(Some((ctx.key(t), Value::Array(Array::Bool(roles)))));
     }
@@ -584,12 +525,12 @@ fn refusal(ctx: &Ctx, role: &Role, param: u64, truth: &[bool], derived: &[bool])
 
 /// Nearby removal sets that complete each run of removed main layers to whole periods, checked.
 fn suggestions(ctx: &Ctx, period: usize) -> Vec<String> {
-    let runs = runs(&ctx.removed);
+    let runs = ctx.set.runs();
     let mut out = Vec::new();
     for forward in [true, false] {
         let mut set: Vec<usize> = Vec::new();
         let mut ok = true;
-        for &(a, b) in &runs {
+        for (a, b) in runs.iter().map(|r| (*r.start(), *r.end())) {
             let len = b - a + 1;
             let need = len.div_ceil(period) * period - len;
             set.extend(a..=b);
@@ -611,10 +552,10 @@ fn suggestions(ctx: &Ctx, period: usize) -> Vec<String> {
         if !ok || set.len() >= ctx.n {
             continue;
         }
-        let Ok(kept) = kept_from_removed(ctx.n, &set) else {
+        let Ok(candidate) = LayerSet::new(ctx.n, &set) else {
             continue;
         };
-        if plan(ctx.md, ctx.tensor_names, &kept, false).is_ok() {
+        if plan(ctx.md, ctx.tensor_names, &candidate, false).is_ok() {
             let s = format_layers(&set);
             if !out.contains(&s) {
                 out.push(s);
@@ -622,33 +563,6 @@ fn suggestions(ctx: &Ctx, period: usize) -> Vec<String> {
         }
     }
     out
-}
-
-/// Maximal runs of consecutive indices in a sorted list.
-fn runs(sorted: &[usize]) -> Vec<(usize, usize)> {
-    let mut out: Vec<(usize, usize)> = Vec::new();
-    for &x in sorted {
-        match out.last_mut() {
-            Some((_, b)) if *b + 1 == x => *b = x,
-            _ => out.push((x, x)),
-        }
-    }
-    out
-}
-
-/// `8,9,12` / `8-11` style, the way `--layers` reads it.
-pub fn format_layers(sorted: &[usize]) -> String {
-    runs(sorted)
-        .iter()
-        .map(|&(a, b)| {
-            if a == b {
-                a.to_string()
-            } else {
-                format!("{a}-{b}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// `v` as the same integer type as `orig` (U32 when there is none or it is not an integer).
@@ -734,23 +648,6 @@ mod tests {
                 .collect::<Vec<_>>(),
             [5, 6, 7]
         );
-    }
-
-    #[test]
-    fn layer_lists_format_as_ranges() {
-        assert_eq!(format_layers(&[8, 9, 10, 12, 20]), "8-10,12,20");
-        assert_eq!(format_layers(&[3]), "3");
-        assert_eq!(runs(&[1, 2, 4]), [(1, 2), (4, 4)]);
-    }
-
-    #[test]
-    fn kept_from_removed_rejects_bad_lists() {
-        assert_eq!(kept_from_removed(5, &[1, 3]).unwrap(), [0, 2, 4]);
-        assert!(matches!(kept_from_removed(5, &[5]), Err(Error::Layers(_))));
-        assert!(matches!(
-            kept_from_removed(5, &[2, 2]),
-            Err(Error::Layers(_))
-        ));
     }
 
     #[test]

@@ -1,155 +1,12 @@
-//! The per-architecture recipe (`[forward]` in `formats/<arch>.toml`) and the hyper-parameters
-//! read from a model's metadata, following llama.cpp's loader (`llama-model.cpp`, `src/models/`).
+//! The hyper-parameters read from a model's metadata, following llama.cpp's loader
+//! (`llama-model.cpp`, `src/models/`), for the per-architecture recipe ([`ForwardSpec`], read
+//! with the rest of `formats/<arch>.toml` by [`crate::arch::format`]).
 
-use super::ops::RopeStyle;
+pub use crate::arch::forward::{Activation, AttentionScale, EmbeddingScale, ForwardSpec, QkNorm};
+
+use crate::arch::format::{self, Role, SLIDING_WINDOW_PATTERN};
 use crate::error::{Error, Result};
 use crate::gguf::{arch_key, Metadata, Value};
-
-/// The `[forward]` tables, embedded in the binary; other tables of the same files are ignored.
-const FORMATS: &[(&str, &str)] = &[
-    ("llama", include_str!("../../formats/llama.toml")),
-    ("qwen2", include_str!("../../formats/qwen2.toml")),
-    ("qwen3", include_str!("../../formats/qwen3.toml")),
-    ("gemma2", include_str!("../../formats/gemma2.toml")),
-    ("gemma3", include_str!("../../formats/gemma3.toml")),
-    ("phi3", include_str!("../../formats/phi3.toml")),
-];
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Activation {
-    Silu,
-    GeluTanh,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum QkNorm {
-    None,
-    Optional,
-    Required,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AttentionScale {
-    /// 1/sqrt(head_dim).
-    HeadDim,
-    /// gemma: 1/sqrt(head_dim), but 1/sqrt(n_embd/n_head) for the 27B model.
-    Gemma,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EmbeddingScale {
-    None,
-    SqrtNEmbd,
-}
-
-/// How one architecture's decoder block is computed.
-#[derive(Clone, Debug, serde::Deserialize)]
-pub struct ForwardSpec {
-    pub activation: Activation,
-    /// RoPE pairing; `None` for no RoPE (`rope = "none"`).
-    #[serde(deserialize_with = "rope_style")]
-    pub rope: Option<RopeStyle>,
-    pub embedding_scale: EmbeddingScale,
-    #[serde(default)]
-    pub post_norms: bool,
-    /// phi3: `ffn_up` holds the gate and up projections stacked, and there is no `ffn_gate`.
-    #[serde(default)]
-    pub fused_gate_up: bool,
-    pub qk_norm: QkNorm,
-    pub attention_scale: AttentionScale,
-    #[serde(default)]
-    pub gemma_27b_block_count: Option<u32>,
-    #[serde(default)]
-    pub attn_softcap: bool,
-    /// Period of the sliding-window layer pattern (`il % period < period - 1` slides) when
-    /// `{arch}.attention.sliding_window_pattern` holds no per-layer array or period.
-    #[serde(default)]
-    pub swa_period: Option<u32>,
-    #[serde(default)]
-    pub swa_default_window: Option<u32>,
-    /// No sliding window unless `{arch}.attention.sliding_window` is present and non-zero.
-    #[serde(default)]
-    pub swa_requires_key: bool,
-    /// RoPE base of sliding layers without `{arch}.rope.freq_base_swa`: "global" or a number.
-    #[serde(default)]
-    pub swa_rope_base: Option<String>,
-}
-
-fn rope_style<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> std::result::Result<Option<RopeStyle>, D::Error> {
-    let s = <String as serde::Deserialize>::deserialize(d)?;
-    match s.as_str() {
-        "norm" => Ok(Some(RopeStyle::Norm)),
-        "neox" => Ok(Some(RopeStyle::Neox)),
-        "none" => Ok(None),
-        other => Err(serde::de::Error::custom(format!(
-            "rope = {other:?}: expected norm, neox or none"
-        ))),
-    }
-}
-
-#[derive(serde::Deserialize)]
-struct FormatFile {
-    forward: Option<ForwardSpec>,
-}
-
-impl ForwardSpec {
-    /// Parses a `formats/<arch>.toml` text, reading only its `[forward]` table.
-    pub fn parse(arch: &str, text: &str) -> Result<Option<ForwardSpec>> {
-        let file: FormatFile = toml::from_str(text)
-            .map_err(|e| Error::Forward(format!("formats/{arch}.toml [forward]: {e}")))?;
-        Ok(file.forward)
-    }
-
-    /// The recipe for `arch`, or `Error::Unsupported` naming it.
-    pub fn for_arch(arch: &str) -> Result<ForwardSpec> {
-        let unsupported = || Error::Unsupported {
-            arch: arch.to_string(),
-            what: format!(
-                "the forward pass (scoring, perplexity) is not implemented for it; supported: {}",
-                FORMATS.iter().map(|f| f.0).collect::<Vec<_>>().join(", ")
-            ),
-        };
-        let text = FORMATS
-            .iter()
-            .find(|f| f.0 == arch)
-            .ok_or_else(unsupported)?
-            .1;
-        ForwardSpec::parse(arch, text)?.ok_or_else(unsupported)
-    }
-
-    /// The weights every block must have (`blk.N.{name}.weight`), as llama.cpp's loader creates
-    /// them without `TENSOR_NOT_REQUIRED`. Attention is either the fused `attn_qkv` or all of
-    /// `attn_q`, `attn_k`, `attn_v`: the caller passes which the block holds.
-    pub fn block_weights(&self, fused_qkv: bool) -> Vec<&'static str> {
-        let mut names = vec!["attn_norm", "attn_output", "ffn_norm", "ffn_up", "ffn_down"];
-        if fused_qkv {
-            names.push("attn_qkv");
-        } else {
-            names.extend(["attn_q", "attn_k", "attn_v"]);
-        }
-        if !self.fused_gate_up {
-            names.push("ffn_gate");
-        }
-        if self.qk_norm == QkNorm::Required {
-            names.extend(["attn_q_norm", "attn_k_norm"]);
-        }
-        if self.post_norms {
-            names.extend(["post_attention_norm", "post_ffw_norm"]);
-        }
-        names
-    }
-
-    /// Architectures with a `[forward]` table.
-    pub fn supported() -> impl Iterator<Item = &'static str> {
-        FORMATS.iter().map(|f| f.0)
-    }
-}
 
 /// Hyper-parameters of one model, resolved per layer.
 #[derive(Clone, Debug)]
@@ -222,6 +79,44 @@ fn per_layer(meta: &Metadata, key: &str, n_layer: usize) -> Result<Option<Vec<us
             Ok(Some(vec![n as usize; n_layer]))
         }
     }
+}
+
+/// Per layer, whether it slides: the per-layer array under the pattern key, else the role's
+/// formula with the period that key holds or, without it, the role's default.
+fn sliding_layers(arch: &str, meta: &Metadata, role: &Role, n_layer: usize) -> Result<Vec<bool>> {
+    let pattern_key = format::key(SLIDING_WINDOW_PATTERN, arch);
+    let mut swa = vec![false; n_layer];
+    match meta.get(&pattern_key) {
+        Some(Value::Array(a)) => {
+            if a.len() < n_layer {
+                return Err(Error::PerLayerLength {
+                    key: pattern_key,
+                    expected: n_layer,
+                    got: a.len(),
+                });
+            }
+            for (il, s) in swa.iter_mut().enumerate() {
+                *s = a
+                    .int_at(il)
+                    .ok_or_else(|| Error::Forward(format!("{pattern_key}[{il}] is not a bool")))?
+                    != 0;
+            }
+        }
+        other => {
+            let period = match other {
+                Some(v) => v.to_u64().ok_or_else(|| Error::KeyType {
+                    key: pattern_key.clone(),
+                    expected: "a bool array or a period",
+                    found: v.display(4),
+                })?,
+                None => role.default.unwrap_or(0),
+            };
+            for (il, s) in swa.iter_mut().enumerate() {
+                *s = role.formula.eval(il as u64, period, n_layer as u64);
+            }
+        }
+    }
+    Ok(swa)
 }
 
 impl Hparams {
@@ -303,47 +198,21 @@ impl Hparams {
         .map_or(usize::MAX, |v| v as usize);
 
         // Sliding window: llama.cpp `load_swa_pattern` reads a per-layer bool array, else a
-        // period from the same key, else the architecture's period.
+        // period from the same key, else the architecture's period (its sliding-window role).
         let window_key = k("attention.sliding_window");
         let window = scalar(meta, &window_key)?
             .map(|v| v as usize)
             .or(spec.swa_default_window.map(|v| v as usize));
-        let swa_on = spec.swa_period.is_some()
-            && window.is_some_and(|w| w > 0)
-            && (!spec.swa_requires_key || meta.contains(&window_key));
-        let mut swa = vec![false; n_layer];
-        if swa_on {
-            let pattern_key = k("attention.sliding_window_pattern");
-            match meta.get(&pattern_key) {
-                Some(Value::Array(a)) => {
-                    if a.len() < n_layer {
-                        return Err(Error::PerLayerLength {
-                            key: pattern_key,
-                            expected: n_layer,
-                            got: a.len(),
-                        });
-                    }
-                    for (il, s) in swa.iter_mut().enumerate() {
-                        *s = a.int_at(il).ok_or_else(|| {
-                            Error::Forward(format!("{pattern_key}[{il}] is not a bool"))
-                        })? != 0;
-                    }
-                }
-                other => {
-                    let period = match other {
-                        Some(v) => v.to_u64().ok_or_else(|| Error::KeyType {
-                            key: pattern_key.clone(),
-                            expected: "a bool array or a period",
-                            found: v.display(4),
-                        })? as usize,
-                        None => spec.swa_period.unwrap_or(0) as usize,
-                    };
-                    for (il, s) in swa.iter_mut().enumerate() {
-                        *s = period == 0 || il % period < period - 1;
-                    }
-                }
-            }
-        }
+        let role = spec.sliding_window.as_ref().filter(|r| {
+            let required = r.requires_positive.as_deref();
+            window.is_some_and(|w| w > 0)
+                && required.is_none_or(|t| meta.contains(&format::key(t, arch)))
+        });
+        let swa_on = role.is_some();
+        let swa = match role {
+            Some(role) => sliding_layers(arch, meta, role, n_layer)?,
+            None => vec![false; n_layer],
+        };
         let rope_base_swa = match scalar(meta, &k("rope.freq_base_swa"))? {
             Some(v) => v as f32,
             None => match spec.swa_rope_base.as_deref() {
@@ -356,7 +225,7 @@ impl Hparams {
         let attn_scale = match spec.attention_scale {
             AttentionScale::HeadDim => 1.0 / (head_dim_k as f32).sqrt(),
             AttentionScale::Gemma => {
-                if spec.gemma_27b_block_count == Some(n_layer as u32) {
+                if spec.depth_changes.contains(&(n_layer as u64)) {
                     1.0 / ((n_embd / n_head) as f32).sqrt()
                 } else {
                     1.0 / (head_dim_k as f32).sqrt()
@@ -461,6 +330,7 @@ impl Hparams {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arch::RopeStyle;
     use crate::gguf::{Array, Value};
 
     fn meta(arch: &str, extra: &[(&str, Value)]) -> Metadata {
@@ -489,12 +359,16 @@ mod tests {
 
     #[test]
     fn every_format_parses() {
-        for arch in ForwardSpec::supported() {
+        let supported: Vec<&str> = ForwardSpec::supported().collect();
+        assert_eq!(
+            supported,
+            ["gemma2", "gemma3", "llama", "phi3", "qwen2", "qwen3"]
+        );
+        for arch in supported {
             ForwardSpec::for_arch(arch).unwrap();
         }
-        // Other tables of the same file are ignored.
-        let s = ForwardSpec::parse("x", "[layers]\nkeys = [1]\n[forward]\nactivation = \"silu\"\nrope = \"none\"\nembedding_scale = \"none\"\nqk_norm = \"none\"\nattention_scale = \"head_dim\"\n").unwrap().unwrap();
-        assert_eq!(s.rope, None);
+        let s = format::parse("x", "[layers]\narchitectures = [\"x\"]\n[forward]\nactivation = \"silu\"\nrope = \"none\"\nembedding_scale = \"none\"\nqk_norm = \"none\"\nattention_scale = \"head_dim\"\n").unwrap();
+        assert_eq!(s.forward.unwrap().rope, None);
         assert!(
             matches!(ForwardSpec::for_arch("mamba"), Err(Error::Unsupported { arch, .. }) if arch == "mamba")
         );

@@ -13,6 +13,7 @@
 pub mod config;
 pub mod ops;
 
+use crate::arch::names::*;
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Model, ModelTensor};
 use candle_core::{Device, Tensor};
@@ -298,9 +299,9 @@ impl<'m> Forward<'m> {
         };
         fw.check_shapes().map_err(in_file)?;
         let factors = RopeFactors {
-            freqs: fw.rope_factor_tensor("rope_freqs.weight")?,
-            short: fw.rope_factor_tensor("rope_factors_short.weight")?,
-            long: fw.rope_factor_tensor("rope_factors_long.weight")?,
+            freqs: fw.rope_factor_tensor(ROPE_FREQS)?,
+            short: fw.rope_factor_tensor(ROPE_FACTORS_SHORT)?,
+            long: fw.rope_factor_tensor(ROPE_FACTORS_LONG)?,
         };
         fw.rope_factors = factors;
         Ok(fw)
@@ -312,10 +313,10 @@ impl<'m> Forward<'m> {
     fn check_shapes(&self) -> Result<()> {
         let hp = &self.hp;
         let d = hp.n_embd as u64;
-        let n_vocab = self.shape("token_embd.weight", &[Some(d), None])?[1];
-        self.shape("output_norm.weight", &[Some(d)])?;
-        if self.has("output.weight") {
-            self.shape("output.weight", &[Some(d), Some(n_vocab)])?;
+        let n_vocab = self.shape(TOKEN_EMBD, &[Some(d), None])?[1];
+        self.shape(OUTPUT_NORM, &[Some(d)])?;
+        if self.has(OUTPUT) {
+            self.shape(OUTPUT, &[Some(d), Some(n_vocab)])?;
         }
         let mut n_ff_max = 0;
         for il in 0..hp.n_layer {
@@ -336,49 +337,44 @@ impl<'m> Forward<'m> {
     /// Checks block `il`'s weights and returns its FFN width.
     fn check_block_shapes(&self, il: usize) -> Result<u64> {
         let hp = &self.hp;
-        let p = |s: &str| format!("blk.{il}.{s}.weight");
+        let p = |s: &str| block_weight(il, s);
         let d = Some(hp.n_embd as u64);
         let prod = |a: usize, b: usize| (a as u64).checked_mul(b as u64);
         let (nkv, hdk, hdv) = (hp.n_head_kv(il), hp.head_dim_k, hp.head_dim_v);
         let (q, k, v) = (prod(hp.n_head, hdk), prod(nkv, hdk), prod(nkv, hdv));
-        for norm in [
-            "attn_norm",
-            "ffn_norm",
-            "post_attention_norm",
-            "post_ffw_norm",
-        ] {
+        for norm in [ATTN_NORM, FFN_NORM, POST_ATTN_NORM, POST_FFN_NORM] {
             if self.has(&p(norm)) {
                 self.shape(&p(norm), &[d])?;
             }
         }
-        for norm in ["attn_q_norm", "attn_k_norm"] {
+        for norm in [ATTN_Q_NORM, ATTN_K_NORM] {
             if self.has(&p(norm)) {
                 self.shape(&p(norm), &[Some(hdk as u64)])?;
             }
         }
-        if self.has(&p("attn_qkv")) {
+        if self.has(&p(ATTN_QKV)) {
             let qkv = q
                 .zip(k)
                 .zip(v)
                 .and_then(|((q, k), v)| q.checked_add(k)?.checked_add(v));
-            self.shape(&p("attn_qkv"), &[d, qkv.or(Some(u64::MAX))])?;
+            self.shape(&p(ATTN_QKV), &[d, qkv.or(Some(u64::MAX))])?;
         } else {
-            for (name, out) in [("attn_q", q), ("attn_k", k), ("attn_v", v)] {
+            for (name, out) in [(ATTN_Q, q), (ATTN_K, k), (ATTN_V, v)] {
                 self.shape(&p(name), &[d, out.or(Some(u64::MAX))])?;
             }
         }
         self.shape(
-            &p("attn_output"),
+            &p(ATTN_OUTPUT),
             &[prod(hp.n_head, hdv).or(Some(u64::MAX)), d],
         )?;
-        let up = self.shape(&p("ffn_up"), &[d, None])?[1];
-        let n_ff = if self.has(&p("ffn_gate")) {
-            self.shape(&p("ffn_gate"), &[d, Some(up)])?;
+        let up = self.shape(&p(FFN_UP), &[d, None])?[1];
+        let n_ff = if self.has(&p(FFN_GATE)) {
+            self.shape(&p(FFN_GATE), &[d, Some(up)])?;
             up
         } else {
             up / 2
         };
-        self.shape(&p("ffn_down"), &[Some(n_ff), d])?;
+        self.shape(&p(FFN_DOWN), &[Some(n_ff), d])?;
         Ok(n_ff)
     }
 
@@ -489,15 +485,16 @@ impl<'m> Forward<'m> {
     /// Dequantizes block `il`.
     pub fn load_block(&self, il: usize) -> Result<BlockWeights> {
         let hp = &self.hp;
-        let p = |s: &str| format!("blk.{il}.{s}.weight");
+        let p = |s: &str| block_weight(il, s);
         let d = hp.n_embd;
         let (q_out, kv_out) = (hp.n_head * hp.head_dim_k, hp.n_head_kv(il) * hp.head_dim_k);
         let v_out = hp.n_head_kv(il) * hp.head_dim_v;
-        let (q, k, v) = if self.model.tensor(&p("attn_qkv")).is_some() {
-            let qkv = self.linear(&p("attn_qkv"), d)?;
+        let (q, k, v) = if self.model.tensor(&p(ATTN_QKV)).is_some() {
+            let qkv = self.linear(&p(ATTN_QKV), d)?;
             if qkv.n_out != q_out + kv_out + v_out {
                 return Err(Error::Forward(format!(
-                    "blk.{il}.attn_qkv has {} outputs, expected {}",
+                    "{} has {} outputs, expected {}",
+                    block_tensor(il, ATTN_QKV),
                     qkv.n_out,
                     q_out + kv_out + v_out
                 )));
@@ -510,16 +507,17 @@ impl<'m> Forward<'m> {
             // A fused weight without attn_qkv.bias may come with separate q/k/v biases (legacy
             // and custom files); llama.cpp's build_qkv adds them when all three are present.
             if qkv.bias.is_none() {
-                let b = |s: &str| self.opt_vector(&format!("blk.{il}.{s}.bias"));
-                if let (Some(bq), Some(bk), Some(bv)) = (b("attn_q")?, b("attn_k")?, b("attn_v")?) {
+                let b = |s: &str| self.opt_vector(&block_bias(il, s));
+                if let (Some(bq), Some(bk), Some(bv)) = (b(ATTN_Q)?, b(ATTN_K)?, b(ATTN_V)?) {
                     for (part, (name, bias)) in
                         parts
                             .iter_mut()
-                            .zip([("attn_q", bq), ("attn_k", bk), ("attn_v", bv)])
+                            .zip([(ATTN_Q, bq), (ATTN_K, bk), (ATTN_V, bv)])
                     {
                         if bias.len() != part.n_out {
                             return Err(Error::Forward(format!(
-                                "blk.{il}.{name}.bias has {} values, expected {}",
+                                "{} has {} values, expected {}",
+                                block_bias(il, name),
                                 bias.len(),
                                 part.n_out
                             )));
@@ -532,27 +530,28 @@ impl<'m> Forward<'m> {
             (q, k, v)
         } else {
             (
-                self.linear(&p("attn_q"), d)?,
-                self.linear(&p("attn_k"), d)?,
-                self.linear(&p("attn_v"), d)?,
+                self.linear(&p(ATTN_Q), d)?,
+                self.linear(&p(ATTN_K), d)?,
+                self.linear(&p(ATTN_V), d)?,
             )
         };
         for (name, l, want) in [
-            ("attn_q", &q, q_out),
-            ("attn_k", &k, kv_out),
-            ("attn_v", &v, v_out),
+            (ATTN_Q, &q, q_out),
+            (ATTN_K, &k, kv_out),
+            (ATTN_V, &v, v_out),
         ] {
             if l.n_out != want {
                 return Err(Error::Forward(format!(
-                    "blk.{il}.{name} has {} outputs, expected {want}",
+                    "{} has {} outputs, expected {want}",
+                    block_tensor(il, name),
                     l.n_out
                 )));
             }
         }
-        let o = self.linear(&p("attn_output"), hp.n_head * hp.head_dim_v)?;
-        let up_full = self.linear(&p("ffn_up"), d)?;
-        let (gate, up) = if self.model.tensor(&p("ffn_gate")).is_some() {
-            (self.linear(&p("ffn_gate"), d)?, up_full)
+        let o = self.linear(&p(ATTN_OUTPUT), hp.n_head * hp.head_dim_v)?;
+        let up_full = self.linear(&p(FFN_UP), d)?;
+        let (gate, up) = if self.model.tensor(&p(FFN_GATE)).is_some() {
+            (self.linear(&p(FFN_GATE), d)?, up_full)
         } else {
             // phi3: ffn_up holds [gate; up] (llama.cpp LLM_FFN_SWIGLU splits it in halves).
             let half = up_full.n_out / 2;
@@ -561,28 +560,28 @@ impl<'m> Forward<'m> {
                 up_full.slice_rows(half, half)?,
             )
         };
-        let down = self.linear(&p("ffn_down"), gate.n_out)?;
+        let down = self.linear(&p(FFN_DOWN), gate.n_out)?;
         let (q_norm, k_norm) = match self.spec.qk_norm {
             config::QkNorm::None => (None, None),
             config::QkNorm::Optional => (
-                self.opt_vector(&p("attn_q_norm"))?,
-                self.opt_vector(&p("attn_k_norm"))?,
+                self.opt_vector(&p(ATTN_Q_NORM))?,
+                self.opt_vector(&p(ATTN_K_NORM))?,
             ),
             config::QkNorm::Required => (
-                Some(self.vector(&p("attn_q_norm"))?),
-                Some(self.vector(&p("attn_k_norm"))?),
+                Some(self.vector(&p(ATTN_Q_NORM))?),
+                Some(self.vector(&p(ATTN_K_NORM))?),
             ),
         };
         let (post_attn_norm, post_ffn_norm) = if self.spec.post_norms {
             (
-                Some(self.vector(&p("post_attention_norm"))?),
-                Some(self.vector(&p("post_ffw_norm"))?),
+                Some(self.vector(&p(POST_ATTN_NORM))?),
+                Some(self.vector(&p(POST_FFN_NORM))?),
             )
         } else {
             (None, None)
         };
         Ok(BlockWeights {
-            attn_norm: self.vector(&p("attn_norm"))?,
+            attn_norm: self.vector(&p(ATTN_NORM))?,
             q,
             k,
             v,
@@ -590,7 +589,7 @@ impl<'m> Forward<'m> {
             q_norm,
             k_norm,
             post_attn_norm,
-            ffn_norm: self.vector(&p("ffn_norm"))?,
+            ffn_norm: self.vector(&p(FFN_NORM))?,
             gate,
             up,
             down,
@@ -600,12 +599,12 @@ impl<'m> Forward<'m> {
 
     /// Token embeddings of each window (rows dequantized one by one), scaled as the arch wants.
     pub fn embed(&self, windows: &[Vec<u32>]) -> Result<Batch> {
-        let t = self.tensor("token_embd.weight")?;
+        let t = self.tensor(TOKEN_EMBD)?;
         let d = self.hp.n_embd;
         let ty = t.info.ggml_type;
         let row_bytes = ty
             .bytes_for(d as u64)
-            .ok_or_else(|| Error::Forward(format!("token_embd.weight: type {ty} rows of {d}")))?
+            .ok_or_else(|| Error::Forward(format!("{TOKEN_EMBD}: type {ty} rows of {d}")))?
             as usize;
         let bytes = self.model.data(t);
         let n_vocab = bytes.len() / row_bytes;
@@ -619,7 +618,7 @@ impl<'m> Forward<'m> {
                     )));
                 }
                 let row = dequantize(
-                    "token_embd.weight",
+                    TOKEN_EMBD,
                     ty,
                     &bytes[id * row_bytes..(id + 1) * row_bytes],
                     1,
@@ -660,10 +659,10 @@ impl<'m> Forward<'m> {
         let (nh, nkv, hdk, hdv) = (hp.n_head, hp.n_head_kv(il), hp.head_dim_k, hp.head_dim_v);
         let mut h = x.data.clone();
         ops::rms_norm(&mut h, d, Some(&w.attn_norm), hp.eps);
-        if self.has(&format!("blk.{il}.attn_qkv.weight")) {
-            obs.matmul_input(il, "attn_qkv", &h, n);
+        if self.has(&block_weight(il, ATTN_QKV)) {
+            obs.matmul_input(il, ATTN_QKV, &h, n);
         } else {
-            for name in ["attn_q", "attn_k", "attn_v"] {
+            for name in [ATTN_Q, ATTN_K, ATTN_V] {
                 obs.matmul_input(il, name, &h, n);
             }
         }
@@ -703,7 +702,7 @@ impl<'m> Forward<'m> {
             let out = self.attention(qw, kw, vw, len, nkv, window)?;
             attn[start * nh * hdv..(start + len) * nh * hdv].copy_from_slice(&out);
         }
-        obs.matmul_input(il, "attn_output", &attn, n);
+        obs.matmul_input(il, ATTN_OUTPUT, &attn, n);
         let mut a = w.o.forward(&attn, n)?;
         crate::interrupt::check()?;
         if let Some(pn) = &w.post_attn_norm {
@@ -713,10 +712,10 @@ impl<'m> Forward<'m> {
         drop((a, attn, q, k, v));
         let mut h = x.data.clone();
         ops::rms_norm(&mut h, d, Some(&w.ffn_norm), hp.eps);
-        if self.has(&format!("blk.{il}.ffn_gate.weight")) {
-            obs.matmul_input(il, "ffn_gate", &h, n);
+        if self.has(&block_weight(il, FFN_GATE)) {
+            obs.matmul_input(il, FFN_GATE, &h, n);
         }
-        obs.matmul_input(il, "ffn_up", &h, n);
+        obs.matmul_input(il, FFN_UP, &h, n);
         let mut g = w.gate.forward(&h, n)?;
         let u = w.up.forward(&h, n)?;
         crate::interrupt::check()?;
@@ -730,7 +729,7 @@ impl<'m> Forward<'m> {
                 .zip(u.par_iter())
                 .for_each(|(g, u)| *g = act(*g) * u);
         }
-        obs.matmul_input(il, "ffn_down", &g, n);
+        obs.matmul_input(il, FFN_DOWN, &g, n);
         let mut f = w.down.forward(&g, n)?;
         if let Some(pn) = &w.post_ffn_norm {
             ops::rms_norm(&mut f, d, Some(pn), hp.eps);
@@ -848,10 +847,10 @@ impl<'m> Forward<'m> {
 
     /// `output.weight`, or the tied `token_embd.weight`.
     fn output_head_name(&self) -> &'static str {
-        if self.model.tensor("output.weight").is_some() {
-            "output.weight"
+        if self.model.tensor(OUTPUT).is_some() {
+            OUTPUT
         } else {
-            "token_embd.weight"
+            TOKEN_EMBD
         }
     }
 
@@ -864,7 +863,7 @@ impl<'m> Forward<'m> {
         let (t, n_out) = self.matrix(name, n_in)?;
         let ty = t.info.ggml_type;
         let row_bytes = ty.bytes_for(n_in as u64).map(|b| b as usize);
-        let has_bias = name == "output.weight" && self.model.tensor("output.bias").is_some();
+        let has_bias = name == OUTPUT && self.model.tensor(OUTPUT_BIAS).is_some();
         match row_bytes {
             Some(row_bytes) if n_out * n_in * 4 > budget_bytes && !has_bias => {
                 Ok(OutputHead::Sliced(SlicedHead {
@@ -878,7 +877,7 @@ impl<'m> Forward<'m> {
             }
             _ => {
                 let mut head = self.linear(name, n_in)?;
-                if name == "token_embd.weight" {
+                if name == TOKEN_EMBD {
                     head.bias = None;
                 }
                 Ok(OutputHead::Whole(head))
@@ -994,8 +993,8 @@ impl LogitsSource for ModelLogits<'_> {
         let t = self
             .forward
             .model
-            .tensor("output.weight")
-            .or_else(|| self.forward.model.tensor("token_embd.weight"));
+            .tensor(OUTPUT)
+            .or_else(|| self.forward.model.tensor(TOKEN_EMBD));
         t.map(|t| t.info.dims.get(1).copied().unwrap_or(0) as usize)
             .unwrap_or(0)
     }
@@ -1024,7 +1023,7 @@ impl ModelLogits<'_> {
         if self.head.is_none() {
             self.head = Some((
                 self.forward.output_head_within(self.head_bytes)?,
-                self.forward.vector("output_norm.weight")?,
+                self.forward.vector(OUTPUT_NORM)?,
             ));
         }
         let fw = &self.forward;

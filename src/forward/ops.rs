@@ -16,15 +16,7 @@ pub fn rms_norm(x: &mut [f32], dim: usize, weight: Option<&[f32]>, eps: f32) {
     });
 }
 
-/// How RoPE pairs the values of a head (llama.cpp `LLAMA_ROPE_TYPE_NORM` / `_NEOX`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RopeStyle {
-    /// Consecutive pairs (2i, 2i+1).
-    Norm,
-    /// Pairs (i, i + n_rot/2).
-    Neox,
-}
+pub use crate::arch::RopeStyle;
 
 /// Rotary position embedding of `x` laid out as `[tokens, heads, head_dim]`, token t at
 /// position `t`, rotating the first `n_rot` values of each head.

@@ -53,17 +53,11 @@ pub struct Rewrite<'a> {
 /// Builds the pruned model described by `plan`.
 pub fn rewrite<'a>(model: &'a Model, plan: &PrunePlan) -> Result<Rewrite<'a>> {
     let source = model.metadata();
-    let n_layers = block_count(source)?;
-    if n_layers != plan.n_layers {
-        return Err(Error::Layers(format!(
-            "the plan is for {} layers, the model has {n_layers}",
-            plan.n_layers
-        )));
-    }
+    plan.check_block_count(block_count(source)?)?;
     crate::verify::check_loadable(model)?;
 
     let names: Vec<&str> = model.tensors.iter().map(|t| t.info.name.as_str()).collect();
-    let mut metadata = arch::rewrite_metadata(source, &names, &plan.kept)?;
+    let mut metadata = arch::rewrite_metadata(source, &names, plan)?;
     record_provenance(&mut metadata, source, plan)?;
 
     let mut tensors = Vec::with_capacity(model.tensors.len());
