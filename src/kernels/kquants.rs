@@ -20,7 +20,7 @@ use crate::gguf::GgmlType;
 /// Elements per super-block.
 pub const QK_K: usize = 256;
 
-/// scales[16] (low nibble scale, high nibble min), qs[64], d (f16), dmin (f16).
+/// `scales[16]` (low nibble scale, high nibble min), `qs[64]`, d (f16), dmin (f16).
 pub const Q2_K: Kernel = Kernel {
     ty: GgmlType::Q2_K,
     block: QK_K,
@@ -29,7 +29,7 @@ pub const Q2_K: Kernel = Kernel {
     dequantize: dequantize_q2_k,
 };
 
-/// hmask[32], qs[64], scales[12], d (f16).
+/// `hmask[32]`, `qs[64]`, `scales[12]`, d (f16).
 pub const Q3_K: Kernel = Kernel {
     ty: GgmlType::Q3_K,
     block: QK_K,
@@ -38,7 +38,7 @@ pub const Q3_K: Kernel = Kernel {
     dequantize: dequantize_q3_k,
 };
 
-/// d (f16), dmin (f16), scales[12], qs[128].
+/// d (f16), dmin (f16), `scales[12]`, `qs[128]`.
 pub const Q4_K: Kernel = Kernel {
     ty: GgmlType::Q4_K,
     block: QK_K,
@@ -47,7 +47,7 @@ pub const Q4_K: Kernel = Kernel {
     dequantize: dequantize_q4_k,
 };
 
-/// d (f16), dmin (f16), scales[12], qh[32], qs[128].
+/// d (f16), dmin (f16), `scales[12]`, `qh[32]`, `qs[128]`.
 pub const Q5_K: Kernel = Kernel {
     ty: GgmlType::Q5_K,
     block: QK_K,
@@ -56,7 +56,7 @@ pub const Q5_K: Kernel = Kernel {
     dequantize: dequantize_q5_k,
 };
 
-/// ql[128], qh[64], scales[16] (i8), d (f16).
+/// `ql[128]`, `qh[64]`, `scales[16]` (i8), d (f16).
 pub const Q6_K: Kernel = Kernel {
     ty: GgmlType::Q6_K,
     block: QK_K,
@@ -65,7 +65,7 @@ pub const Q6_K: Kernel = Kernel {
     dequantize: dequantize_q6_k,
 };
 
-/// d (f32), qs[256] (i8), bsums[16] (i16). ggml quantizes to it only as the other operand of a
+/// d (f32), `qs[256]` (i8), `bsums[16]` (i16). ggml quantizes to it only as the other operand of a
 /// dot product, so there is no quantizer here.
 pub const Q8_K: Kernel = Kernel {
     ty: GgmlType::Q8_K,

@@ -17,7 +17,7 @@ use crate::gguf::GgmlType;
 /// Elements per block.
 pub const QK: usize = 32;
 
-/// d (f16), qs[16] (two 4-bit levels a byte, offset by 8).
+/// d (f16), `qs[16]` (two 4-bit levels a byte, offset by 8).
 pub const Q4_0: Kernel = Kernel {
     ty: GgmlType::Q4_0,
     block: QK,
@@ -26,7 +26,7 @@ pub const Q4_0: Kernel = Kernel {
     dequantize: dequantize_q4_0,
 };
 
-/// d (f16), m (f16), qs[16].
+/// d (f16), m (f16), `qs[16]`.
 pub const Q4_1: Kernel = Kernel {
     ty: GgmlType::Q4_1,
     block: QK,
@@ -35,7 +35,7 @@ pub const Q4_1: Kernel = Kernel {
     dequantize: dequantize_q4_1,
 };
 
-/// d (f16), qh (u32, the fifth bits), qs[16].
+/// d (f16), qh (u32, the fifth bits), `qs[16]`.
 pub const Q5_0: Kernel = Kernel {
     ty: GgmlType::Q5_0,
     block: QK,
@@ -44,7 +44,7 @@ pub const Q5_0: Kernel = Kernel {
     dequantize: dequantize_q5_0,
 };
 
-/// d (f16), m (f16), qh (u32), qs[16].
+/// d (f16), m (f16), qh (u32), `qs[16]`.
 pub const Q5_1: Kernel = Kernel {
     ty: GgmlType::Q5_1,
     block: QK,
@@ -53,7 +53,7 @@ pub const Q5_1: Kernel = Kernel {
     dequantize: dequantize_q5_1,
 };
 
-/// d (f16), qs[32] (i8).
+/// d (f16), `qs[32]` (i8).
 pub const Q8_0: Kernel = Kernel {
     ty: GgmlType::Q8_0,
     block: QK,

@@ -1,4 +1,4 @@
-//! Quantizing a whole model: choose each tensor's type with [`mix`](super::mix), convert the
+//! Quantizing a whole model: choose each tensor's type with [`mix`], convert the
 //! tensors that change, copy the others verbatim, and write a GGUF that llama.cpp loads, with
 //! the metadata llama-quantize sets.
 
