@@ -10,6 +10,7 @@ import pathlib, re, sys
 # Layers, lowest first; a module may use its own layer and the ones before it.
 LAYERS = [
     ["error", "interrupt", "output", "limits", "gguf"],
+    ["kernels"],
     ["blocks", "arch"],
     ["tokenizer"],
     ["forward", "verify"],
@@ -17,12 +18,6 @@ LAYERS = [
     ["prune", "heal", "quant"],
     ["pipeline", "inspect", "jobs"],
 ]
-# Files that belong to another layer than their folder (the kernels sit low, the whole-model
-# quantization and the imatrix collector high).
-FILE_LAYER = {
-    "quant/legacy.rs": "forward", "quant/kquants.rs": "forward", "quant/mod.rs": "forward",
-}
-QUANT_FILES = {p.stem for p in pathlib.Path("src/quant").glob("*.rs")} - {"mod"}
 rank = {m: i for i, names in enumerate(LAYERS) for m in names}
 bad = 0
 for path in sorted(pathlib.Path("src").rglob("*.rs")):
@@ -30,17 +25,13 @@ for path in sorted(pathlib.Path("src").rglob("*.rs")):
     top = rel.split("/")[0].removesuffix(".rs")
     if top in ("main", "lib", "cli"):
         continue
-    own = rank.get(FILE_LAYER.get(rel, top))
+    own = rank.get(top)
     if own is None:
         print(f"{rel}: module {top!r} is in no layer of scripts/layers.sh"); bad += 1; continue
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if line.lstrip().startswith("//"):
             continue
-        for used, sub in re.findall(r"crate::([a-z_]+)(?:::([a-z_]+))?", line):
-            # crate::quant::mix is quant/mix.rs; crate::quant::quantize is in quant/mod.rs
-            if used == "quant":
-                name = f"quant/{sub}.rs" if sub in QUANT_FILES else "quant/mod.rs"
-                used = FILE_LAYER.get(name, "quant")
+        for used in re.findall(r"crate::([a-z_]+)", line):
             r = rank.get(used)
             if r is None:
                 print(f"{rel}:{n}: uses crate::{used}, which is in no layer"); bad += 1

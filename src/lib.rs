@@ -14,6 +14,7 @@ pub mod gguf;
 pub mod heal;
 pub mod inspect;
 pub mod interrupt;
+pub mod kernels;
 pub mod limits;
 pub mod output;
 pub mod pipeline;

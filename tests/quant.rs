@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use gguf_prune::gguf::Model;
+use gguf_prune::kernels;
 use gguf_prune::quant::{self, ImatrixData};
 
 /// (file type, extra flag). SmolLM2 and gemma3 rows are 576 and 640 wide, so their attention
@@ -91,7 +92,7 @@ fn f16_copy(model: &Path, dir: &Path) -> PathBuf {
 fn f32_of(model: &Model, name: &str) -> Vec<f32> {
     let t = model.tensor(name).unwrap();
     let mut v = vec![0f32; t.info.n_elements() as usize];
-    quant::dequantize(t.info.ggml_type, model.data(t), &mut v).unwrap();
+    kernels::dequantize(t.info.ggml_type, model.data(t), &mut v).unwrap();
     v
 }
 
@@ -409,7 +410,7 @@ fn dequantization_matches_ggml_bit_for_bit() {
             let ty = t.info.ggml_type;
             let theirs = fm.data(fm.tensor(&t.info.name).unwrap());
             let mut mine = vec![0f32; t.info.n_elements() as usize];
-            quant::dequantize(ty, qm.data(t), &mut mine).unwrap();
+            kernels::dequantize(ty, qm.data(t), &mut mine).unwrap();
             let mine: Vec<u8> = mine.iter().flat_map(|v| v.to_le_bytes()).collect();
             assert!(
                 mine == theirs,

@@ -12,7 +12,7 @@ use crate::blocks::block_index;
 use crate::error::{Error, Result};
 use crate::gguf::{arch_key, GgmlType, Metadata, Value};
 
-use super::is_quantized;
+use crate::kernels::is_quantized;
 
 /// A llama.cpp file type (`llama_ftype`): a default tensor type plus, for the K mixes, rules
 /// that give some tensors more bits.

@@ -1,4 +1,4 @@
-//! Quantizing a whole model: choose each tensor's type with [`mix`](super::mix), convert the
+//! Quantizing a whole model: choose each tensor's type with [`mix`], convert the
 //! tensors that change, copy the others verbatim, and write a GGUF that llama.cpp loads, with
 //! the metadata llama-quantize sets.
 
@@ -10,7 +10,7 @@ use crate::output::OutputRule;
 
 use super::imatrix::ImatrixData;
 use super::mix::{self, Choice, FileType, MixContext, TensorDesc};
-use super::{can_dequantize, dequantize, is_quantized, quantize};
+use crate::kernels::{can_dequantize, dequantize, is_quantized, quantize};
 
 /// GGML_QNT_VERSION: the block-format version llama-quantize records.
 pub const QUANTIZATION_VERSION: u32 = 2;

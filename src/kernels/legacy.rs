@@ -10,10 +10,57 @@
 // checked against the C line by line.
 #![allow(clippy::needless_range_loop)]
 
-use super::kquants::{importance, make_qkx_quants, make_qx_quants, signed_absmax, sum_squares};
-use super::{f16_bits, f16_value};
+use super::search::{importance, make_qkx_quants, make_qx_quants, signed_absmax, sum_squares};
+use super::{f16_bits, f16_value, Kernel};
+use crate::gguf::GgmlType;
 
+/// Elements per block.
 pub const QK: usize = 32;
+
+/// d (f16), `qs[16]` (two 4-bit levels a byte, offset by 8).
+pub const Q4_0: Kernel = Kernel {
+    ty: GgmlType::Q4_0,
+    block: QK,
+    bytes: 2 + QK / 2,
+    quantize: Some(quantize_q4_0),
+    dequantize: dequantize_q4_0,
+};
+
+/// d (f16), m (f16), `qs[16]`.
+pub const Q4_1: Kernel = Kernel {
+    ty: GgmlType::Q4_1,
+    block: QK,
+    bytes: 2 + 2 + QK / 2,
+    quantize: Some(quantize_q4_1),
+    dequantize: dequantize_q4_1,
+};
+
+/// d (f16), qh (u32, the fifth bits), `qs[16]`.
+pub const Q5_0: Kernel = Kernel {
+    ty: GgmlType::Q5_0,
+    block: QK,
+    bytes: 2 + 4 + QK / 2,
+    quantize: Some(quantize_q5_0),
+    dequantize: dequantize_q5_0,
+};
+
+/// d (f16), m (f16), qh (u32), `qs[16]`.
+pub const Q5_1: Kernel = Kernel {
+    ty: GgmlType::Q5_1,
+    block: QK,
+    bytes: 2 + 2 + 4 + QK / 2,
+    quantize: Some(quantize_q5_1),
+    dequantize: dequantize_q5_1,
+};
+
+/// d (f16), `qs[32]` (i8).
+pub const Q8_0: Kernel = Kernel {
+    ty: GgmlType::Q8_0,
+    block: QK,
+    bytes: 2 + QK,
+    quantize: Some(quantize_q8_0),
+    dequantize: dequantize_q8_0,
+};
 
 fn min_max(x: &[f32]) -> (f32, f32) {
     let (mut min, mut max) = (f32::MAX, -f32::MAX);
@@ -45,7 +92,7 @@ pub fn quantize_q4_0(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
         let mut l = [0i8; QK];
         for (ib, (xb, y)) in row
             .chunks_exact(QK)
-            .zip(out.chunks_exact_mut(18))
+            .zip(out.chunks_exact_mut(Q4_0.bytes))
             .enumerate()
         {
             importance(xb, &qw[QK * ib..QK * (ib + 1)], sigma2, &mut weight);
@@ -57,7 +104,7 @@ pub fn quantize_q4_0(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
         }
         return;
     }
-    for (x, y) in row.chunks_exact(QK).zip(out.chunks_exact_mut(18)) {
+    for (x, y) in row.chunks_exact(QK).zip(out.chunks_exact_mut(Q4_0.bytes)) {
         let (max, _) = signed_absmax(x);
         let d = max / -8.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -77,7 +124,7 @@ pub fn quantize_q4_1(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
         let (mut l, mut laux) = ([0u8; QK], [0u8; QK]);
         for (ib, (xb, y)) in row
             .chunks_exact(QK)
-            .zip(out.chunks_exact_mut(20))
+            .zip(out.chunks_exact_mut(Q4_1.bytes))
             .enumerate()
         {
             importance(xb, &qw[QK * ib..QK * (ib + 1)], sigma2, &mut weight);
@@ -93,7 +140,7 @@ pub fn quantize_q4_1(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
         }
         return;
     }
-    for (x, y) in row.chunks_exact(QK).zip(out.chunks_exact_mut(20)) {
+    for (x, y) in row.chunks_exact(QK).zip(out.chunks_exact_mut(Q4_1.bytes)) {
         let (min, max) = min_max(x);
         let d = (max - min) / 15.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -126,7 +173,7 @@ pub fn quantize_q5_0(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
         let mut li = [0i8; QK];
         for (ib, (xb, y)) in row
             .chunks_exact(QK)
-            .zip(out.chunks_exact_mut(22))
+            .zip(out.chunks_exact_mut(Q5_0.bytes))
             .enumerate()
         {
             importance(xb, &qw[QK * ib..QK * (ib + 1)], sigma2, &mut weight);
@@ -135,12 +182,12 @@ pub fn quantize_q5_0(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
             for j in 0..QK {
                 l[j] = li[j] as u8;
             }
-            let qh = pack_q5(&l, &mut y[6..22]);
+            let qh = pack_q5(&l, &mut y[6..]);
             y[2..6].copy_from_slice(&qh.to_le_bytes());
         }
         return;
     }
-    for (x, y) in row.chunks_exact(QK).zip(out.chunks_exact_mut(22)) {
+    for (x, y) in row.chunks_exact(QK).zip(out.chunks_exact_mut(Q5_0.bytes)) {
         let (max, _) = signed_absmax(x);
         let d = max / -16.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -148,7 +195,7 @@ pub fn quantize_q5_0(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
         for j in 0..QK {
             l[j] = c_i8(x[j] * id + 16.5).min(31) as u8;
         }
-        let qh = pack_q5(&l, &mut y[6..22]);
+        let qh = pack_q5(&l, &mut y[6..]);
         y[2..6].copy_from_slice(&qh.to_le_bytes());
     }
 }
@@ -161,7 +208,7 @@ pub fn quantize_q5_1(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
         let mut laux = [0u8; QK];
         for (ib, (xb, y)) in row
             .chunks_exact(QK)
-            .zip(out.chunks_exact_mut(24))
+            .zip(out.chunks_exact_mut(Q5_1.bytes))
             .enumerate()
         {
             importance(xb, &qw[QK * ib..QK * (ib + 1)], sigma2, &mut weight);
@@ -171,12 +218,12 @@ pub fn quantize_q5_1(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
             );
             y[0..2].copy_from_slice(&f16_bits(d));
             y[2..4].copy_from_slice(&f16_bits(-min));
-            let qh = pack_q5(&l, &mut y[8..24]);
+            let qh = pack_q5(&l, &mut y[8..]);
             y[4..8].copy_from_slice(&qh.to_le_bytes());
         }
         return;
     }
-    for (x, y) in row.chunks_exact(QK).zip(out.chunks_exact_mut(24)) {
+    for (x, y) in row.chunks_exact(QK).zip(out.chunks_exact_mut(Q5_1.bytes)) {
         let (min, max) = min_max(x);
         let d = (max - min) / 31.0;
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
@@ -186,14 +233,14 @@ pub fn quantize_q5_1(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
             // ggml: (uint8_t)(x0 + 0.5f), no clamp
             l[j] = ((x[j] - min) * id + 0.5) as i32 as u8;
         }
-        let qh = pack_q5(&l, &mut y[8..24]);
+        let qh = pack_q5(&l, &mut y[8..]);
         y[4..8].copy_from_slice(&qh.to_le_bytes());
     }
 }
 
 /// Q8_0 ignores the importance matrix in ggml too.
-pub fn quantize_q8_0(row: &[f32], out: &mut [u8]) {
-    for (x, y) in row.chunks_exact(QK).zip(out.chunks_exact_mut(34)) {
+pub fn quantize_q8_0(row: &[f32], _imatrix: Option<&[f32]>, out: &mut [u8]) {
+    for (x, y) in row.chunks_exact(QK).zip(out.chunks_exact_mut(Q8_0.bytes)) {
         let mut amax = 0.0f32;
         for &v in x {
             amax = if amax > v.abs() { amax } else { v.abs() };
@@ -208,7 +255,10 @@ pub fn quantize_q8_0(row: &[f32], out: &mut [u8]) {
 }
 
 pub fn dequantize_q4_0(blocks: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks.chunks_exact(18).zip(out.chunks_exact_mut(QK)) {
+    for (b, y) in blocks
+        .chunks_exact(Q4_0.bytes)
+        .zip(out.chunks_exact_mut(QK))
+    {
         let d = f16_value(b[0], b[1]);
         for j in 0..16 {
             y[j] = ((b[2 + j] & 0x0f) as i32 - 8) as f32 * d;
@@ -218,7 +268,10 @@ pub fn dequantize_q4_0(blocks: &[u8], out: &mut [f32]) {
 }
 
 pub fn dequantize_q4_1(blocks: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks.chunks_exact(20).zip(out.chunks_exact_mut(QK)) {
+    for (b, y) in blocks
+        .chunks_exact(Q4_1.bytes)
+        .zip(out.chunks_exact_mut(QK))
+    {
         let (d, m) = (f16_value(b[0], b[1]), f16_value(b[2], b[3]));
         for j in 0..16 {
             y[j] = (b[4 + j] & 0x0f) as f32 * d + m;
@@ -228,7 +281,10 @@ pub fn dequantize_q4_1(blocks: &[u8], out: &mut [f32]) {
 }
 
 pub fn dequantize_q5_0(blocks: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks.chunks_exact(22).zip(out.chunks_exact_mut(QK)) {
+    for (b, y) in blocks
+        .chunks_exact(Q5_0.bytes)
+        .zip(out.chunks_exact_mut(QK))
+    {
         let d = f16_value(b[0], b[1]);
         let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
         for j in 0..16 {
@@ -241,7 +297,10 @@ pub fn dequantize_q5_0(blocks: &[u8], out: &mut [f32]) {
 }
 
 pub fn dequantize_q5_1(blocks: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks.chunks_exact(24).zip(out.chunks_exact_mut(QK)) {
+    for (b, y) in blocks
+        .chunks_exact(Q5_1.bytes)
+        .zip(out.chunks_exact_mut(QK))
+    {
         let (d, m) = (f16_value(b[0], b[1]), f16_value(b[2], b[3]));
         let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
         for j in 0..16 {
@@ -254,7 +313,10 @@ pub fn dequantize_q5_1(blocks: &[u8], out: &mut [f32]) {
 }
 
 pub fn dequantize_q8_0(blocks: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks.chunks_exact(34).zip(out.chunks_exact_mut(QK)) {
+    for (b, y) in blocks
+        .chunks_exact(Q8_0.bytes)
+        .zip(out.chunks_exact_mut(QK))
+    {
         let d = f16_value(b[0], b[1]);
         for j in 0..QK {
             y[j] = (b[2 + j] as i8) as f32 * d;

@@ -1,5 +1,5 @@
-//! The 256-element super-block types (Q2_K .. Q6_K, and Q8_K for dequantization), and the
-//! scale-search helpers they share with the legacy types' importance-matrix paths.
+//! The 256-element super-block types (Q2_K .. Q6_K, and Q8_K for dequantization): one
+//! [`Kernel`] row each, with the block's layout, and the kernels.
 //!
 //! Written from ggml-quants.c (llama.cpp 0c1e57098): `quantize_row_qN_K_ref` when there is no
 //! importance matrix (llama-quantize calls exactly these then) and `quantize_row_qN_K_impl`
@@ -10,326 +10,70 @@
 // checked against the C line by line.
 #![allow(clippy::needless_range_loop)]
 
-use super::{f16_bits, f16_value};
+use super::search::{
+    importance, make_q3_quants, make_qkx_quants, make_qp_quants, make_qx_quants, nearest_int,
+    sum_squares, GROUP_MAX_EPS,
+};
+use super::{f16_bits, f16_value, Kernel};
+use crate::gguf::GgmlType;
 
+/// Elements per super-block.
 pub const QK_K: usize = 256;
-const GROUP_MAX_EPS: f32 = 1e-15;
 
-/// Round to nearest (ties to even) by ggml's float trick: valid for |f| <= 4194303.
-#[inline]
-pub fn nearest_int(f: f32) -> i32 {
-    let val = f + 12582912.0;
-    ((val.to_bits() & 0x007f_ffff) as i32) - 0x0040_0000
-}
+/// `scales[16]` (low nibble scale, high nibble min), `qs[64]`, d (f16), dmin (f16).
+pub const Q2_K: Kernel = Kernel {
+    ty: GgmlType::Q2_K,
+    block: QK_K,
+    bytes: QK_K / 16 + QK_K / 4 + 2 + 2,
+    quantize: Some(quantize_q2_k),
+    dequantize: dequantize_q2_k,
+};
 
-/// The value of largest magnitude and that magnitude, keeping the first on ties (ggml's
-/// `amax < fabsf(v)`); (0, 0) when empty.
-pub fn signed_absmax(x: &[f32]) -> (f32, f32) {
-    let (mut max, mut amax) = (0.0f32, 0.0f32);
-    for &v in x {
-        let ax = v.abs();
-        if ax > amax {
-            amax = ax;
-            max = v;
-        }
-    }
-    (max, amax)
-}
+/// `hmask[32]`, `qs[64]`, `scales[12]`, d (f16).
+pub const Q3_K: Kernel = Kernel {
+    ty: GgmlType::Q3_K,
+    block: QK_K,
+    bytes: QK_K / 8 + QK_K / 4 + 12 + 2,
+    quantize: Some(quantize_q3_k),
+    dequantize: dequantize_q3_k,
+};
 
-/// The sum of squares, added in order as ggml does.
-pub fn sum_squares(x: &[f32]) -> f32 {
-    let mut sum = 0.0f32;
-    for &v in x {
-        sum += v * v;
-    }
-    sum
-}
+/// d (f16), dmin (f16), `scales[12]`, `qs[128]`.
+pub const Q4_K: Kernel = Kernel {
+    ty: GgmlType::Q4_K,
+    block: QK_K,
+    bytes: 2 + 2 + 12 + QK_K / 2,
+    quantize: Some(quantize_q4_k),
+    dequantize: dequantize_q4_k,
+};
 
-/// ggml's importance weights of a (sub-)block, `qw[i] * sqrt(sigma2 + x[i]^2)`, into `out`;
-/// returns their sum (added in order), which the k-quants use to weight the sub-block scales.
-pub fn importance(x: &[f32], qw: &[f32], sigma2: f32, out: &mut [f32]) -> f32 {
-    let mut sum = 0.0f32;
-    for i in 0..x.len() {
-        out[i] = qw[i] * (sigma2 + x[i] * x[i]).sqrt();
-        sum += out[i];
-    }
-    sum
-}
+/// d (f16), dmin (f16), `scales[12]`, `qh[32]`, `qs[128]`.
+pub const Q5_K: Kernel = Kernel {
+    ty: GgmlType::Q5_K,
+    block: QK_K,
+    bytes: 2 + 2 + 12 + QK_K / 8 + QK_K / 2,
+    quantize: Some(quantize_q5_k),
+    dequantize: dequantize_q5_k,
+};
 
-/// ggml's `make_qx_quants` with `rmse_type == 1` (the only mode the ported paths use): a
-/// symmetric scale for `nmax` levels each side, searched over 18 nearby scales for the least
-/// weighted squared error. `l` receives levels offset by `nmax`. Weights are `qw`, or `x*x`.
-pub fn make_qx_quants(n: usize, nmax: i32, x: &[f32], l: &mut [i8], qw: Option<&[f32]>) -> f32 {
-    let (max, amax) = signed_absmax(&x[..n]);
-    if amax < GROUP_MAX_EPS {
-        l[..n].fill(0);
-        return 0.0;
-    }
-    let w_at = |i: usize| match qw {
-        Some(q) => q[i],
-        None => x[i] * x[i],
-    };
-    let mut iscale = -(nmax as f32) / max;
-    let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
-    for i in 0..n {
-        let li = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
-        l[i] = (li + nmax) as i8;
-        let w = w_at(i);
-        let lf = li as f32;
-        sumlx += w * x[i] * lf;
-        suml2 += w * lf * lf;
-    }
-    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
-    let mut best = scale * sumlx;
-    for is in -9..=9 {
-        if is == 0 {
-            continue;
-        }
-        iscale = -(nmax as f32 + 0.1 * is as f32) / max;
-        sumlx = 0.0;
-        suml2 = 0.0;
-        for i in 0..n {
-            let li = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
-            let w = w_at(i);
-            let lf = li as f32;
-            sumlx += w * x[i] * lf;
-            suml2 += w * lf * lf;
-        }
-        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
-            for i in 0..n {
-                let li = nearest_int(iscale * x[i]);
-                l[i] = (nmax + li.clamp(-nmax, nmax - 1)) as i8;
-            }
-            scale = sumlx / suml2;
-            best = scale * sumlx;
-        }
-    }
-    scale
-}
+/// `ql[128]`, `qh[64]`, `scales[16]` (i8), d (f16).
+pub const Q6_K: Kernel = Kernel {
+    ty: GgmlType::Q6_K,
+    block: QK_K,
+    bytes: QK_K / 2 + QK_K / 4 + QK_K / 16 + 2,
+    quantize: Some(quantize_q6_k),
+    dequantize: dequantize_q6_k,
+};
 
-/// ggml's `make_q3_quants` with `do_rmse`: symmetric levels refined one element at a time.
-fn make_q3_quants(n: usize, nmax: i32, x: &[f32], l: &mut [i8]) -> f32 {
-    let (max, amax) = signed_absmax(&x[..n]);
-    if amax < GROUP_MAX_EPS {
-        l[..n].fill(0);
-        return 0.0;
-    }
-    let iscale = -(nmax as f32) / max;
-    let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
-    for i in 0..n {
-        let li = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
-        l[i] = li as i8;
-        let w = x[i] * x[i];
-        sumlx += w * x[i] * li as f32;
-        suml2 += w * li as f32 * li as f32;
-    }
-    for _ in 0..5 {
-        let mut n_changed = 0;
-        for i in 0..n {
-            let w = x[i] * x[i];
-            let li = l[i] as f32;
-            let mut slx = sumlx - w * x[i] * li;
-            if slx > 0.0 {
-                let mut sl2 = suml2 - w * li * li;
-                let new_l = nearest_int(x[i] * sl2 / slx).clamp(-nmax, nmax - 1);
-                if new_l != l[i] as i32 {
-                    let nl = new_l as f32;
-                    slx += w * x[i] * nl;
-                    sl2 += w * nl * nl;
-                    if sl2 > 0.0 && slx * slx * suml2 > sumlx * sumlx * sl2 {
-                        l[i] = new_l as i8;
-                        sumlx = slx;
-                        suml2 = sl2;
-                        n_changed += 1;
-                    }
-                }
-            }
-        }
-        if n_changed == 0 {
-            break;
-        }
-    }
-    for v in &mut l[..n] {
-        *v += nmax as i8;
-    }
-    if suml2 > 0.0 {
-        sumlx / suml2
-    } else {
-        0.0
-    }
-}
-
-/// ggml's `make_qkx2_quants` and `make_qkx3_quants` (with weights given, as every caller
-/// passes them): an asymmetric scale and min for levels 0..=nmax, searched over `nstep + 1`
-/// candidate scales by weighted least squares. Returns the scale; `the_min` receives minus the
-/// offset. The two ggml functions differ only in the flat-block test (`max == min` against
-/// `max <= min`), which agree: after the scan `min <= max`, or both are false on a NaN.
-#[allow(clippy::too_many_arguments)]
-pub fn make_qkx_quants(
-    n: usize,
-    nmax: i32,
-    x: &[f32],
-    weights: &[f32],
-    l: &mut [u8],
-    the_min: &mut f32,
-    laux: &mut [u8],
-    rmin: f32,
-    rdelta: f32,
-    nstep: i32,
-    use_mad: bool,
-) -> f32 {
-    let (mut min, mut max) = (x[0], x[0]);
-    let mut sum_w = weights[0];
-    let mut sum_x = sum_w * x[0];
-    for i in 1..n {
-        if x[i] < min {
-            min = x[i];
-        }
-        if x[i] > max {
-            max = x[i];
-        }
-        let w = weights[i];
-        sum_w += w;
-        sum_x += w * x[i];
-    }
-    if min > 0.0 {
-        min = 0.0;
-    }
-    if max == min {
-        l[..n].fill(0);
-        *the_min = -min;
-        return 0.0;
-    }
-    let mut iscale = nmax as f32 / (max - min);
-    let mut scale = 1.0 / iscale;
-    let mut best_error = 0.0f32;
-    for i in 0..n {
-        let li = nearest_int(iscale * (x[i] - min));
-        l[i] = li.clamp(0, nmax) as u8;
-        let mut diff = scale * l[i] as f32 + min - x[i];
-        diff = if use_mad { diff.abs() } else { diff * diff };
-        best_error += weights[i] * diff;
-    }
-    if nstep < 1 {
-        *the_min = -min;
-        return scale;
-    }
-    for is in 0..=nstep {
-        iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
-        let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
-        for i in 0..n {
-            let li = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-            laux[i] = li as u8;
-            let w = weights[i];
-            let lf = li as f32;
-            sum_l += w * lf;
-            sum_l2 += w * lf * lf;
-            sum_xl += w * lf * x[i];
-        }
-        let d = sum_w * sum_l2 - sum_l * sum_l;
-        if d > 0.0 {
-            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / d;
-            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / d;
-            if this_min > 0.0 {
-                this_min = 0.0;
-                this_scale = sum_xl / sum_l2;
-            }
-            let mut cur_error = 0.0f32;
-            for i in 0..n {
-                let mut diff = this_scale * laux[i] as f32 + this_min - x[i];
-                diff = if use_mad { diff.abs() } else { diff * diff };
-                cur_error += weights[i] * diff;
-            }
-            if cur_error < best_error {
-                l[..n].copy_from_slice(&laux[..n]);
-                best_error = cur_error;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
-    }
-    *the_min = -min;
-    scale
-}
-
-/// ggml's `make_qp_quants`: quantizes non-negative values (sub-block scales or mins) to
-/// 0..=nmax with a weighted search, used by the importance-matrix paths.
-fn make_qp_quants(n: usize, nmax: i32, x: &[f32], l: &mut [u8], qw: &[f32]) -> f32 {
-    let mut max = 0.0f32;
-    for &v in &x[..n] {
-        max = if max > v { max } else { v };
-    }
-    if max < GROUP_MAX_EPS {
-        l[..n].fill(0);
-        return 0.0;
-    }
-    let mut iscale = nmax as f32 / max;
-    for i in 0..n {
-        l[i] = nearest_int(iscale * x[i]) as u8;
-    }
-    let scale = 1.0 / iscale;
-    let mut best_mse = 0.0f32;
-    for i in 0..n {
-        let diff = x[i] - scale * l[i] as f32;
-        best_mse += qw[i] * diff * diff;
-    }
-    for is in -4..=4 {
-        if is == 0 {
-            continue;
-        }
-        let iscale_is = (0.1 * is as f32 + nmax as f32) / max;
-        let scale_is = 1.0 / iscale_is;
-        let mut mse = 0.0f32;
-        for i in 0..n {
-            let li = nearest_int(iscale_is * x[i]).min(nmax);
-            let diff = x[i] - scale_is * li as f32;
-            mse += qw[i] * diff * diff;
-        }
-        if mse < best_mse {
-            best_mse = mse;
-            iscale = iscale_is;
-        }
-    }
-    let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
-    for i in 0..n {
-        let li = nearest_int(iscale * x[i]).min(nmax);
-        l[i] = li as u8;
-        let w = qw[i];
-        sumlx += w * x[i] * li as f32;
-        suml2 += w * li as f32 * li as f32;
-    }
-    for _ in 0..5 {
-        let mut n_changed = 0;
-        for i in 0..n {
-            let w = qw[i];
-            let li = l[i] as f32;
-            let mut slx = sumlx - w * x[i] * li;
-            let mut sl2 = suml2 - w * li * li;
-            if slx > 0.0 && sl2 > 0.0 {
-                let new_l = nearest_int(x[i] * sl2 / slx).min(nmax);
-                if new_l != l[i] as i32 {
-                    let nl = new_l as f32;
-                    slx += w * x[i] * nl;
-                    sl2 += w * nl * nl;
-                    if slx * slx * suml2 > sumlx * sumlx * sl2 {
-                        l[i] = new_l as u8;
-                        sumlx = slx;
-                        suml2 = sl2;
-                        n_changed += 1;
-                    }
-                }
-            }
-        }
-        if n_changed == 0 {
-            break;
-        }
-    }
-    if suml2 > 0.0 {
-        sumlx / suml2
-    } else {
-        0.0
-    }
-}
+/// d (f32), `qs[256]` (i8), `bsums[16]` (i16). ggml quantizes to it only as the other operand of a
+/// dot product, so there is no quantizer here.
+pub const Q8_K: Kernel = Kernel {
+    ty: GgmlType::Q8_K,
+    block: QK_K,
+    bytes: 4 + QK_K + QK_K / 16 * 2,
+    quantize: None,
+    dequantize: dequantize_q8_k,
+};
 
 /// The 6-bit scale and min of sub-block `j` from the 12 packed scale bytes of Q4_K/Q5_K.
 #[inline]
@@ -379,7 +123,6 @@ fn pack_2bit(l: &[u8], qs: &mut [u8]) {
 }
 
 // ---------------------------------------------------------------- Q2_K
-// Layout: scales[16] (low nibble scale, high nibble min), qs[64], d (f16), dmin (f16).
 
 pub fn quantize_q2_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
     let mut l = [0u8; QK_K];
@@ -389,7 +132,7 @@ pub fn quantize_q2_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
     let mut scales = [0f32; 16];
     for (ib, (x, y)) in row
         .chunks_exact(QK_K)
-        .zip(out.chunks_exact_mut(84))
+        .zip(out.chunks_exact_mut(Q2_K.bytes))
         .enumerate()
     {
         let (sc, rest) = y.split_at_mut(16);
@@ -497,7 +240,10 @@ pub fn quantize_q2_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
 }
 
 pub fn dequantize_q2_k(blocks: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks.chunks_exact(84).zip(out.chunks_exact_mut(QK_K)) {
+    for (b, y) in blocks
+        .chunks_exact(Q2_K.bytes)
+        .zip(out.chunks_exact_mut(QK_K))
+    {
         let sc = &b[0..16];
         let d = f16_value(b[80], b[81]);
         let min = f16_value(b[82], b[83]);
@@ -522,7 +268,6 @@ pub fn dequantize_q2_k(blocks: &[u8], out: &mut [f32]) {
 }
 
 // ---------------------------------------------------------------- Q3_K
-// Layout: hmask[32], qs[64], scales[12], d (f16).
 
 fn pack_scales_q3(ls: &[i32; 16], s: &mut [u8]) {
     s[..12].fill(0);
@@ -580,7 +325,7 @@ pub fn quantize_q3_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
     let mut scales = [0f32; 16];
     for (ib, (x, y)) in row
         .chunks_exact(QK_K)
-        .zip(out.chunks_exact_mut(110))
+        .zip(out.chunks_exact_mut(Q3_K.bytes))
         .enumerate()
     {
         // The 6-bit sub-block scales (offset by 32), or None where ggml leaves them zero.
@@ -626,13 +371,16 @@ pub fn quantize_q3_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
             Some(p) => pack_scales_q3(p, &mut y[96..108]),
             None => y[96..108].fill(0),
         }
-        y[108..110].copy_from_slice(&d_out);
+        y[108..].copy_from_slice(&d_out);
         finish_q3(x, &mut l, y);
     }
 }
 
 pub fn dequantize_q3_k(blocks: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks.chunks_exact(110).zip(out.chunks_exact_mut(QK_K)) {
+    for (b, y) in blocks
+        .chunks_exact(Q3_K.bytes)
+        .zip(out.chunks_exact_mut(QK_K))
+    {
         let hm = &b[0..32];
         let sc = &b[96..108];
         let d_all = f16_value(b[108], b[109]);
@@ -659,8 +407,6 @@ pub fn dequantize_q3_k(blocks: &[u8], out: &mut [f32]) {
 }
 
 // ---------------------------------------------------------------- Q4_K and Q5_K
-// Q4_K layout: d (f16), dmin (f16), scales[12], qs[128].
-// Q5_K layout: d, dmin, scales[12], qh[32], qs[128].
 
 /// The scale/min search shared by Q4_K (nmax 15) and Q5_K (nmax 31); fills `l` with levels.
 fn kx_scales(x: &[f32], qw_block: Option<&[f32]>, nmax: i32, l: &mut [u8; QK_K], head: &mut [u8]) {
@@ -764,12 +510,12 @@ pub fn quantize_q4_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
     let mut l = [0u8; QK_K];
     for (ib, (x, y)) in row
         .chunks_exact(QK_K)
-        .zip(out.chunks_exact_mut(144))
+        .zip(out.chunks_exact_mut(Q4_K.bytes))
         .enumerate()
     {
         let qwb = imatrix.map(|q| &q[QK_K * ib..QK_K * (ib + 1)]);
         kx_scales(x, qwb, 15, &mut l, &mut y[0..16]);
-        let q = &mut y[16..144];
+        let q = &mut y[16..];
         for (n, j) in (0..QK_K).step_by(64).enumerate() {
             for i in 0..32 {
                 q[32 * n + i] = l[j + i] | (l[j + i + 32] << 4);
@@ -782,12 +528,12 @@ pub fn quantize_q5_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
     let mut l = [0u8; QK_K];
     for (ib, (x, y)) in row
         .chunks_exact(QK_K)
-        .zip(out.chunks_exact_mut(176))
+        .zip(out.chunks_exact_mut(Q5_K.bytes))
         .enumerate()
     {
         let qwb = imatrix.map(|q| &q[QK_K * ib..QK_K * (ib + 1)]);
         kx_scales(x, qwb, 31, &mut l, &mut y[0..16]);
-        let (qh, ql) = y[16..176].split_at_mut(32);
+        let (qh, ql) = y[16..].split_at_mut(32);
         qh.fill(0);
         let (mut m1, mut m2) = (1u8, 2u8);
         for (k, n) in (0..QK_K).step_by(64).enumerate() {
@@ -811,7 +557,10 @@ pub fn quantize_q5_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
 }
 
 pub fn dequantize_q4_k(blocks: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks.chunks_exact(144).zip(out.chunks_exact_mut(QK_K)) {
+    for (b, y) in blocks
+        .chunks_exact(Q4_K.bytes)
+        .zip(out.chunks_exact_mut(QK_K))
+    {
         let d = f16_value(b[0], b[1]);
         let min = f16_value(b[2], b[3]);
         let sc = &b[4..16];
@@ -827,7 +576,10 @@ pub fn dequantize_q4_k(blocks: &[u8], out: &mut [f32]) {
 }
 
 pub fn dequantize_q5_k(blocks: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks.chunks_exact(176).zip(out.chunks_exact_mut(QK_K)) {
+    for (b, y) in blocks
+        .chunks_exact(Q5_K.bytes)
+        .zip(out.chunks_exact_mut(QK_K))
+    {
         let d = f16_value(b[0], b[1]);
         let min = f16_value(b[2], b[3]);
         let sc = &b[4..16];
@@ -849,14 +601,13 @@ pub fn dequantize_q5_k(blocks: &[u8], out: &mut [f32]) {
 }
 
 // ---------------------------------------------------------------- Q6_K
-// Layout: ql[128], qh[64], scales[16] (i8), d (f16).
 
 pub fn quantize_q6_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
     let mut l = [0i8; QK_K];
     let mut scales = [0f32; 16];
     for (ib, (x, y)) in row
         .chunks_exact(QK_K)
-        .zip(out.chunks_exact_mut(210))
+        .zip(out.chunks_exact_mut(Q6_K.bytes))
         .enumerate()
     {
         let (mut max_scale, mut max_abs_scale) = (0.0f32, 0.0f32);
@@ -875,7 +626,7 @@ pub fn quantize_q6_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
             continue;
         }
         let iscale = -128.0 / max_scale;
-        y[208..210].copy_from_slice(&f16_bits(1.0 / iscale));
+        y[208..].copy_from_slice(&f16_bits(1.0 / iscale));
         for j in 0..16 {
             y[192 + j] = nearest_int(iscale * scales[j]).min(127) as i8 as u8;
         }
@@ -907,7 +658,10 @@ pub fn quantize_q6_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
 }
 
 pub fn dequantize_q6_k(blocks: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks.chunks_exact(210).zip(out.chunks_exact_mut(QK_K)) {
+    for (b, y) in blocks
+        .chunks_exact(Q6_K.bytes)
+        .zip(out.chunks_exact_mut(QK_K))
+    {
         let d = f16_value(b[208], b[209]);
         for n in 0..2 {
             let ql = &b[64 * n..64 * n + 64];
@@ -930,10 +684,12 @@ pub fn dequantize_q6_k(blocks: &[u8], out: &mut [f32]) {
 }
 
 // ---------------------------------------------------------------- Q8_K
-// Layout: d (f32), qs[256] (i8), bsums[16] (i16).
 
 pub fn dequantize_q8_k(blocks: &[u8], out: &mut [f32]) {
-    for (b, y) in blocks.chunks_exact(292).zip(out.chunks_exact_mut(QK_K)) {
+    for (b, y) in blocks
+        .chunks_exact(Q8_K.bytes)
+        .zip(out.chunks_exact_mut(QK_K))
+    {
         let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         for j in 0..QK_K {
             y[j] = d * (b[4 + j] as i8) as f32;
