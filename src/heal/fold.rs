@@ -70,46 +70,31 @@ impl<'m> Target<'m> {
     }
 }
 
-/// `T` folded into the source weights, in f32.
-pub(super) struct Folded {
-    /// The new `ffn_down`, `d` rows of `ff`.
-    pub down: Vec<f32>,
-    /// The source post-FFN norm weight, where there is one (the norm is refitted later, on the
-    /// requantized output).
-    pub norm: Option<Vec<f32>>,
-}
-
-/// `ffn_down' = T^T ffn_down`, or `(diag(w) T)^T ffn_down` with a post-FFN norm of weight `w`.
+/// `T` folded into the source `ffn_down`, in f32 (`d` rows of `ff`): `T^T ffn_down`, or with a
+/// post-FFN norm of weight `w`, `(diag(w) T)^T ffn_down` (the norm weight is refitted later, on
+/// the requantized output).
 pub(super) fn fold(
     model: &Model,
     target: &Target,
     t: &[f64],
     d: usize,
     ff: usize,
-) -> Result<Folded> {
+) -> Result<Vec<f32>> {
     let mut down = vec![0f32; ff * d];
     let src = target.down;
     crate::quant::dequantize(src.info.ggml_type, model.data(src), &mut down)?;
-    Ok(match target.post_norm {
-        None => Folded {
-            down: fold_left(t, &down, d, ff),
-            norm: None,
-        },
-        Some((pn, _)) => {
-            let mut w = vec![0f32; d];
-            crate::quant::dequantize(pn.info.ggml_type, model.data(pn), &mut w)?;
-            // (diag(w) T)^T D = T^T diag(w) D.
-            let scaled: Vec<f32> = down
-                .chunks(ff)
-                .zip(&w)
-                .flat_map(|(row, &wj)| row.iter().map(move |v| v * wj))
-                .collect();
-            Folded {
-                down: fold_left(t, &scaled, d, ff),
-                norm: Some(w),
-            }
-        }
-    })
+    let Some((pn, _)) = target.post_norm else {
+        return Ok(fold_left(t, &down, d, ff));
+    };
+    let mut w = vec![0f32; d];
+    crate::quant::dequantize(pn.info.ggml_type, model.data(pn), &mut w)?;
+    // (diag(w) T)^T D = T^T diag(w) D.
+    let scaled: Vec<f32> = down
+        .chunks(ff)
+        .zip(&w)
+        .flat_map(|(row, &wj)| row.iter().map(move |v| v * wj))
+        .collect();
+    Ok(fold_left(t, &scaled, d, ff))
 }
 
 /// The new `ffn_down` as it will be written.
@@ -198,21 +183,22 @@ pub(super) struct Outputs {
     pub norm: Option<Vec<f32>>,
 }
 
-/// The FFN output over the captured `ffn_down` inputs with `folded` and with `written`, the new
-/// `ffn_down` as written. With a post-FFN norm its weight is refitted by least squares against
-/// the target over the rows `fit`, on the written output.
+/// The FFN output over the captured `ffn_down` inputs with `folded` (the f32 fold) and with
+/// `written` (the fold as written). With a post-FFN norm (`target.post_norm`) its weight is refitted by
+/// least squares against the target over the rows `fit`, on the written output.
 pub(super) fn outputs(
     sample: &RunSample,
-    folded: &Folded,
-    written: &[f32],
+    target: &Target,
+    folded: &[f32],
+    written: &Requantized,
     fit: &[usize],
     eps: f32,
 ) -> Outputs {
     let (g, ff, d) = (&sample.g, sample.ff, sample.d);
     let n = g.len() / ff;
-    let float = ffn_apply(g, &folded.down, n, ff, d);
-    let written = ffn_apply(g, written, n, ff, d);
-    if folded.norm.is_none() {
+    let float = ffn_apply(g, folded, n, ff, d);
+    let written = ffn_apply(g, &written.written, n, ff, d);
+    if target.post_norm.is_none() {
         return Outputs {
             float,
             written,

@@ -38,6 +38,11 @@
 //! only if, with the weights as they will be written (requantized), it lowers the squared error of
 //! the stream after the run on the held-back tokens; otherwise the run is left unhealed and the
 //! report says so.
+//!
+//! **Layout.** `pass` runs the calibration pass over the forward pass's observer interface and
+//! hands each run's sample to `heal_run`'s sequence: `fit` chooses the rows (outliers) and
+//! solves for `T`; `fold` writes `T` into the weights, refits the norm and requantizes; `report`
+//! holds what is reported; `names` spells the tensor names healing uses.
 
 mod fit;
 mod fold;
@@ -227,15 +232,8 @@ fn heal_run(
     let folded = fold::fold(ctx.model, &target, &t, d, sample.ff)?;
     let source_type = target.down.info.ggml_type;
     let out_name = &rewrite.tensors[fold::rewrite_index(rewrite, &target.down_name)?].name;
-    let requantized = fold::requantize(
-        &folded.down,
-        source_type,
-        out_name,
-        options,
-        sample,
-        &anchored,
-    )?;
-    let out = fold::outputs(sample, &folded, &requantized.written, &rows.fit, ctx.eps);
+    let requantized = fold::requantize(&folded, source_type, out_name, options, sample, &anchored)?;
+    let out = fold::outputs(sample, &target, &folded, &requantized, &rows.fit, ctx.eps);
     measure(&mut rep, sample, &rows, &out);
     let mut notes = Vec::new();
     if requantized.fallback {
