@@ -141,18 +141,12 @@ pub fn ridge_solve(a: &[f64], b: &[f64], n: usize, d: usize, ridge: f64) -> Resu
     };
     let at = Tensor::from_slice(a, (n, d), &Device::Cpu).map_err(c)?;
     let bt = Tensor::from_slice(b, (n, d), &Device::Cpu).map_err(c)?;
-    let ata: Vec<f64> = at
-        .t()
-        .and_then(|t| t.matmul(&at))
-        .and_then(|t| t.flatten_all())
-        .and_then(|t| t.to_vec1())
-        .map_err(c)?;
-    let atb: Vec<f64> = at
-        .t()
-        .and_then(|t| t.matmul(&bt))
-        .and_then(|t| t.flatten_all())
-        .and_then(|t| t.to_vec1())
-        .map_err(c)?;
+    // A^T M, d x d row-major.
+    let at_times = |m: &Tensor| -> candle_core::Result<Vec<f64>> {
+        at.t()?.matmul(m)?.flatten_all()?.to_vec1()
+    };
+    let ata = at_times(&at).map_err(c)?;
+    let atb = at_times(&bt).map_err(c)?;
     let trace: f64 = (0..d).map(|i| ata[i * d + i]).sum();
     let alpha = ridge * trace / d as f64;
     let mut g = ata;
