@@ -6,7 +6,7 @@ use crate::forward::ops;
 use crate::gguf::{GgmlType, Model, ModelTensor, TensorData};
 use crate::prune::Rewrite;
 
-use super::names::{self, FFN_DOWN, POST_FFN_NORM};
+use crate::arch::names::{self, FFN_DOWN, POST_FFN_NORM};
 use super::pass::RunSample;
 use super::report::TensorChange;
 use super::HealOptions;
@@ -36,13 +36,13 @@ impl<'m> Target<'m> {
         d: usize,
         post_norm: bool,
     ) -> Result<Found<'m>> {
-        let down_name = names::weight(il, FFN_DOWN);
+        let down_name = names::block_weight(il, FFN_DOWN);
         let down = model
             .tensor(&down_name)
             .ok_or_else(|| Error::MissingTensor {
                 name: down_name.clone(),
             })?;
-        if model.tensor(&names::bias(il, FFN_DOWN)).is_some() {
+        if model.tensor(&names::block_bias(il, FFN_DOWN)).is_some() {
             return Ok(Found::NotFoldable(format!(
                 "{FFN_DOWN} has a bias; folding it is not implemented"
             )));
@@ -54,7 +54,7 @@ impl<'m> Target<'m> {
             )));
         }
         let post_norm = if post_norm {
-            let name = names::weight(il, POST_FFN_NORM);
+            let name = names::block_weight(il, POST_FFN_NORM);
             let t = model
                 .tensor(&name)
                 .ok_or_else(|| Error::MissingTensor { name: name.clone() })?;

@@ -42,11 +42,10 @@
 //! **Layout.** `pass` runs the calibration pass over the forward pass's observer interface and
 //! hands each run's sample to `heal_run`'s sequence: `fit` chooses the rows (outliers) and
 //! solves for `T`; `fold` writes `T` into the weights, refits the norm and requantizes; `report`
-//! holds what is reported; `names` spells the tensor names healing uses.
+//! holds what is reported. Tensor names come from `arch::names`.
 
 mod fit;
 mod fold;
-mod names;
 mod pass;
 mod report;
 

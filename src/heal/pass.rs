@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::forward::{Batch, BlockObserver, Forward};
 
-use super::names::FFN_DOWN;
+use crate::arch::names::FFN_DOWN;
 use super::report::{HealReport, RunReport};
 
 /// Captures a block's `ffn_down` input and FFN output.
