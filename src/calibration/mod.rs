@@ -67,7 +67,9 @@ pub fn tokenize(model: &Model, text: &str, layout: Layout) -> Result<Tokens> {
     let tok = Tokenizer::from_metadata(model.metadata())?;
     let text = match layout {
         Layout::Calibration { max_tokens } => {
-            let mut end = text.len().min(max_tokens.saturating_mul(MAX_BYTES_PER_TOKEN));
+            let mut end = text
+                .len()
+                .min(max_tokens.saturating_mul(MAX_BYTES_PER_TOKEN));
             while !text.is_char_boundary(end) {
                 end -= 1;
             }
@@ -92,17 +94,24 @@ pub fn bos(model: &Model) -> Result<Option<u32>> {
 /// scoring, healing, importance matrices and evaluation.
 pub fn split(tokens: &Tokens, ctx: usize, layout: Layout) -> Result<Vec<Vec<u32>>> {
     match layout {
-        Layout::Calibration { max_tokens } => calibration_windows(tokens, ctx, max_tokens),
-        Layout::Perplexity { max_chunks } => perplexity_windows(tokens, ctx, max_chunks),
+        Layout::Calibration { max_tokens } => calibration_layout(tokens, ctx, max_tokens),
+        Layout::Perplexity { max_chunks } => perplexity_layout(tokens, ctx, max_chunks),
     }
 }
 
-/// [`tokenize`] then [`split`].
-pub fn windows(model: &Model, text: &str, ctx: usize, layout: Layout) -> Result<Vec<Vec<u32>>> {
-    split(&tokenize(model, text, layout)?, ctx, layout)
+/// The calibration text (`path`, or the built-in text) in calibration windows of `ctx` tokens,
+/// at most `max_tokens` in all: what scoring, healing and importance matrices run on.
+pub fn calibration_windows(
+    model: &Model,
+    path: Option<&Path>,
+    ctx: usize,
+    max_tokens: usize,
+) -> Result<Vec<Vec<u32>>> {
+    let layout = Layout::Calibration { max_tokens };
+    split(&tokenize(model, &text(path)?, layout)?, ctx, layout)
 }
 
-fn calibration_windows(tokens: &Tokens, ctx: usize, max_tokens: usize) -> Result<Vec<Vec<u32>>> {
+fn calibration_layout(tokens: &Tokens, ctx: usize, max_tokens: usize) -> Result<Vec<Vec<u32>>> {
     if ctx < 2 {
         return Err(Error::Calibration(format!(
             "windows of {ctx} tokens: a window needs at least 2"
@@ -141,7 +150,7 @@ fn calibration_windows(tokens: &Tokens, ctx: usize, max_tokens: usize) -> Result
     Ok(windows)
 }
 
-fn perplexity_windows(
+fn perplexity_layout(
     tokens: &Tokens,
     n_ctx: usize,
     max_chunks: Option<usize>,

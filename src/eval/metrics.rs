@@ -13,7 +13,7 @@ use super::kl_base::BaseRow;
 
 /// Rows longer than this are split across threads (llama.cpp also spreads its log-softmax over
 /// all cores): a 262144-token row costs milliseconds, comparable to the forward pass per token.
-const PAR_CHUNK: usize = 16384;
+pub(crate) const PAR_CHUNK: usize = 16384;
 
 /// The largest logit and the first position holding it (llama.cpp's top-token rule: a later
 /// equal logit does not replace an earlier one).
@@ -252,7 +252,9 @@ mod tests {
 
     #[test]
     fn both_precisions_agree_closely() {
-        let row: Vec<f32> = (0..70_000).map(|i| ((i * 7919 % 1013) as f32) * 0.01).collect();
+        let row: Vec<f32> = (0..70_000)
+            .map(|i| ((i * 7919 % 1013) as f32) * 0.01)
+            .collect();
         let max = max_and_argmax(&row).0;
         let llama = max as f64 + sum_exp_shifted(&row, max).ln();
         assert!((llama - log_norm_f64(&row)).abs() < 1e-5);

@@ -151,4 +151,3 @@ pub fn score_layers(
         n_tokens: x.n_tokens(),
     })
 }
-

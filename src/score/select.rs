@@ -3,7 +3,7 @@
 //! last quarter of the calibration windows (the candidate sets are built from all of them).
 
 use super::{score_layers, LayerScores, Resume, ScoreOptions};
-use crate::calibration::{self, Layout};
+use crate::calibration;
 use crate::error::{Error, Result};
 use crate::eval::metrics::{log_norm_f64, TopK};
 use crate::forward::{BlockObserver, Forward, ModelLogits, StateCache};
@@ -153,11 +153,12 @@ pub fn select_layers(
             }
         )));
     }
-    let text = calibration::text(options.calib.as_deref())?;
-    let layout = Layout::Calibration {
-        max_tokens: options.max_tokens,
-    };
-    let windows = calibration::windows(model, &text, options.ctx, layout)?;
+    let windows = calibration::calibration_windows(
+        model,
+        options.calib.as_deref(),
+        options.ctx,
+        options.max_tokens,
+    )?;
     let n_tokens: usize = windows.iter().map(Vec::len).sum();
     if n_tokens < options.min_tokens {
         return Err(Error::ShortCalibration {
