@@ -193,7 +193,45 @@ fn perplexity_layout(
 
 #[cfg(test)]
 mod tests {
-    use super::DEFAULT_TEXT;
+    use super::{split, Layout, Tokens, DEFAULT_TEXT};
+
+    fn calibration(
+        ids: std::ops::Range<u32>,
+        bos: Option<u32>,
+        ctx: usize,
+        max: usize,
+    ) -> Vec<Vec<u32>> {
+        let tokens = Tokens {
+            ids: ids.collect(),
+            bos,
+        };
+        split(&tokens, ctx, Layout::Calibration { max_tokens: max }).unwrap()
+    }
+
+    #[test]
+    fn calibration_windows_get_bos_a_budget_and_no_short_tail() {
+        // BOS then ctx - 1 text tokens; the tail of 3 tokens is under half a window: dropped.
+        let w = calibration(100..119, Some(1), 9, 1000);
+        assert_eq!(
+            w,
+            [
+                [1, 100, 101, 102, 103, 104, 105, 106, 107],
+                [1, 108, 109, 110, 111, 112, 113, 114, 115],
+            ]
+        );
+        // A tail of at least half a window is kept; without BOS windows hold ctx text tokens.
+        let w = calibration(0..13, None, 8, 1000);
+        assert_eq!(w.iter().map(Vec::len).collect::<Vec<_>>(), [8, 5]);
+        // The budget cuts the last window short.
+        let w = calibration(0..100, Some(1), 8, 20);
+        assert_eq!(w.iter().map(Vec::len).collect::<Vec<_>>(), [8, 8, 4]);
+        let tokens = Tokens {
+            ids: vec![5],
+            bos: None,
+        };
+        assert!(split(&tokens, 8, Layout::Calibration { max_tokens: 64 }).is_err());
+        assert!(split(&tokens, 1, Layout::Calibration { max_tokens: 64 }).is_err());
+    }
 
     #[test]
     fn default_text_is_large_and_varied() {
