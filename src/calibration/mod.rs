@@ -4,21 +4,21 @@
 //! [`tokenize`] with the tokenizer's one BOS rule ([`crate::tokenizer::Tokenizer::bos_to_add`]),
 //! and cut by [`split`].
 //!
-//! The built-in text ([`DEFAULT_TEXT`]) is used when no calibration file is given.
-//! Block Influence is an average over the tokens a model is shown, so the text should look like
-//! what language models meet in use, not like one genre. This one (about 40 KB, roughly 10k
-//! tokens with SmolLM2's tokenizer) was written for this project and mixes narrative prose,
-//! expository and technical explanation, news-style reports, step-by-step instructions, source
-//! code with comments in Python, Rust, JavaScript, C, Go, SQL and shell, chat-style exchanges
-//! and a short play scene.
-
-/// The default calibration text (UTF-8, original to this project).
-pub const DEFAULT_TEXT: &str = include_str!("calibration.txt");
+//! The built-in text ([`DEFAULT_TEXT`]) is used when no calibration file is given. Block
+//! Influence is an average over the tokens a model is shown, so the text should look like what
+//! language models meet in use, not like one genre. This one (about 40 KB, roughly 10k tokens
+//! with SmolLM2's tokenizer) was written for this project and mixes narrative prose, expository
+//! and technical explanation, news-style reports, step-by-step instructions, source code with
+//! comments in Python, Rust, JavaScript, C, Go, SQL and shell, chat-style exchanges and a short
+//! play scene.
 
 use crate::error::{Error, Result};
 use crate::gguf::Model;
 use crate::tokenizer::Tokenizer;
 use std::path::Path;
+
+/// The default calibration text (UTF-8, original to this project).
+pub const DEFAULT_TEXT: &str = include_str!("calibration.txt");
 
 /// The calibration text: a file's contents (a regular file of bounded size, see
 /// [`crate::limits`]), or the built-in default.
