@@ -146,17 +146,7 @@ fn reads_llama_perplexity_kl_base_file() {
     let llama_ppl_base = figure(&kl_run, "Mean PPL(base)");
     let llama_top = figure(&kl_run, "Same top p:");
 
-    let meta = Model::open(&model).unwrap();
-    let add_bos = meta
-        .metadata()
-        .get("tokenizer.ggml.add_bos_token")
-        .and_then(|v| v.to_bool())
-        .unwrap();
-    let bos = add_bos.then(|| {
-        meta.metadata()
-            .get_u32("tokenizer.ggml.bos_token_id")
-            .unwrap()
-    });
+    let bos = gguf_prune::calibration::bos(&Model::open(&model).unwrap()).unwrap();
     let mut replay = Replay { base: &base };
     let mut seen = 0;
     let kl = eval::kl_divergence_vs_base(&mut replay, &base, bos, None, CHUNKS, &mut |_| seen += 1)
@@ -182,16 +172,13 @@ fn reads_llama_perplexity_kl_base_file() {
     );
     // Perplexity of the replayed rows is llama.cpp's perplexity of the model, up to the u16
     // quantization of the stored rows (PPL(base) sits below PPL by about 0.5% here).
-    let windows = eval::make_windows(
-        &base.tokens(),
-        &eval::EvalOptions {
-            n_ctx: N_CTX,
-            max_chunks: None,
-            bos,
-            windows_per_call: CHUNKS,
-        },
-    )
-    .unwrap();
+    // The file's tokens are llama-perplexity's, BOS included: cut as it cuts them.
+    let tokens = gguf_prune::calibration::Tokens {
+        ids: base.tokens(),
+        bos,
+    };
+    let layout = gguf_prune::calibration::Layout::Perplexity { max_chunks: None };
+    let windows = gguf_prune::calibration::split(&tokens, N_CTX, layout).unwrap();
     let ppl = eval::perplexity(&mut Replay { base: &base }, &windows, CHUNKS, &mut |_| {}).unwrap();
     assert!(
         (ppl.ppl - llama_ppl).abs() < 0.02 * llama_ppl,

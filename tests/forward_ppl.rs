@@ -3,6 +3,8 @@
 
 mod common;
 
+use gguf_prune::calibration;
+use gguf_prune::eval::metrics;
 use gguf_prune::forward::{LogitsSource, ModelLogits};
 use gguf_prune::gguf::Model;
 use std::path::Path;
@@ -19,35 +21,25 @@ fn llama_tokens(model: &Path) -> Vec<u32> {
 /// first token of each chunk when the model adds one, the second half of each chunk scored.
 fn our_perplexity(model_path: &Path, chunks: usize) -> f64 {
     let model = Model::open(model_path).unwrap();
-    let add_bos = model
-        .metadata()
-        .get("tokenizer.ggml.add_bos_token")
-        .and_then(|v| v.to_bool())
-        .unwrap_or(false);
-    let bos = model
-        .metadata()
-        .get_u32("tokenizer.ggml.bos_token_id")
-        .unwrap();
-    let tokens = llama_tokens(model_path);
-    let windows: Vec<Vec<u32>> = (0..chunks)
-        .map(|c| {
-            let mut w = tokens[c * CTX..(c + 1) * CTX].to_vec();
-            if add_bos {
-                w[0] = bos;
-            }
-            w
-        })
-        .collect();
+    // llama-tokenize's ids (BOS included when the model adds one), cut by the one window
+    // function as llama-perplexity cuts them.
+    let tokens = calibration::Tokens {
+        ids: llama_tokens(model_path),
+        bos: calibration::bos(&model).unwrap(),
+    };
+    let layout = calibration::Layout::Perplexity {
+        max_chunks: Some(chunks),
+    };
+    let windows = calibration::split(&tokens, CTX, layout).unwrap();
+    assert_eq!(windows.len(), chunks);
     let first = CTX / 2;
     let mut source = ModelLogits::new(&model).unwrap();
     let (mut nll, mut count) = (0.0f64, 0usize);
     source
         .logits(&windows, first, &mut |w, p, row| {
             if p + 1 < CTX {
-                let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-                let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
                 let target = windows[w][p + 1] as usize;
-                nll += max + sum.ln() - row[target] as f64;
+                nll += metrics::log_norm_f64(row) - row[target] as f64;
                 count += 1;
             }
             Ok(())

@@ -6,7 +6,7 @@ use common::{f32_tensor, noise};
 
 use gguf_prune::forward::{Forward, LogitsSource, ModelLogits};
 use gguf_prune::gguf::Model;
-use gguf_prune::score::score_layers;
+use gguf_prune::score::{score_layers, ScoreOptions};
 use std::path::Path;
 
 const D: usize = 32;
@@ -90,7 +90,11 @@ fn silent_block_has_zero_influence() {
     tiny_llama(&path, 2);
     let model = Model::open(&path).unwrap();
     let fw = Forward::new(&model).unwrap();
-    let s = score_layers(&fw, &windows(), &[], 2, &mut |_| {}).unwrap();
+    let two = ScoreOptions {
+        max_run: 2,
+        ..Default::default()
+    };
+    let s = score_layers(&fw, &windows(), two, &mut |_| {}).unwrap();
     assert_eq!(s.n_tokens, 72);
     assert!(s.bi[2].abs() < 1e-6, "silent block BI {}", s.bi[2]);
     assert!(
@@ -105,7 +109,11 @@ fn silent_block_has_zero_influence() {
     assert!((s.angular[1][1] - s.angular[0][1]).abs() < 1e-3);
 
     // Skipping the silent block changes nothing downstream.
-    let skipped = score_layers(&fw, &windows(), &[2], 1, &mut |_| {}).unwrap();
+    let skip2 = ScoreOptions {
+        skip: &[2],
+        ..Default::default()
+    };
+    let skipped = score_layers(&fw, &windows(), skip2, &mut |_| {}).unwrap();
     assert!(skipped.bi[2].is_nan());
     for il in [0, 1, 3] {
         assert!(
@@ -167,8 +175,8 @@ fn check_real(path: &Path) -> Vec<f64> {
     let model = Model::open(path).unwrap();
     let fw = Forward::new(&model).unwrap();
     let w = real_windows(path, 2, 256);
-    let a = score_layers(&fw, &w, &[], 1, &mut |_| {}).unwrap();
-    let b = score_layers(&fw, &w, &[], 1, &mut |_| {}).unwrap();
+    let a = score_layers(&fw, &w, ScoreOptions::default(), &mut |_| {}).unwrap();
+    let b = score_layers(&fw, &w, ScoreOptions::default(), &mut |_| {}).unwrap();
     assert_eq!(a.bi, b.bi, "scores are deterministic");
     assert!(a.bi.iter().all(|&v| v > 0.0 && v < 1.5), "{:?}", a.bi);
     let lowest = a.bi.iter().copied().fold(f64::INFINITY, f64::min);

@@ -348,6 +348,107 @@ fn pre_tokenizer_types_match_llama_tokenize() {
     }
 }
 
+// === The BOS rule ===
+
+/// Vocabulary-only GGUFs without `tokenizer.ggml.add_bos_token`, so that each tokenizer type's
+/// own default decides: gemma3's SentencePiece vocabulary (llama.cpp adds BOS), SmolLM2's BPE
+/// vocabulary with its "smollm" pre-tokenizer (no BOS) and with "llama-bpe" (BOS).
+fn keyless_vocabularies(dir: &Path) -> Vec<(&'static str, std::path::PathBuf)> {
+    let cases = [
+        ("SentencePiece", common::gemma3(), None),
+        ("BPE smollm", common::smollm2(), None),
+        ("BPE llama-bpe", common::smollm2(), Some("llama-bpe")),
+    ];
+    cases
+        .into_iter()
+        .enumerate()
+        .map(|(i, (label, source, pre))| {
+            let mut md = Model::open(&source).unwrap().metadata().clone();
+            assert!(md.remove("tokenizer.ggml.add_bos_token").is_some());
+            if let Some(pre) = pre {
+                md.set("tokenizer.ggml.pre", text(pre));
+            }
+            let path = dir.join(format!("keyless-{i}.gguf"));
+            common::write_gguf(&path, 3, &md, Vec::new());
+            (label, path)
+        })
+        .collect()
+}
+
+/// Checks `rule` (the BOS a model's windows start with) against llama-tokenize on every
+/// key-less vocabulary: llama.cpp adds BOS when its ids with specials are one longer than
+/// without. For the project's rule also checks that both window layouts start with it.
+fn check_bos_rule(rule: &dyn Fn(&Model) -> Option<u32>, windows_too: bool) {
+    use gguf_prune::calibration::{self, Layout};
+    let dir = common::workdir();
+    let sample = "Hello world. It's a test, with digits 12345 and more words to fill the windows.";
+    for (label, path) in keyless_vocabularies(dir.path()) {
+        let with = llama_ids(&path, sample, true, false);
+        let without = llama_ids(&path, sample, false, false);
+        let llama_bos = (with.len() == without.len() + 1).then(|| with[0]);
+        assert_eq!(with[with.len() - without.len()..], without[..], "{label}");
+        let model = Model::open(&path).unwrap();
+        assert_eq!(
+            rule(&model),
+            llama_bos,
+            "{label}: BOS differs from llama-tokenize's"
+        );
+        if windows_too {
+            let text = sample.repeat(20);
+            let windows = |layout| {
+                let tokens = calibration::tokenize(&model, &text, layout).unwrap();
+                calibration::split(&tokens, 8, layout).unwrap()
+            };
+            let scoring = windows(Layout::Calibration { max_tokens: 64 });
+            let eval = windows(Layout::Perplexity { max_chunks: None });
+            for (layout, ws) in [("calibration", &scoring), ("perplexity", &eval)] {
+                // The first window starts with BOS, or else with the text's first token.
+                assert_eq!(
+                    ws[0][0],
+                    llama_bos.unwrap_or(without[0]),
+                    "{label}, {layout}"
+                );
+                if let Some(bos) = llama_bos {
+                    assert!(ws.iter().all(|w| w[0] == bos), "{label}, {layout}");
+                }
+            }
+        }
+    }
+}
+
+/// The project's one BOS rule ([`Tokenizer::bos_to_add`]), which every window uses, agrees with
+/// llama-tokenize for both tokenizer types when the model leaves the key out.
+#[test]
+fn bos_rule_follows_llama_tokenize_without_the_key() {
+    check_bos_rule(
+        &|m| {
+            Tokenizer::from_metadata(m.metadata())
+                .unwrap()
+                .bos_to_add()
+                .unwrap()
+        },
+        true,
+    );
+}
+
+/// Control: the rule scoring had before (a missing key means no BOS) must be caught by the same
+/// check, on the SentencePiece vocabulary.
+#[test]
+#[should_panic(expected = "SentencePiece: BOS differs from llama-tokenize's")]
+fn control_key_only_bos_rule_is_caught() {
+    check_bos_rule(
+        &|m| {
+            let md = m.metadata();
+            md.get("tokenizer.ggml.add_bos_token")
+                .and_then(|v| v.to_bool())
+                .unwrap_or(false)
+                .then(|| md.get_u32("tokenizer.ggml.bos_token_id").ok())
+                .flatten()
+        },
+        false,
+    );
+}
+
 // === Malformed vocabularies: clean errors, never panics ===
 
 fn strings(items: &[&str]) -> Value {

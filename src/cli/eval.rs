@@ -3,9 +3,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use gguf_prune::eval::{
-    self, ChunkDone, EvalOptions, KlBase, KlDivergence, LogitsSource, Perplexity,
-};
+use gguf_prune::calibration::{self, Layout};
+use gguf_prune::eval::{self, ChunkDone, KlBase, KlDivergence, LogitsSource, Perplexity};
 use gguf_prune::gguf::Model;
 use gguf_prune::output::{OutputRule, Pending};
 
@@ -101,7 +100,6 @@ fn evaluate(args: EvalArgs, line_open: &std::cell::Cell<bool>) -> anyhow::Result
         Some(path) => Some(gguf_prune::limits::read_text(path).context("--text")?),
         None => None,
     };
-    let bos = bos_token(&model)?;
     let mut progress = |d: &ChunkDone| {
         match d.kld {
             None => eprint!("[{}]{:.4},", d.chunk, d.ppl),
@@ -116,6 +114,7 @@ fn evaluate(args: EvalArgs, line_open: &std::cell::Cell<bool>) -> anyhow::Result
     let per_pass = args.chunks_per_pass.max(1);
 
     if let Some(base) = base {
+        let bos = calibration::bos(&model)?;
         eprintln!(
             "eval: {}: {} chunks of {} tokens, n_vocab {}",
             base.path().display(),
@@ -138,24 +137,21 @@ fn evaluate(args: EvalArgs, line_open: &std::cell::Cell<bool>) -> anyhow::Result
     let text = text.expect("clap requires --text without --kl-base");
     // llama.cpp's `-f` drops one trailing newline and processes escapes; so do we, for the same ids.
     let text = gguf_prune::tokenizer::prompt_from_file(&text);
-    let tokens = tokenize(&model, &text)?;
-    let opts = EvalOptions {
-        n_ctx: args.ctx_size,
+    let layout = Layout::Perplexity {
         max_chunks: args.chunks,
-        bos,
-        windows_per_call: per_pass,
     };
-    let windows =
-        eval::make_windows(&tokens, &opts).with_context(|| format!("{}", args.model.display()))?;
+    let tokens = calibration::tokenize(&model, &text, layout)?;
+    let windows = calibration::split(&tokens, args.ctx_size, layout)
+        .with_context(|| format!("{}", args.model.display()))?;
     // Opened (and the model validated) before anything is printed: a model the forward pass
     // cannot run is a one-line error.
     let mut source = open_logits_source(&model)?;
     eprintln!(
         "eval: {} tokens, {} chunks of {}, scoring {} tokens per chunk",
-        tokens.len(),
+        tokens.ids.len(),
         windows.len(),
-        opts.n_ctx,
-        eval::kl_base::rows_per_window(opts.n_ctx)
+        args.ctx_size,
+        eval::kl_base::rows_per_window(args.ctx_size)
     );
     match &args.reference {
         None => {
@@ -165,7 +161,7 @@ fn evaluate(args: EvalArgs, line_open: &std::cell::Cell<bool>) -> anyhow::Result
                     path,
                     &rule,
                     &mut *source,
-                    &tokens,
+                    &tokens.ids,
                     &windows,
                     per_pass,
                     &mut progress,
@@ -344,23 +340,6 @@ fn per_chunk_line(values: &[f64]) -> String {
         .enumerate()
         .map(|(i, v)| format!("[{}]{:.4},", i + 1, v))
         .collect()
-}
-
-// --- Integration points: filled in when the tokenizer and forward branches are merged. ---
-
-/// The token ids of `text` as llama.cpp's `common_tokenize(ctx, text, add_special = true)` makes
-/// them (BOS added when the model adds it; special-token text not parsed).
-fn tokenize(model: &Model, text: &str) -> anyhow::Result<Vec<u32>> {
-    let tok = gguf_prune::tokenizer::Tokenizer::from_metadata(model.metadata())?;
-    Ok(tok.encode(text, true)?)
-}
-
-/// The BOS id that replaces the first token of every chunk, or `None` when the model adds no BOS.
-/// Read from `tokenizer.ggml.add_bos_token` / `bos_token_id`; when the flag is absent llama.cpp
-/// derives it from the tokenizer type, which is the tokenizer module's job.
-fn bos_token(model: &Model) -> anyhow::Result<Option<u32>> {
-    let tok = gguf_prune::tokenizer::Tokenizer::from_metadata(model.metadata())?;
-    Ok(if tok.add_bos() { tok.bos_id() } else { None })
 }
 
 /// The model side: the forward pass over `model`, producing full-vocabulary logits.

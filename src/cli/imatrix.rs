@@ -6,7 +6,7 @@ use anyhow::Context;
 use gguf_prune::gguf::Model;
 use gguf_prune::quant::collect::ImatrixCollector;
 use gguf_prune::score::select::{DEFAULT_CTX, DEFAULT_MAX_TOKENS};
-use gguf_prune::score::{select_layers_observed, SelectOptions};
+use gguf_prune::score::{select_layers, SelectOptions};
 
 use super::progress::StageProgress;
 
@@ -55,17 +55,18 @@ pub fn run(args: ImatrixArgs) -> anyhow::Result<()> {
     }
     let rule = super::output_rule(args.force, &[&model], &[args.calib.as_ref()]);
     gguf_prune::output::check(&args.output, &rule)?;
-    let options = SelectOptions {
+    let mut collector = ImatrixCollector::new();
+    let mut options = SelectOptions {
         remove: 0,
         calib: args.calib.clone(),
         ctx: args.ctx,
         max_tokens: args.max_tokens,
         min_tokens: args.ctx,
+        observer: Some(&mut collector),
         ..Default::default()
     };
-    let mut collector = ImatrixCollector::new();
     let bar = StageProgress::new(true);
-    let sel = select_layers_observed(&model, &options, &mut collector, &mut |_, done, total| {
+    let sel = select_layers(&model, &mut options, &mut |_, done, total| {
         bar.update("importance matrix", done, total)
     })
     .with_context(|| format!("running {} over the calibration text", args.model.display()))?;

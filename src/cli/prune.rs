@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use gguf_prune::forward::{BlockObserver, NoObserver};
 use gguf_prune::gguf::{Model, WriteOptions};
 use gguf_prune::heal::{heal_rewrite, HealReport};
 use gguf_prune::output::{self, OutputRule};
@@ -15,7 +14,7 @@ use gguf_prune::quant::{planned_types, FileType, ImatrixData, QuantizeParams, Qu
 
 use super::progress::{ByteProgress, StageProgress};
 use super::select::SelectArgs;
-use gguf_prune::score::{select_layers_observed, Selection};
+use gguf_prune::score::{select_layers, SelectOptions, Selection};
 
 #[derive(Debug, clap::Args)]
 pub struct PruneArgs {
@@ -182,7 +181,8 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
             if collect {
                 // No scoring needed: a pass over the calibration text for the importance matrix.
                 let bar = StageProgress::new(!args.json);
-                select_layers_observed(&model, &args.select.options(0), &mut collector, &mut |_, done, total| {
+                let mut options = SelectOptions { observer: Some(&mut collector), ..args.select.options(0) };
+                select_layers(&model, &mut options, &mut |_, done, total| {
                     bar.update("importance matrix", done, total)
                 })
                 .with_context(|| format!("collecting an importance matrix on {}", input.display()))?;
@@ -190,10 +190,10 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
             }
             removed
         }
-        (None, Some(options)) => {
+        (None, Some(mut options)) => {
             let bar = StageProgress::new(!args.json);
-            let obs: &mut dyn BlockObserver = if collect { &mut collector } else { &mut NoObserver };
-            let sel = select_layers_observed(&model, &options, obs, &mut |stage, done, total| bar.update(stage, done, total))
+            options.observer = if collect { Some(&mut collector) } else { None };
+            let sel = select_layers(&model, &mut options, &mut |stage, done, total| bar.update(stage, done, total))
                 .with_context(|| format!("choosing {} layers to remove from {}", options.remove, input.display()))?;
             bar.finish();
             let removed = sel.removed.clone();

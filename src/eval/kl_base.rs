@@ -75,7 +75,7 @@ pub fn encode_row(logits: &[f32], target: usize, out: &mut [u8]) -> f64 {
         min = min.min(l);
     }
     let min = min.max(max - LOG_RANGE);
-    let sum_exp: f64 = logits.iter().map(|&l| (l - max).exp() as f64).sum();
+    let sum_exp = super::metrics::sum_exp_shifted_in_order(logits, max);
     let log_sum_exp = sum_exp.ln() as f32;
     let min_log_prob = min - max - log_sum_exp;
     let scale = (max - min) / 65535.0;

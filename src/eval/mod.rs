@@ -2,14 +2,12 @@
 //! from `gguf-prune eval` and from llama.cpp can be put side by side.
 //!
 //! The procedure (llama.cpp `tools/perplexity/perplexity.cpp`, default mode):
-//! - the whole text is tokenized once, with BOS when the model adds one;
-//! - it is cut into `n_chunk = min(--chunks, n_tokens / n_ctx)` non-overlapping windows of `n_ctx`
-//!   tokens (at least `2 n_ctx` tokens are required); each window is evaluated from an empty cache,
-//!   with its first token replaced by BOS when the model adds BOS;
+//! - the windows are llama-perplexity's chunks ([`crate::calibration::Layout::Perplexity`]); each
+//!   window is evaluated from an empty cache;
 //! - only the second half is scored: position `p` in `n_ctx/2 ..= n_ctx-2` predicts token `p+1`,
 //!   `n_ctx - 1 - n_ctx/2` tokens per window;
 //! - per token, `nll = -(logit[t] - max - ln(sum exp(logit - max)))`, the exponentials in f32 and
-//!   their sum in f64; PPL = `exp(mean nll)`, error `PPL * sqrt(var(nll) / (count - 1))`.
+//!   their sum in f64 ([`metrics::row_nll`]); PPL = `exp(mean nll)`, error `PPL * sqrt(var(nll) / (count - 1))`.
 //!
 //! KL divergence compares each row with a reference distribution stored as llama.cpp stores it
 //! ([`kl_base`]: log-probabilities quantized to u16 per row), whether the reference comes from a
@@ -19,135 +17,16 @@
 //! synthetic sources whose results are known in closed form.
 
 pub mod kl_base;
+pub mod metrics;
 
 pub use crate::forward::LogitsSource;
 pub use kl_base::{BaseRow, KlBase};
 
-use rayon::prelude::*;
-
 use crate::error::{Error, Result};
-
-/// How to cut the text and drive the model.
-#[derive(Clone, Debug)]
-pub struct EvalOptions {
-    /// Tokens per window (llama-perplexity `-c`).
-    pub n_ctx: usize,
-    /// At most this many windows (llama-perplexity `--chunks`); `None` = as many as fit.
-    pub max_chunks: Option<usize>,
-    /// The token put at position 0 of every window, when the model adds BOS.
-    pub bos: Option<u32>,
-    /// Windows handed to the source per call. More lets the source batch; fewer gives finer
-    /// progress and bounds memory (the `--ref` path keeps one group's reference rows).
-    pub windows_per_call: usize,
-}
-
-impl EvalOptions {
-    pub fn new(n_ctx: usize) -> EvalOptions {
-        EvalOptions {
-            n_ctx,
-            max_chunks: None,
-            bos: None,
-            windows_per_call: 1,
-        }
-    }
-}
-
-/// Cuts `tokens` into evaluation windows as llama-perplexity does (see the module docs).
-pub fn make_windows(tokens: &[u32], opts: &EvalOptions) -> Result<Vec<Vec<u32>>> {
-    let n_ctx = opts.n_ctx;
-    if kl_base::rows_per_window(n_ctx) == 0 {
-        return Err(Error::ContextSize {
-            n_ctx,
-            why:
-                "the second half of each window must hold at least one scored token (use 4 or more)"
-                    .into(),
-        });
-    }
-    if tokens.len() < n_ctx.saturating_mul(2) {
-        return Err(Error::TooFewTokens {
-            have: tokens.len(),
-            need: n_ctx.saturating_mul(2),
-            n_ctx,
-        });
-    }
-    if opts.max_chunks == Some(0) {
-        return Err(Error::Invalid(
-            "the number of chunks must be at least 1".into(),
-        ));
-    }
-    let fit = tokens.len() / n_ctx;
-    let n_chunk = opts.max_chunks.map_or(fit, |c| c.min(fit));
-    Ok(tokens
-        .chunks_exact(n_ctx)
-        .take(n_chunk)
-        .map(|w| {
-            let mut w = w.to_vec();
-            if let Some(bos) = opts.bos {
-                w[0] = bos;
-            }
-            w
-        })
-        .collect())
-}
-
-/// One scored row's negative log-likelihood of `target`, as llama.cpp's `log_softmax` computes it:
-/// max in f32, `expf` of each shifted logit summed in f64, `(logit[t] - max)` in f32 minus the f64 log.
-pub fn row_nll(logits: &[f32], target: usize) -> f64 {
-    let max = logits.iter().copied().fold(logits[0], f32::max);
-    let sum_exp = sum_exp_shifted(logits, max);
-    -((logits[target] - max) as f64 - sum_exp.ln())
-}
-
-/// Rows longer than this are split across threads (llama.cpp also spreads its log-softmax over
-/// all cores): a 262144-token row costs milliseconds, comparable to the forward pass per token.
-const PAR_CHUNK: usize = 16384;
-
-/// `sum exp(l - max)`, each term in f32 (`expf`), summed in f64. Partial sums are added in a
-/// fixed order, so the result does not depend on the thread count.
-fn sum_exp_shifted(logits: &[f32], max: f32) -> f64 {
-    let part = |c: &[f32]| c.iter().map(|&l| (l - max).exp() as f64).sum::<f64>();
-    if logits.len() < 2 * PAR_CHUNK {
-        return part(logits);
-    }
-    let parts: Vec<f64> = logits.par_chunks(PAR_CHUNK).map(part).collect();
-    parts.iter().sum()
-}
-
-/// Running sums of per-token negative log-likelihoods.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct NllSum {
-    pub sum: f64,
-    pub sum2: f64,
-    pub count: usize,
-}
-
-impl NllSum {
-    pub fn add(&mut self, nll: f64) {
-        self.sum += nll;
-        self.sum2 += nll * nll;
-        self.count += 1;
-    }
-
-    /// `exp(mean nll)`: what llama-perplexity prints after each chunk.
-    pub fn ppl(&self) -> f64 {
-        (self.sum / self.count as f64).exp()
-    }
-
-    /// The final estimate and its error, by llama-perplexity's formula. The error is 0 when the
-    /// variance is not positive (llama.cpp prints an error instead of an estimate then).
-    pub fn estimate(&self) -> (f64, f64) {
-        let n = self.count as f64;
-        let mean = self.sum / n;
-        let ppl = mean.exp();
-        let var = self.sum2 / n - mean * mean;
-        let err = if var > 0.0 && self.count > 1 {
-            (var / (n - 1.0)).sqrt() * ppl
-        } else {
-            0.0
-        };
-        (ppl, err)
-    }
-}
+use metrics::{
+    covariance, kl_vs_base, max_and_argmax, mean_and_uncertainty, percentile, row_nll,
+    sum_exp_shifted, NllSum,
+};
 
 /// Progress after each finished window.
 #[derive(Clone, Copy, Debug)]
@@ -275,7 +154,8 @@ fn checked_logits(
     order.check_done(group.len())
 }
 
-/// Perplexity of `source` over `windows` (from [`make_windows`]), llama-perplexity's way.
+/// Perplexity of `source` over `windows` (llama-perplexity's chunks, from
+/// [`crate::calibration::split`]), llama-perplexity's way.
 /// `progress` is called after each window.
 pub fn perplexity(
     source: &mut dyn LogitsSource,
@@ -384,14 +264,7 @@ impl KlAccumulator {
     /// The arithmetic (f32 where llama.cpp uses float, the -16 cut on reference log-probabilities,
     /// first-maximum ties for the top token) follows llama.cpp's KL `log_softmax`.
     pub fn add(&mut self, logits: &[f32], base: &BaseRow<'_>, target: usize) {
-        let mut max_logit = logits[0];
-        let mut imax = 0;
-        for (i, &l) in logits.iter().enumerate().skip(1) {
-            if l > max_logit {
-                max_logit = l;
-                imax = i;
-            }
-        }
+        let (max_logit, imax) = max_and_argmax(logits);
         let log_sum_exp = sum_exp_shifted(logits, max_logit).ln() as f32;
 
         let nll: f32 = max_logit + log_sum_exp - logits[target];
@@ -403,7 +276,7 @@ impl KlAccumulator {
         self.sum_nll_nll_base += (nll * nll_base) as f64;
 
         let log_norm = max_logit + log_sum_exp;
-        let (kld, _, imax_base) = kl_terms(logits, base, log_norm);
+        let (kld, _, imax_base) = kl_vs_base(logits, base, log_norm);
         self.sum_kld += kld;
         self.sum_kld2 += kld * kld;
         self.count += 1;
@@ -490,84 +363,6 @@ impl KlAccumulator {
             n_tokens: n,
             chunks,
             n_ctx,
-        }
-    }
-}
-
-/// One row's KL sum `sum p_base (ln p_base - ln q)` over reference log-probabilities above -16
-/// (llama.cpp skips the rest), with the reference's top token (first maximum), by chunks across
-/// threads for long rows; chunk results are combined in order, keeping the first maximum.
-fn kl_terms(logits: &[f32], base: &BaseRow<'_>, log_norm: f32) -> (f64, f32, usize) {
-    let part = |start: usize, c: &[f32]| {
-        let mut kld = 0f64;
-        let mut max_base = f32::NEG_INFINITY;
-        let mut imax_base = start;
-        for (k, &l) in c.iter().enumerate() {
-            let lp_base = base.log_prob(start + k);
-            if k == 0 || lp_base > max_base {
-                max_base = lp_base;
-                imax_base = start + k;
-            }
-            if lp_base > -16.0 {
-                kld += (lp_base.exp() * (lp_base - l + log_norm)) as f64;
-            }
-        }
-        (kld, max_base, imax_base)
-    };
-    if logits.len() < 2 * PAR_CHUNK {
-        return part(0, logits);
-    }
-    let parts: Vec<(f64, f32, usize)> = logits
-        .par_chunks(PAR_CHUNK)
-        .enumerate()
-        .map(|(j, c)| part(j * PAR_CHUNK, c))
-        .collect();
-    let mut total = (0f64, f32::NEG_INFINITY, 0usize);
-    for (j, (kld, max_base, imax_base)) in parts.into_iter().enumerate() {
-        total.0 += kld;
-        if j == 0 || max_base > total.1 {
-            total.1 = max_base;
-            total.2 = imax_base;
-        }
-    }
-    total
-}
-
-/// llama.cpp's `mean_and_uncertainty`: the uncertainty is 0 for 10 values or fewer.
-fn mean_and_uncertainty(sum: f64, sum2: f64, count: usize) -> (f64, f64) {
-    if count < 1 {
-        return (0.0, 0.0);
-    }
-    let f = sum / count as f64;
-    let df = sum2 / count as f64 - f * f;
-    let df = if df > 0.0 && count > 10 {
-        (df / (count - 1) as f64).sqrt()
-    } else {
-        0.0
-    };
-    (f, df)
-}
-
-/// llama.cpp's `covariance` of the two means (0 below 10 values).
-fn covariance(sum_a: f64, sum_b: f64, sum_ab: f64, count: usize) -> f64 {
-    if count < 10 {
-        return 0.0;
-    }
-    let n = count as f64;
-    (sum_ab / n - (sum_a / n) * (sum_b / n)) / (n - 1.0)
-}
-
-/// llama.cpp's linear-interpolation percentile over sorted values.
-fn percentile(sorted: &[f32], fraction: f32) -> f32 {
-    match sorted {
-        [] => 0.0,
-        _ if fraction <= 0.0 => sorted[0],
-        _ if fraction >= 1.0 => sorted[sorted.len() - 1],
-        _ => {
-            let p = fraction * (sorted.len() - 1) as f32;
-            let ip = p as usize;
-            let frac = p - ip as f32;
-            (1.0 - frac) * sorted[ip] + frac * sorted[(ip + 1).min(sorted.len() - 1)]
         }
     }
 }

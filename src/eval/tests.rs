@@ -1,5 +1,6 @@
 //! Synthetic sources whose perplexity and divergence are known in closed form.
 
+use super::metrics::{kl_vs_base, sum_exp_shifted, PAR_CHUNK};
 use super::*;
 
 /// Calls `row(window, position)` for every requested row, in the trait's order.
@@ -59,47 +60,52 @@ fn noisy_row(win: &[u32], p: usize, n_vocab: usize) -> Vec<f32> {
         .collect()
 }
 
-fn opts(n_ctx: usize, chunks: Option<usize>, bos: Option<u32>) -> EvalOptions {
-    EvalOptions {
-        n_ctx,
-        max_chunks: chunks,
+/// llama-perplexity's windows of `tokens` (the text's ids as tokenized with the model's
+/// specials), through the calibration module's one window function.
+fn make_windows(
+    tokens: &[u32],
+    n_ctx: usize,
+    max_chunks: Option<usize>,
+    bos: Option<u32>,
+) -> Result<Vec<Vec<u32>>> {
+    let tokens = crate::calibration::Tokens {
+        ids: tokens.to_vec(),
         bos,
-        windows_per_call: 1,
-    }
+    };
+    crate::calibration::split(
+        &tokens,
+        n_ctx,
+        crate::calibration::Layout::Perplexity { max_chunks },
+    )
 }
 
 #[test]
 fn windows_follow_llama_perplexity() {
     let tokens = text(100, 50);
-    let w = make_windows(&tokens, &opts(16, None, Some(1))).unwrap();
+    let w = make_windows(&tokens, 16, None, Some(1)).unwrap();
     assert_eq!(w.len(), 6); // 100 / 16
     assert_eq!(w[2][0], 1);
     assert_eq!(&w[2][1..], &tokens[33..48]);
+    assert_eq!(make_windows(&tokens, 16, Some(2), None).unwrap().len(), 2);
     assert_eq!(
-        make_windows(&tokens, &opts(16, Some(2), None))
-            .unwrap()
-            .len(),
-        2
-    );
-    assert_eq!(
-        make_windows(&tokens, &opts(16, Some(99), None)).unwrap()[5][0],
+        make_windows(&tokens, 16, Some(99), None).unwrap()[5][0],
         tokens[80]
     );
-    let err = make_windows(&tokens, &opts(64, None, None))
+    let err = make_windows(&tokens, 64, None, None)
         .unwrap_err()
         .to_string();
     assert!(
         err.contains("only 100 tokens") && err.contains("128"),
         "{err}"
     );
-    assert!(make_windows(&tokens, &opts(2, None, None)).is_err());
-    assert!(make_windows(&tokens, &opts(16, Some(0), None)).is_err());
+    assert!(make_windows(&tokens, 2, None, None).is_err());
+    assert!(make_windows(&tokens, 16, Some(0), None).is_err());
 }
 
 #[test]
 fn uniform_logits_give_ppl_n_vocab() {
     let n_vocab = 37;
-    let windows = make_windows(&text(200, n_vocab), &opts(32, None, Some(0))).unwrap();
+    let windows = make_windows(&text(200, n_vocab), 32, None, Some(0)).unwrap();
     let mut s = source(n_vocab, |_, _| vec![0.25; n_vocab]);
     let mut seen = Vec::new();
     let r = perplexity(&mut s, &windows, 2, &mut |d| seen.push((d.chunk, d.ppl))).unwrap();
@@ -117,7 +123,7 @@ fn uniform_logits_give_ppl_n_vocab() {
 #[test]
 fn certain_source_gives_ppl_one() {
     let n_vocab = 50;
-    let windows = make_windows(&text(300, n_vocab), &opts(20, None, None)).unwrap();
+    let windows = make_windows(&text(300, n_vocab), 20, None, None).unwrap();
     // Knows the next token: puts all mass on it (the window is the whole context it needs).
     let mut s = source(n_vocab, |win, p| {
         let mut r = vec![-60.0; n_vocab];
@@ -136,7 +142,7 @@ fn two_level_source_matches_closed_form_and_error_formula() {
     // except where the next token is not 1 mod 3, where the source is uniform instead. The
     // estimate and its error then follow from two known nll values.
     let (n_vocab, a) = (40usize, 2.5f64);
-    let windows = make_windows(&text(400, n_vocab), &opts(16, None, None)).unwrap();
+    let windows = make_windows(&text(400, n_vocab), 16, None, None).unwrap();
     let mut s = source(n_vocab, |win, p| {
         let mut r = vec![0.0; n_vocab];
         let t = win[p + 1 - (p + 1 == win.len()) as usize] as usize;
@@ -173,7 +179,7 @@ fn two_level_source_matches_closed_form_and_error_formula() {
 #[test]
 fn kl_of_a_source_against_itself_is_zero_with_full_top1() {
     let n_vocab = 300;
-    let windows = make_windows(&text(500, n_vocab), &opts(64, None, Some(3))).unwrap();
+    let windows = make_windows(&text(500, n_vocab), 64, None, Some(3)).unwrap();
     let mut a = source(n_vocab, |w, p| noisy_row(w, p, n_vocab));
     let mut b = source(n_vocab, |w, p| noisy_row(w, p, n_vocab));
     let ppl = perplexity(
@@ -208,7 +214,7 @@ fn kl_of_a_source_against_itself_is_zero_with_full_top1() {
 fn kl_of_peaked_model_against_uniform_reference_matches_closed_form() {
     // KL(U || Q) = -ln V - mean_i ln q_i, with Q putting logit a on token 0.
     let (n_vocab, a) = (64usize, 3.0f64);
-    let windows = make_windows(&text(300, n_vocab), &opts(32, Some(4), None)).unwrap();
+    let windows = make_windows(&text(300, n_vocab), 32, Some(4), None).unwrap();
     let mut reference = source(n_vocab, |_, _| vec![1.0; n_vocab]);
     let mut model = source(n_vocab, |_, _| {
         let mut r = vec![0.0; n_vocab];
@@ -231,7 +237,7 @@ fn kl_against_a_written_base_file_equals_kl_against_the_model() {
     let n_vocab = 101;
     let n_ctx = 24;
     let tokens = text(24 * 5, n_vocab);
-    let windows = make_windows(&tokens, &opts(n_ctx, None, Some(7))).unwrap();
+    let windows = make_windows(&tokens, n_ctx, None, Some(7)).unwrap();
     // Write the reference's rows the way llama-perplexity --kl-divergence-base does.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("base.logits");
@@ -308,7 +314,7 @@ fn kl_against_a_written_base_file_equals_kl_against_the_model() {
 #[test]
 fn sources_that_break_the_contract_are_errors() {
     let n_vocab = 10;
-    let windows = make_windows(&text(64, n_vocab), &opts(16, None, None)).unwrap();
+    let windows = make_windows(&text(64, n_vocab), 16, None, None).unwrap();
     struct Skipper;
     impl LogitsSource for Skipper {
         fn n_vocab(&self) -> usize {
@@ -363,7 +369,7 @@ fn long_rows_split_across_threads_give_the_sequential_results() {
     kl_base::encode_row(&logits, 77, &mut row);
     let base = BaseRow::from_bytes(&row, n);
     let log_norm = max + seq.ln() as f32;
-    let (kld, max_base, imax_base) = kl_terms(&logits, &base, log_norm);
+    let (kld, max_base, imax_base) = kl_vs_base(&logits, &base, log_norm);
     assert_eq!(imax_base, PAR_CHUNK + 5);
     assert_eq!(max_base, base.log_prob(PAR_CHUNK + 5));
     let mut want = 0f64;
@@ -384,7 +390,7 @@ fn saved_rows_form_a_base_file_that_reproduces_the_run() {
     let n_vocab = 77;
     let n_ctx = 20;
     let tokens = text(n_ctx * 4 + 9, n_vocab);
-    let windows = make_windows(&tokens, &opts(n_ctx, Some(3), Some(2))).unwrap();
+    let windows = make_windows(&tokens, n_ctx, Some(3), Some(2)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ours.logits");
     let mut w =

@@ -132,8 +132,12 @@ pub fn heal_rewrite(
 ) -> Result<HealReport> {
     crate::limits::check_context(model, options.ctx)?;
     crate::limits::check_token_budget(options.max_tokens)?;
-    let text = crate::score::calibration_text(options.calib.as_deref())?;
-    let windows = crate::score::calibration_windows(model, &text, options.ctx, options.max_tokens)?;
+    let windows = crate::calibration::calibration_windows(
+        model,
+        options.calib.as_deref(),
+        options.ctx,
+        options.max_tokens,
+    )?;
     heal_with_windows(model, rewrite, &windows, options, progress)
 }
 

@@ -1,13 +1,12 @@
 //! Which blocks `--remove N` drops: candidate sets from the scores, the architecture's rules, and
 //! by default a choice among candidate sets by their KL divergence from the unpruned model on the
-//! last quarter of the calibration windows.
+//! last quarter of the calibration windows (the candidate sets are built from all of them).
 
-use super::{
-    calibration_text, calibration_windows, check_removal, score_layers_cached,
-    score_layers_observed, LayerScores,
-};
+use super::{score_layers, LayerScores, Resume, ScoreOptions};
+use crate::calibration;
 use crate::error::{Error, Result};
-use crate::forward::{BlockObserver, Forward, ModelLogits, NoObserver, StateCache};
+use crate::eval::metrics::{log_norm_f64, TopK};
+use crate::forward::{BlockObserver, Forward, ModelLogits, StateCache};
 use crate::gguf::Model;
 use std::path::PathBuf;
 
@@ -24,8 +23,7 @@ pub enum Metric {
 }
 
 /// What `select_layers` needs; built by `SelectArgs::to_options` on the command line.
-#[derive(Clone, Debug)]
-pub struct SelectOptions {
+pub struct SelectOptions<'a> {
     /// Blocks to remove.
     pub remove: usize,
     /// The metric; `None` is the default method (see [`select_layers`]).
@@ -43,9 +41,28 @@ pub struct SelectOptions {
     /// Fewer calibration tokens than this is an error, raised before the pass (an importance
     /// matrix counts whole windows, as llama-imatrix counts whole chunks).
     pub min_tokens: usize,
+    /// Shown every block of the first scoring pass over the unpruned model (every calibration
+    /// window): an importance matrix collected there comes from the same pass as the scores.
+    pub observer: Option<&'a mut dyn BlockObserver>,
 }
 
-impl Default for SelectOptions {
+impl std::fmt::Debug for SelectOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelectOptions")
+            .field("remove", &self.remove)
+            .field("metric", &self.metric)
+            .field("refine", &self.refine)
+            .field("calib", &self.calib)
+            .field("ctx", &self.ctx)
+            .field("max_tokens", &self.max_tokens)
+            .field("allow_ends", &self.allow_ends)
+            .field("min_tokens", &self.min_tokens)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
+}
+
+impl Default for SelectOptions<'_> {
     fn default() -> Self {
         SelectOptions {
             remove: 0,
@@ -56,6 +73,7 @@ impl Default for SelectOptions {
             max_tokens: DEFAULT_MAX_TOKENS,
             allow_ends: false,
             min_tokens: 0,
+            observer: None,
         }
     }
 }
@@ -109,22 +127,10 @@ pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize);
 /// wins on every model and k (README, "Does removing layers work?"). `refine` adds a greedy set guided by
 /// that divergence (three lowest-BI blocks tried per step; costly).
 /// The first and last blocks are kept unless `allow_ends`; every set passes the
-/// architecture's removal rules.
+/// architecture's removal rules. `options.observer` is shown the first scoring pass.
 pub fn select_layers(
     model: &Model,
-    options: &SelectOptions,
-    progress: Progress,
-) -> Result<Selection> {
-    select_layers_observed(model, options, &mut NoObserver, progress)
-}
-
-/// [`select_layers`], showing `obs` every block of the first scoring pass over the unpruned
-/// model (every calibration window): an importance matrix collected
-/// there comes from the same pass as the scores.
-pub fn select_layers_observed(
-    model: &Model,
-    options: &SelectOptions,
-    obs: &mut dyn BlockObserver,
+    options: &mut SelectOptions,
     progress: Progress,
 ) -> Result<Selection> {
     let fw = Forward::new(model)?;
@@ -147,8 +153,12 @@ pub fn select_layers_observed(
             }
         )));
     }
-    let text = calibration_text(options.calib.as_deref())?;
-    let windows = calibration_windows(model, &text, options.ctx, options.max_tokens)?;
+    let windows = calibration::calibration_windows(
+        model,
+        options.calib.as_deref(),
+        options.ctx,
+        options.max_tokens,
+    )?;
     let n_tokens: usize = windows.iter().map(Vec::len).sum();
     if n_tokens < options.min_tokens {
         return Err(Error::ShortCalibration {
@@ -177,13 +187,22 @@ pub fn select_layers_observed(
         Vec::new()
     };
     let names: Vec<&str> = model.tensors.iter().map(|t| t.info.name.as_str()).collect();
-    let valid = |set: &[usize]| check_removal(model.metadata(), &names, set).is_ok();
+    let valid = |set: &[usize]| crate::arch::check_removal(model.metadata(), &names, set).is_ok();
 
     let max_run = n.max(1);
     // States of the scoring windows kept between iterative passes (each pass then starts at the
     // block just removed instead of at the embedding).
     let mut cache = StateCache::new(CACHE_BYTES);
-    let scores = score_layers_observed(&fw, &windows, &[], max_run, obs, &mut |il| {
+    let first_pass = ScoreOptions {
+        max_run,
+        // The same observer, lent for this pass.
+        observer: options
+            .observer
+            .as_mut()
+            .map(|o| &mut **o as &mut dyn BlockObserver),
+        ..Default::default()
+    };
+    let scores = score_layers(&fw, &windows, first_pass, &mut |il| {
         progress("scoring", il + 1, n_layer)
     })?;
     let mut candidates: Vec<(String, Vec<usize>)> = Vec::new();
@@ -368,7 +387,15 @@ fn greedy(
         removed.push(b);
         if step + 1 < n {
             let stage = format!("{label} {}/{}", step + 2, n);
-            current = score_layers_cached(fw, windows, &removed, cache, &current, &mut |il| {
+            let pass = ScoreOptions {
+                skip: &removed,
+                resume: Some(Resume {
+                    cache,
+                    prior: &current,
+                }),
+                ..Default::default()
+            };
+            current = score_layers(fw, windows, pass, &mut |il| {
                 progress(&stage, il + 1, n_layer)
             })?
             .bi;
@@ -430,41 +457,6 @@ fn best_run(
     best.map(|(_, l)| (l..l + n).collect())
 }
 
-/// Perplexity of the model without `skip` on `windows`, the second half of each window scored
-/// (as llama-perplexity does).
-pub fn held_out_perplexity(
-    logits: &mut ModelLogits,
-    windows: &[Vec<u32>],
-    skip: &[usize],
-) -> Result<f64> {
-    held_out_perplexity_cached(logits, windows, skip, None)
-}
-
-/// [`held_out_perplexity`] resuming from states of these windows kept in `cache`.
-pub fn held_out_perplexity_cached(
-    logits: &mut ModelLogits,
-    windows: &[Vec<u32>],
-    skip: &[usize],
-    cache: Option<&mut StateCache>,
-) -> Result<f64> {
-    logits.skip = skip.to_vec();
-    let first = windows.iter().map(Vec::len).min().unwrap_or(0) / 2;
-    let (mut nll, mut count) = (0.0f64, 0usize);
-    logits.logits_cached(windows, first, cache, &mut |w, p, row| {
-        if let Some(&target) = windows[w].get(p + 1) {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
-            nll += max + sum.ln() - row[target as usize] as f64;
-            count += 1;
-        }
-        Ok(())
-    })?;
-    if count == 0 {
-        return Err(Error::Calibration("no held-back tokens to score".into()));
-    }
-    Ok((nll / count as f64).exp())
-}
-
 /// Held-back measures of one pruned model.
 #[derive(Clone, Copy, Debug)]
 pub struct HeldOut {
@@ -473,21 +465,13 @@ pub struct HeldOut {
 }
 
 /// The unpruned model's next-token distributions on the held-back windows, kept as the top
-/// `TOP_K` tokens per position plus the remaining mass (a full row is 1 MiB for gemma3).
+/// `TOP_K` tokens per position plus the remaining mass ([`TopK`]).
 pub struct Reference {
-    /// Per scored position: (token, log-probability), most likely first.
-    top: Vec<Vec<(u32, f32)>>,
-    /// Per scored position: log of the probability outside `top`.
-    tail: Vec<f64>,
+    /// One per scored position: every position but the last of each window.
+    rows: Vec<TopK>,
 }
 
 const TOP_K: usize = 64;
-
-fn log_softmax(row: &[f32]) -> (f64, f64) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
-    (max, max + sum.ln())
-}
 
 impl Reference {
     /// Every position but the last of each window is scored.
@@ -497,29 +481,14 @@ impl Reference {
         cache: Option<&mut StateCache>,
     ) -> Result<Reference> {
         logits.skip.clear();
-        let (mut top, mut tail) = (Vec::new(), Vec::new());
+        let mut rows = Vec::new();
         logits.logits_cached(windows, 0, cache, &mut |w, p, row| {
             if p + 1 < windows[w].len() {
-                let (_, lse) = log_softmax(row);
-                let mut idx: Vec<u32> = (0..row.len() as u32).collect();
-                let k = TOP_K.min(row.len());
-                if k < row.len() {
-                    idx.select_nth_unstable_by(k - 1, |&a, &b| {
-                        row[b as usize].total_cmp(&row[a as usize])
-                    });
-                }
-                idx.truncate(k);
-                let entries: Vec<(u32, f32)> = idx
-                    .iter()
-                    .map(|&i| (i, (row[i as usize] as f64 - lse) as f32))
-                    .collect();
-                let mass: f64 = entries.iter().map(|e| (e.1 as f64).exp()).sum();
-                tail.push((1.0 - mass).max(1e-12).ln());
-                top.push(entries);
+                rows.push(TopK::new(row, TOP_K));
             }
             Ok(())
         })?;
-        Ok(Reference { top, tail })
+        Ok(Reference { rows })
     }
 
     /// KL(unpruned || pruned) and perplexity of the model without `skip`.
@@ -534,16 +503,8 @@ impl Reference {
         let (mut kl, mut nll, mut i) = (0.0f64, 0.0f64, 0usize);
         logits.logits_cached(windows, 0, cache, &mut |w, p, row| {
             if p + 1 < windows[w].len() {
-                let (_, lse) = log_softmax(row);
-                let top = &self.top[i];
-                let mut q_mass = 0.0;
-                for &(tok, lp) in top {
-                    let lq = row[tok as usize] as f64 - lse;
-                    q_mass += lq.exp();
-                    kl += (lp as f64).exp() * (lp as f64 - lq);
-                }
-                let lq_tail = (1.0 - q_mass).max(1e-12).ln();
-                kl += self.tail[i].exp() * (self.tail[i] - lq_tail);
+                let lse = log_norm_f64(row);
+                self.rows[i].add_kl(row, lse, &mut kl);
                 nll += lse - row[windows[w][p + 1] as usize] as f64;
                 i += 1;
             }

@@ -416,10 +416,8 @@ impl Tokenizer {
     ) -> Result<Vec<u32>> {
         let mut out = Vec::with_capacity(text.len() / 3 + 2);
         let fragments = self.partition(text, parse_special);
-        if add_special && self.add_bos {
-            out.push(self.bos.ok_or_else(|| Error::Tokenize {
-                what: "the model asks for a BOS token but names none in its vocabulary".into(),
-            })?);
+        if add_special {
+            out.extend(self.bos_to_add()?);
         }
         match &self.model {
             Model::Bpe(bpe) => {
@@ -579,6 +577,21 @@ impl Tokenizer {
     /// Whether llama.cpp adds BOS when asked to add special tokens.
     pub fn add_bos(&self) -> bool {
         self.add_bos
+    }
+
+    /// The BOS that starts every tokenized text and every window, or `None` when the model adds
+    /// none: the one BOS rule of the project. As in llama.cpp (`llama_vocab::impl::load`), the
+    /// tokenizer type sets the default (SentencePiece adds BOS; BPE does not, except for the
+    /// pre-tokenizers that say so, such as "llama-bpe"), and `tokenizer.ggml.add_bos_token`
+    /// overrides it when present. A model that adds BOS but names none is an error, where
+    /// llama.cpp's tokenizer aborts.
+    pub fn bos_to_add(&self) -> Result<Option<u32>> {
+        if !self.add_bos {
+            return Ok(None);
+        }
+        self.bos.map(Some).ok_or_else(|| Error::Tokenize {
+            what: "the model asks for a BOS token but names none in its vocabulary".into(),
+        })
     }
 
     /// Whether llama.cpp adds EOS when asked to add special tokens.
