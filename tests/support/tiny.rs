@@ -142,7 +142,10 @@ impl TinyModel {
             g = g.kv(&key(k), Value::U32(v as u32));
         }
         g = g
-            .kv(&key("attention.layer_norm_rms_epsilon"), Value::F32(self.rms_eps))
+            .kv(
+                &key("attention.layer_norm_rms_epsilon"),
+                Value::F32(self.rms_eps),
+            )
             .kv(&key("rope.freq_base"), Value::F32(10000.0));
         if let Some(n) = self.context {
             g = g.kv(&key("context_length"), Value::U32(n));
@@ -161,7 +164,13 @@ impl TinyModel {
                 g = add(g, format!("blk.{b}.{role}.weight"), Some(b), role, &dims);
             }
         }
-        add(g, "output_norm.weight".into(), None, "output_norm", &[self.width])
+        add(
+            g,
+            "output_norm.weight".into(),
+            None,
+            "output_norm",
+            &[self.width],
+        )
     }
 }
 
