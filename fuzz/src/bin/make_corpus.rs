@@ -1,5 +1,6 @@
 //! Writes the seed corpora: for the `parse` target, small valid GGUF files made by the tests'
-//! builder (`tests/support`); for the `forward` target, tiny models the forward pass runs.
+//! builder (`tests/support`); for the `forward` target, tiny models the forward pass runs
+//! (`TinyModel`, with counting values).
 //! Run from the repository root:
 //! `cargo run --manifest-path fuzz/Cargo.toml --bin make-corpus -- fuzz/corpus/parse fuzz/corpus/forward`.
 
