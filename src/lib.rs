@@ -7,8 +7,8 @@
 //! # Example: remove two layers
 //!
 //! A four-block model is written first (zero-filled F32 weights, just enough for the structural
-//! checks llama.cpp's loader would make), then blocks 1 and 2 are removed: the blocks left are
-//! renumbered 0 and 1, the metadata says two blocks, and the output is verified against the input.
+//! checks llama.cpp's loader would make), then blocks 1 and 2 are removed: blocks 0 and 3 become
+//! 0 and 1, the metadata says two blocks, and every copied tensor is compared with its source.
 //!
 //! ```
 //! use gguf_prune::gguf::{write_model, GgmlType, Metadata, Model, OutTensor, TensorData, Value};
