@@ -2,8 +2,8 @@
 //! panic), whose message names the offending value and where it is, without allocating more
 //! than the file could hold.
 
-mod common;
-mod support;
+pub mod common;
+pub mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

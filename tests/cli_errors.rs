@@ -2,8 +2,8 @@
 //! error, a non-zero exit and no panic, leave nothing at the target path (and no temporary file
 //! beside it), and leave the input exactly as it was.
 
-mod common;
-mod support;
+pub mod common;
+pub mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

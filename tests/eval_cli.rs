@@ -4,7 +4,7 @@
 //! model (measured on wiki.test.raw), since llama.cpp quantizes activations to Q8 for its Q4_1
 //! dot products.
 
-mod common;
+pub mod common;
 
 use std::process::Command;
 

@@ -8,7 +8,7 @@
 //!   "Mean PPL(base)" (which depends only on the file and on the row/target alignment), and the
 //!   comparison of the rows with themselves gives KL ~0 and 100% top-1 agreement.
 
-mod common;
+pub mod common;
 
 use std::process::Command;
 

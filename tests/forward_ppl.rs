@@ -1,7 +1,7 @@
 //! The forward pass against llama.cpp: perplexity on the evaluation text (c 512, a few chunks) within
 //! 1% of llama-perplexity, token ids from llama-tokenize.
 
-mod common;
+pub mod common;
 
 use gguf_prune::calibration;
 use gguf_prune::eval::metrics;

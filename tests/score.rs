@@ -1,80 +1,28 @@
 //! Block Influence on a synthetic model whose answer is known, and on the real models.
 
-mod common;
+pub mod common;
+pub mod support;
 
-use common::{f32_tensor, noise};
+use support::TinyModel;
 
 use gguf_prune::forward::{Forward, LogitsSource, ModelLogits};
 use gguf_prune::gguf::Model;
 use gguf_prune::score::{score_layers, ScoreOptions};
 use std::path::Path;
 
-const D: usize = 32;
-const FF: usize = 64;
 const VOCAB: usize = 40;
 const LAYERS: usize = 4;
 
 /// A tiny llama model (4 heads, 2 KV heads) whose block `silent` has zero attention-output and
 /// FFN-down weights, so it adds nothing to the residual stream.
 fn tiny_llama(path: &Path, silent: usize) {
-    let m = common::llama_metadata(LAYERS, D, FF, 1e-5);
-    let mut t = vec![
-        f32_tensor(
-            "token_embd.weight",
-            &[D as u64, VOCAB as u64],
-            noise(1, D * VOCAB, 1.0),
-        ),
-        f32_tensor("output_norm.weight", &[D as u64], vec![1.0; D]),
-    ];
-    for il in 0..LAYERS {
-        let seed = 100 * (il as u64 + 1);
-        let p = |s: &str| format!("blk.{il}.{s}.weight");
-        let zero_or = |n: usize, s: u64| {
-            if il == silent {
-                vec![0.0; n]
-            } else {
-                noise(s, n, 0.3)
-            }
-        };
-        t.push(f32_tensor(&p("attn_norm"), &[D as u64], vec![1.0; D]));
-        t.push(f32_tensor(&p("ffn_norm"), &[D as u64], vec![1.0; D]));
-        t.push(f32_tensor(
-            &p("attn_q"),
-            &[D as u64, D as u64],
-            noise(seed + 1, D * D, 0.3),
-        ));
-        t.push(f32_tensor(
-            &p("attn_k"),
-            &[D as u64, (D / 2) as u64],
-            noise(seed + 2, D * D / 2, 0.3),
-        ));
-        t.push(f32_tensor(
-            &p("attn_v"),
-            &[D as u64, (D / 2) as u64],
-            noise(seed + 3, D * D / 2, 0.3),
-        ));
-        t.push(f32_tensor(
-            &p("attn_output"),
-            &[D as u64, D as u64],
-            zero_or(D * D, seed + 4),
-        ));
-        t.push(f32_tensor(
-            &p("ffn_gate"),
-            &[D as u64, FF as u64],
-            noise(seed + 5, D * FF, 0.3),
-        ));
-        t.push(f32_tensor(
-            &p("ffn_up"),
-            &[D as u64, FF as u64],
-            noise(seed + 6, D * FF, 0.3),
-        ));
-        t.push(f32_tensor(
-            &p("ffn_down"),
-            &[FF as u64, D as u64],
-            zero_or(D * FF, seed + 7),
-        ));
-    }
-    common::write_gguf(path, 3, &m, t);
+    let model = TinyModel::llama(LAYERS).gguf(|w| match w.role {
+        "attn_norm" | "ffn_norm" | "output_norm" => vec![1.0; w.len],
+        "attn_output" | "ffn_down" if w.block == Some(silent) => vec![0.0; w.len],
+        "token_embd" => w.noise(1.0),
+        _ => w.noise(0.3),
+    });
+    std::fs::write(path, model.build().bytes).unwrap();
 }
 
 fn windows() -> Vec<Vec<u32>> {

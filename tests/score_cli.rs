@@ -1,6 +1,6 @@
 //! `gguf-prune score` end to end on SmolLM2: JSON shape, SVG plot, table.
 
-mod common;
+pub mod common;
 
 fn score_cmd() -> std::process::Command {
     let mut cmd = common::gguf_prune();

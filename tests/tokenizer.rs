@@ -2,7 +2,7 @@
 //! of both project-written texts (tests/data/eval.txt, the calibration text) for both real models, on awkward strings, and for each pre-tokenizer type
 //! (run on SmolLM2's vocabulary with `tokenizer.ggml.pre` swapped in a vocabulary-only GGUF).
 
-mod common;
+pub mod common;
 
 use std::io::Write;
 use std::path::Path;

@@ -1,6 +1,10 @@
 //! Shared test fixtures: the real models and the llama.cpp reference build, fetched and built
-//! by the project's scripts into the cache (`$GGUF_PRUNE_CACHE`, default `~/.cache/gguf-prune`).
-#![allow(dead_code)]
+//! by the project's scripts into the cache (`$GGUF_PRUNE_CACHE`, default `~/.cache/gguf-prune`),
+//! and running the tools. Synthetic files are built by `tests/support`.
+//!
+//! A test crate declares it `pub mod common;`: its items are then that crate's public interface,
+//! which rustc does not report as dead code when one crate uses only some of them, while unused
+//! private items here are still reported (so no `allow(dead_code)`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -118,21 +122,6 @@ pub fn llama_perplexity(model: &Path, ctx: u32, chunks: u32) -> f64 {
     ))
 }
 
-/// Deterministic pseudo-random values in [-scale, scale] (for synthetic models).
-pub fn noise(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-        })
-        .collect()
-}
-
 /// An F32 tensor held in memory (for synthetic models).
 pub fn f32_tensor(
     name: &str,
@@ -240,33 +229,6 @@ pub fn write_gguf(
     gguf_prune::gguf::write_model(path, version, metadata, tensors, &options, &mut |_, _| {})
         .and_then(|pending| pending.commit())
         .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-}
-
-/// Metadata of a small llama (4 heads, 2 KV heads, RoPE base 10000) for synthetic models.
-pub fn llama_metadata(
-    blocks: usize,
-    width: usize,
-    ff: usize,
-    rms_eps: f32,
-) -> gguf_prune::gguf::Metadata {
-    use gguf_prune::gguf::{arch_key, Metadata, Value};
-    let mut m = Metadata::new();
-    m.set("general.architecture", Value::String(b"llama".to_vec()));
-    for (k, v) in [
-        ("block_count", blocks),
-        ("embedding_length", width),
-        ("feed_forward_length", ff),
-        ("attention.head_count", 4),
-        ("attention.head_count_kv", 2),
-    ] {
-        m.set(&arch_key("llama", k), Value::U32(v as u32));
-    }
-    m.set(
-        &arch_key("llama", "attention.layer_norm_rms_epsilon"),
-        Value::F32(rms_eps),
-    );
-    m.set(&arch_key("llama", "rope.freq_base"), Value::F32(10000.0));
-    m
 }
 
 /// Makes a named pipe `dir/name` (for checks that a pipe is refused instead of read, which

@@ -4,9 +4,16 @@
 //! file checks the reader against a second reading of the format, not against itself. Every field
 //! can be overridden (counts, offsets, raw value bytes, key bytes), and [`Built`] records where
 //! each part landed so bad-input tests can patch a byte and assert the error names that offset.
-#![allow(dead_code)]
+//! The tiny models made with it are in [`tiny`].
+//!
+//! A test crate declares it `pub mod support;`: its items are then that crate's public interface,
+//! which rustc does not report as dead code when one crate uses only some of them, while unused
+//! private items here are still reported (so no `allow(dead_code)`).
 
 pub mod failure;
+pub mod tiny;
+
+pub use tiny::{counting, noise, tiny_gemma3, tiny_llama, TinyModel, Weight, LLAMA_REST};
 
 use std::path::{Path, PathBuf};
 
@@ -17,7 +24,6 @@ pub const F32: u32 = 0;
 pub const F16: u32 = 1;
 pub const Q4_0: u32 = 2;
 pub const Q8_0: u32 = 8;
-pub const I32: u32 = 26;
 /// An id no ggml build has used (carried by byte range).
 pub const UNKNOWN_TYPE: u32 = 1000;
 
@@ -26,9 +32,7 @@ pub mod vt {
     pub const U8: u32 = 0;
     pub const U32: u32 = 4;
     pub const BOOL: u32 = 7;
-    pub const STRING: u32 = 8;
     pub const ARRAY: u32 = 9;
-    pub const U64: u32 = 10;
 }
 
 /// A key-value as it will be encoded: a typed value, or a type id with raw payload bytes.
@@ -128,8 +132,7 @@ impl Gguf {
     /// An F32 tensor whose elements count from `seed`, so every tensor's bytes differ.
     pub fn f32_tensor(self, name: &str, dims: &[u64], seed: f32) -> Gguf {
         let n: u64 = dims.iter().product();
-        let values: Vec<f32> = (0..n).map(|i| seed + i as f32 * 0.25).collect();
-        self.tensor(name, dims, F32, f32_bytes(&values))
+        self.tensor(name, dims, F32, f32_bytes(&counting(seed, n as usize)))
     }
 
     fn alignment_for_layout(&self) -> u64 {
@@ -397,80 +400,6 @@ pub fn every_value_type() -> Vec<(&'static str, Value)> {
             ])),
         ),
     ]
-}
-
-/// The llama block weights [`tiny_llama`] holds besides `attn_norm`, `attn_q` and `ffn_down`.
-pub const LLAMA_REST: [&str; 6] = [
-    "attn_k",
-    "attn_v",
-    "attn_output",
-    "ffn_norm",
-    "ffn_gate",
-    "ffn_up",
-];
-
-/// A small llama-style model: `n_layers` blocks of F32 tensors, per-layer arrays for
-/// `head_count_kv` and `feed_forward_length`, an output norm and embeddings.
-pub fn tiny_llama(version: u32, n_layers: u32) -> Gguf {
-    let n = n_layers as usize;
-    let mut g = Gguf::new(version)
-        .kv("general.architecture", Value::String(b"llama".to_vec()))
-        .kv("general.name", Value::String(b"tiny".to_vec()))
-        .kv("llama.block_count", Value::U32(n_layers))
-        .kv("llama.context_length", Value::U32(128))
-        .kv("llama.embedding_length", Value::U32(8))
-        .kv(
-            "llama.feed_forward_length",
-            Value::Array(Array::I32((0..n).map(|i| 16 + 8 * i as i32).collect())),
-        )
-        .kv("llama.attention.head_count", Value::U32(2))
-        .kv(
-            "llama.attention.head_count_kv",
-            Value::Array(Array::I32((0..n).map(|i| 1 + (i % 2) as i32).collect())),
-        )
-        .kv(
-            "tokenizer.ggml.tokens",
-            Value::Array(Array::String(vec![
-                b"a".to_vec(),
-                b"b".to_vec(),
-                vec![0xe9],
-            ])),
-        )
-        .f32_tensor("token_embd.weight", &[8, 3], 0.0);
-    for i in 0..n_layers {
-        let s = 100.0 * (i + 1) as f32;
-        g = g
-            .f32_tensor(&format!("blk.{i}.attn_norm.weight"), &[8], s)
-            .f32_tensor(&format!("blk.{i}.attn_q.weight"), &[8, 8], s + 1.0)
-            .f32_tensor(&format!("blk.{i}.ffn_down.weight"), &[5, 8], s + 2.0);
-        // The rest of a llama block's weights, so that verification (which wants every weight
-        // llama.cpp's loader requires) passes; their shapes matter only to the forward pass.
-        for (j, w) in LLAMA_REST.iter().enumerate() {
-            g = g.f32_tensor(&format!("blk.{i}.{w}.weight"), &[4], s + 3.0 + j as f32);
-        }
-    }
-    g.f32_tensor("output_norm.weight", &[8], -1.0)
-}
-
-/// A gemma3-style model: `gemma3.attention.sliding_window_pattern` as a per-layer bool array
-/// (global layers at il % 6 == 5) and a Q8_0 tensor per layer.
-pub fn tiny_gemma3(n_layers: u32) -> Gguf {
-    let n = n_layers as usize;
-    let mut g = Gguf::new(3)
-        .kv("general.architecture", Value::String(b"gemma3".to_vec()))
-        .kv("gemma3.block_count", Value::U32(n_layers))
-        .kv("gemma3.attention.sliding_window", Value::U32(512))
-        .kv(
-            "gemma3.attention.sliding_window_pattern",
-            Value::Array(Array::Bool((0..n).map(|i| i % 6 < 5).collect())),
-        );
-    for i in 0..n_layers {
-        // One Q8_0 block: f16 scale then 32 int8s.
-        let mut block = vec![0x00, 0x3c];
-        block.extend((0..32).map(|j| (i as u8).wrapping_mul(7).wrapping_add(j)));
-        g = g.tensor(&format!("blk.{i}.attn_k.weight"), &[32], Q8_0, block);
-    }
-    g
 }
 
 /// Writes bytes to `dir/name` and returns the path.

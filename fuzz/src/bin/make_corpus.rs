@@ -1,13 +1,15 @@
 //! Writes the seed corpora: for the `parse` target, small valid GGUF files made by the tests'
-//! builder (`tests/support`); for the `forward` target, tiny models the forward pass runs.
+//! builder (`tests/support`); for the `forward` target, tiny models the forward pass runs
+//! (`TinyModel`, with counting values).
 //! Run from the repository root:
 //! `cargo run --manifest-path fuzz/Cargo.toml --bin make-corpus -- fuzz/corpus/parse fuzz/corpus/forward`.
 
 #[path = "../../../tests/support/mod.rs"]
-mod support;
+pub mod support;
 
 use gguf_prune::gguf::{Array, Value};
-use support::{every_value_type, tiny_gemma3, tiny_llama, Gguf, F16, Q4_0, Q8_0, UNKNOWN_TYPE};
+use support::{counting, every_value_type, tiny_gemma3, tiny_llama, Gguf, TinyModel};
+use support::{F16, Q4_0, Q8_0, UNKNOWN_TYPE};
 
 fn main() {
     let dir = std::env::args()
@@ -98,52 +100,35 @@ fn forward_seeds() -> Vec<(String, Vec<u8>)> {
     seeds
 }
 
-fn tiny_forward(arch: &str, blocks: u32) -> Gguf {
-    let (d, ff, kv, hd) = (8u64, 16u64, 1u64, 4u64);
-    let k = |s: &str| format!("{arch}.{s}");
-    let mut g = Gguf::new(3)
-        .kv("general.architecture", Value::String(arch.as_bytes().to_vec()))
-        .kv(&k("block_count"), Value::U32(blocks))
-        .kv(&k("embedding_length"), Value::U32(d as u32))
-        .kv(&k("feed_forward_length"), Value::U32(ff as u32))
-        .kv(&k("attention.head_count"), Value::U32(2))
-        .kv(&k("attention.head_count_kv"), Value::U32(kv as u32))
-        .kv(&k("attention.layer_norm_rms_epsilon"), Value::F32(1e-6))
-        .kv(&k("rope.freq_base"), Value::F32(10000.0))
-        .kv(&k("context_length"), Value::U32(64))
-        .f32_tensor("token_embd.weight", &[d, 4], 0.5);
-    if arch == "gemma3" {
-        g = g.kv(&k("attention.sliding_window"), Value::U32(2));
-    }
-    for i in 0..blocks {
-        let s = 0.1 * (i + 1) as f32;
-        let w = |n: &str| format!("blk.{i}.{n}.weight");
-        g = g
-            .f32_tensor(&w("attn_norm"), &[d], 1.0)
-            .f32_tensor(&w("attn_q"), &[d, 2 * hd], s)
-            .f32_tensor(&w("attn_k"), &[d, kv * hd], s + 0.01)
-            .f32_tensor(&w("attn_v"), &[d, kv * hd], s + 0.02)
-            .f32_tensor(&w("attn_output"), &[2 * hd, d], s + 0.03)
-            .f32_tensor(&w("ffn_norm"), &[d], 1.0)
-            .f32_tensor(&w("ffn_down"), &[ff, d], s + 0.04);
-        g = if arch == "phi3" {
-            g.f32_tensor(&w("ffn_up"), &[d, 2 * ff], s + 0.05)
-        } else {
-            g.f32_tensor(&w("ffn_up"), &[d, ff], s + 0.05)
-                .f32_tensor(&w("ffn_gate"), &[d, ff], s + 0.06)
+fn tiny_forward(arch: &'static str, blocks: usize) -> Gguf {
+    let model = TinyModel {
+        arch,
+        blocks,
+        width: 8,
+        ff: 16,
+        heads: 2,
+        kv_heads: 1,
+        vocab: 4,
+        rms_eps: 1e-6,
+        context: Some(64),
+    };
+    let g = model.gguf(|w| {
+        let s = 0.1 * (w.block.unwrap_or(0) + 1) as f32;
+        let start = match w.role {
+            "token_embd" => 0.5,
+            "attn_q" => s,
+            "attn_k" => s + 0.01,
+            "attn_v" => s + 0.02,
+            "attn_output" => s + 0.03,
+            "ffn_down" => s + 0.04,
+            "ffn_up" => s + 0.05,
+            "ffn_gate" => s + 0.06,
+            _ => 1.0, // the norms
         };
-        if arch == "qwen3" {
-            g = g
-                .f32_tensor(&w("attn_q_norm"), &[hd], 1.0)
-                .f32_tensor(&w("attn_k_norm"), &[hd], 1.0);
-        }
-        if arch == "gemma3" {
-            g = g
-                .f32_tensor(&w("attn_q_norm"), &[hd], 1.0)
-                .f32_tensor(&w("attn_k_norm"), &[hd], 1.0)
-                .f32_tensor(&w("post_attention_norm"), &[d], 1.0)
-                .f32_tensor(&w("post_ffw_norm"), &[d], 1.0);
-        }
+        counting(start, w.len)
+    });
+    if arch == "gemma3" {
+        return g.kv("gemma3.attention.sliding_window", Value::U32(2));
     }
-    g.f32_tensor("output_norm.weight", &[d], 1.0)
+    g
 }

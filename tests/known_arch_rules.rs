@@ -1,7 +1,7 @@
 //! The layer-removal metadata rules (src/arch, formats/*.toml) on synthetic metadata built per
 //! case, and on the two real models' metadata.
 
-mod common;
+pub mod common;
 
 use gguf_prune::arch::{check_removal, format, rewrite_metadata, ForwardSpec};
 use gguf_prune::blocks::{format_layers, LayerSet};

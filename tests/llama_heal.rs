@@ -2,9 +2,10 @@
 //! block's FFN output (healing must recover the unpruned output to float precision), and the two
 //! real models (healed files load in llama.cpp, perplexity not above the unhealed file's).
 
-mod common;
+pub mod common;
+pub mod support;
 
-use common::{f32_tensor, noise};
+use support::{f32_bytes, TinyModel, F32};
 
 use gguf_prune::forward::Forward;
 use gguf_prune::gguf::{Model, WriteOptions};
@@ -40,71 +41,36 @@ fn zero_rows(mut w: Vec<f32>, n_in: usize, rows: std::ops::Range<usize>) -> Vec<
 /// So the stream after block 2 is h_0 - M + M T for one d x d matrix T; block 3 is an ordinary
 /// nonlinear block that makes any error visible downstream.
 fn linear_run_llama(path: &Path) {
-    let m = common::llama_metadata(4, D, FF, 1e12);
-    let mut embd = noise(1, D * VOCAB, 1.0);
-    for row in embd.chunks_mut(D) {
-        row[HALF..].iter_mut().for_each(|v| *v = 0.0);
-    }
-    let mut t = vec![
-        f32_tensor("token_embd.weight", &[D as u64, VOCAB as u64], embd),
-        f32_tensor("output_norm.weight", &[D as u64], vec![1e6; D]),
-    ];
-    for il in 0..4 {
-        let seed = 100 * (il as u64 + 1);
-        let p = |s: &str| format!("blk.{il}.{s}.weight");
-        let linear = il == 1 || il == 2;
-        t.push(f32_tensor(&p("attn_norm"), &[D as u64], vec![1e6; D]));
-        let ffn_norm: Vec<f32> = (0..D)
-            .map(|j| if linear && j < HALF { 0.0 } else { 1e6 })
-            .collect();
-        t.push(f32_tensor(&p("ffn_norm"), &[D as u64], ffn_norm));
-        t.push(f32_tensor(
-            &p("attn_q"),
-            &[D as u64, D as u64],
-            noise(seed + 1, D * D, 0.3),
-        ));
-        t.push(f32_tensor(
-            &p("attn_k"),
-            &[D as u64, HALF as u64],
-            noise(seed + 2, D * HALF, 0.3),
-        ));
-        t.push(f32_tensor(
-            &p("attn_v"),
-            &[D as u64, HALF as u64],
-            noise(seed + 3, D * HALF, 0.3),
-        ));
-        let o = match il {
-            0 => zero_rows(noise(seed + 4, D * D, 0.3), D, HALF..D),
-            1 | 2 => vec![0.0; D * D],
-            _ => noise(seed + 4, D * D, 0.3),
-        };
-        t.push(f32_tensor(&p("attn_output"), &[D as u64, D as u64], o));
-        let gate = if linear {
-            vec![0.0; D * FF]
-        } else {
-            noise(seed + 5, D * FF, 0.3)
-        };
-        t.push(f32_tensor(&p("ffn_gate"), &[D as u64, FF as u64], gate));
-        if linear {
-            t.push(f32_tensor(
-                &format!("blk.{il}.ffn_gate.bias"),
-                &[FF as u64],
-                vec![2.0; FF],
-            ));
+    let model = TinyModel {
+        rms_eps: 1e12,
+        ..TinyModel::llama(4)
+    };
+    let mut g = model.gguf(|w| {
+        let linear = matches!(w.block, Some(1 | 2));
+        match (w.role, w.block) {
+            ("token_embd", _) => {
+                let mut embd = w.noise(1.0);
+                for row in embd.chunks_mut(D) {
+                    row[HALF..].iter_mut().for_each(|v| *v = 0.0);
+                }
+                embd
+            }
+            ("attn_norm" | "output_norm", _) => vec![1e6; D],
+            ("ffn_norm", _) => (0..D)
+                .map(|j| if linear && j < HALF { 0.0 } else { 1e6 })
+                .collect(),
+            ("attn_output", Some(0)) => zero_rows(w.noise(0.3), D, HALF..D),
+            ("attn_output" | "ffn_gate", _) if linear => vec![0.0; w.len],
+            ("ffn_down", Some(0)) => zero_rows(w.noise(0.3), FF, 0..HALF),
+            ("ffn_down", _) if linear => w.noise(0.1),
+            _ => w.noise(0.3),
         }
-        t.push(f32_tensor(
-            &p("ffn_up"),
-            &[D as u64, FF as u64],
-            noise(seed + 6, D * FF, 0.3),
-        ));
-        let down = match il {
-            0 => zero_rows(noise(seed + 7, D * FF, 0.3), FF, 0..HALF),
-            1 | 2 => noise(seed + 7, D * FF, 0.1),
-            _ => noise(seed + 7, D * FF, 0.3),
-        };
-        t.push(f32_tensor(&p("ffn_down"), &[FF as u64, D as u64], down));
+    });
+    for il in [1, 2] {
+        let bias = f32_bytes(&[2.0; FF]);
+        g = g.tensor(&format!("blk.{il}.ffn_gate.bias"), &[FF as u64], F32, bias);
     }
-    common::write_gguf(path, 3, &m, t);
+    std::fs::write(path, g.build().bytes).unwrap();
 }
 
 fn windows() -> Vec<Vec<u32>> {

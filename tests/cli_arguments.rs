@@ -3,9 +3,9 @@
 //! was scored), a non-zero exit, nothing written, the model unchanged. A refused pipe must not
 //! block, so every run here has a hang guard (not a speed check: the bound is minutes).
 
-mod common;
+pub mod common;
 #[path = "support/failure.rs"]
-mod failure;
+pub mod failure;
 
 use failure::sha256;
 

@@ -4,8 +4,8 @@
 //! without clobbering a file another run put there meanwhile; and every output path is checked
 //! before the slow work starts. Each test runs the binary on a private copy of SmolLM2.
 
-mod common;
-mod support;
+pub mod common;
+pub mod support;
 
 use std::ffi::OsStr;
 use std::os::unix::fs::FileTypeExt;

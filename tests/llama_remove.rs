@@ -1,7 +1,7 @@
 //! `gguf-prune MODEL --remove N`: the layers are chosen by scoring, and the output loads in
 //! llama.cpp and generates text.
 
-mod common;
+pub mod common;
 
 use common::*;
 use gguf_prune::gguf::Model;

@@ -5,7 +5,7 @@
 //! Run with `--nocapture` to see the per-type table. `GGUF_PRUNE_QUANT_TYPES=Q4_K_M,Q8_0`
 //! restricts the file types (for development).
 
-mod common;
+pub mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

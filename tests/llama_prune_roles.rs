@@ -2,7 +2,7 @@
 //! prune pipeline load in llama-perplexity, and keeping the kept layers' true roles beats llama-quantize's
 //! `--prune-layers`, which only sets block_count.
 
-mod common;
+pub mod common;
 
 use std::path::Path;
 use std::process::Command;

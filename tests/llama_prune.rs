@@ -1,6 +1,6 @@
 //! Layer removal on the real models, with llama.cpp as the oracle.
 
-mod common;
+pub mod common;
 
 use std::path::Path;
 

@@ -38,7 +38,8 @@
 //! feature, or read as another architecture, evaluated against the same llama.cpp logits) must
 //! exceed the bound, so each check can fail.
 
-mod common;
+pub mod common;
+pub mod support;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -88,7 +89,7 @@ impl T {
         for (i, r) in rows.iter().enumerate() {
             match r {
                 Some(r) => data.extend_from_slice(self.row(*r)),
-                None => data.extend(common::noise(seed * 1_000_003 + i as u64, n, scale)),
+                None => data.extend(support::noise(seed * 1_000_003 + i as u64, n, scale)),
             }
         }
         T {
@@ -192,7 +193,7 @@ fn wide_output(o: &T, wide: usize, seed: u64) -> T {
         let row = o.row(r);
         for h in 0..N_HEAD {
             data.extend_from_slice(&row[h * HEAD_DIM..(h + 1) * HEAD_DIM]);
-            data.extend(common::noise(
+            data.extend(support::noise(
                 seed * 7919 + (r * N_HEAD + h) as u64,
                 wide - HEAD_DIM,
                 0.02,
@@ -207,7 +208,7 @@ fn wide_output(o: &T, wide: usize, seed: u64) -> T {
 
 fn ones_plus_noise(seed: u64, n: usize, scale: f32, center: f32) -> T {
     T::vector(
-        common::noise(seed, n, scale)
+        support::noise(seed, n, scale)
             .into_iter()
             .map(|v| center * (1.0 + v))
             .collect(),
@@ -378,7 +379,7 @@ impl Arch {
             // low frequencies up to 8 to 60; larger ones at every frequency matter at ctx 512).
             let factors = |seed| {
                 T::vector(
-                    common::noise(seed, self.n_rot(v) / 2, 1.5)
+                    support::noise(seed, self.n_rot(v) / 2, 1.5)
                         .into_iter()
                         .map(|x| 2.5 + x)
                         .collect(),
@@ -396,7 +397,7 @@ impl Arch {
             out.push(("output.weight".into(), embd.clone()));
             out.push((
                 "output.bias".into(),
-                T::vector(common::noise(7, embd.rows(), 2.0)),
+                T::vector(support::noise(7, embd.rows(), 2.0)),
             ));
         }
 
@@ -426,7 +427,7 @@ impl Arch {
             if self == Arch::Phi3 {
                 out.push((p("attn_qkv.weight"), q.concat_rows(&[&k, &vv])));
                 let n_qkv = N_EMBD + 2 * N_HEAD_KV * HEAD_DIM;
-                let b = common::noise(seed + 4, n_qkv, 0.3);
+                let b = support::noise(seed + 4, n_qkv, 0.3);
                 if v.split_qkv_bias {
                     let (q_end, k_end) = (N_EMBD, N_EMBD + N_HEAD_KV * HEAD_DIM);
                     out.push((p("attn_q.bias"), T::vector(b[..q_end].to_vec())));
@@ -443,15 +444,15 @@ impl Arch {
                 if self == Arch::Qwen2 && !v.no_biases {
                     out.push((
                         p("attn_q.bias"),
-                        T::vector(common::noise(seed + 5, nq, 0.5)),
+                        T::vector(support::noise(seed + 5, nq, 0.5)),
                     ));
                     out.push((
                         p("attn_k.bias"),
-                        T::vector(common::noise(seed + 6, nk, 0.5)),
+                        T::vector(support::noise(seed + 6, nk, 0.5)),
                     ));
                     out.push((
                         p("attn_v.bias"),
-                        T::vector(common::noise(seed + 7, nk, 0.1)),
+                        T::vector(support::noise(seed + 7, nk, 0.1)),
                     ));
                 }
             }

@@ -2,8 +2,8 @@
 //! alignments, unknown tensor types, per-layer arrays, split files. A file opened and written
 //! again with every tensor copied must come out byte for byte the same.
 
-mod common;
-mod support;
+pub mod common;
+pub mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

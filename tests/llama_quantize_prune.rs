@@ -2,7 +2,7 @@
 //! checked against llama.cpp: llama-imatrix for the matrix, llama-quantize for the bytes,
 //! llama-perplexity for loading the result.
 
-mod common;
+pub mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
