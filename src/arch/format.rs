@@ -13,7 +13,7 @@ use super::forward::{AttentionScale, ForwardSpec};
 use crate::error::{Error, Result};
 
 /// Every file in `formats/`, embedded at build time. A test
-/// (`tests/arch_rules.rs`, `every_formats_file_parses_and_is_embedded`) fails when a file is
+/// (`tests/known_arch_rules.rs`, `every_formats_file_parses_and_is_embedded`) fails when a file is
 /// added to the folder but not here.
 pub const FILES: &[(&str, &str)] = &[
     ("generic.toml", include_str!("../../formats/generic.toml")),

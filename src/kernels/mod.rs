@@ -2,7 +2,7 @@
 //! they handle.
 //!
 //! The kernels are byte-for-byte ports: for a given f32 row and importance vector they produce
-//! the same blocks as llama-quantize (tests/quant.rs checks this on real models), so a model
+//! the same blocks as llama-quantize (tests/llama_quantize.rs checks this on real models), so a model
 //! quantized here is the model a llama.cpp user would have made. Each family has its file
 //! (`float`, `legacy` for the 32-element blocks, `kquants` for the 256-element super-blocks,
 //! `search` for the scale fits they share) and one [`Kernel`] row per type; [`KERNELS`] lists

@@ -11,7 +11,7 @@
 //! SentencePiece-by-score merging with llama.cpp's tie rules, and would add a large dependency
 //! for a few hundred lines.
 //!
-//! Checked against `llama-tokenize` (llama.cpp 0c1e57098) in `tests/tokenizer.rs`: the whole of
+//! Checked against `llama-tokenize` (llama.cpp 0c1e57098) in `tests/llama_tokenizer.rs`: the whole of
 //! wiki.test.raw gives identical ids for SmolLM2 (gpt2/smollm, 303,415 tokens) and Gemma 3
 //! (SentencePiece with user-defined white-space tokens, 295,216 tokens), as do awkward strings
 //! (digits, contractions, scripts, emoji, white-space runs, special-token texts) and 28 kinds of
