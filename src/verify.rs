@@ -3,6 +3,7 @@
 
 use std::os::unix::fs::FileExt;
 
+use crate::arch::names;
 use crate::blocks::{block_count_if_any, check_blocks};
 use crate::error::{Error, Result};
 use crate::forward::ForwardSpec;
@@ -97,8 +98,8 @@ pub fn check_block_weights(model: &Model, n_layers: usize) -> Result<()> {
     let present: std::collections::HashSet<&str> =
         model.tensors.iter().map(|t| t.info.name.as_str()).collect();
     for il in 0..n_layers {
-        let name = |w: &str| format!("blk.{il}.{w}.weight");
-        let fused = present.contains(name("attn_qkv").as_str());
+        let name = |w: &str| names::block_weight(il, w);
+        let fused = present.contains(name(names::ATTN_QKV).as_str());
         if let Some(w) = spec
             .block_weights(fused)
             .into_iter()

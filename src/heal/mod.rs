@@ -106,21 +106,6 @@ impl Default for HealOptions {
     }
 }
 
-/// Maximal contiguous runs of `removed` (sorted, deduplicated).
-pub fn runs(removed: &[usize]) -> Vec<Vec<usize>> {
-    let mut r: Vec<usize> = removed.to_vec();
-    r.sort_unstable();
-    r.dedup();
-    let mut out: Vec<Vec<usize>> = Vec::new();
-    for i in r {
-        match out.last_mut() {
-            Some(run) if *run.last().unwrap() + 1 == i => run.push(i),
-            _ => out.push(vec![i]),
-        }
-    }
-    out
-}
-
 /// Heals `rewrite` (the pruned model built from `model`) in place: replaces `ffn_down` (and the
 /// post-FFN norm weight where there is one) of the block before each removed run.
 /// `progress(stage, done, total)`.
@@ -174,7 +159,13 @@ pub fn heal_with_windows(
         pass_seconds: 0.0,
         fit_seconds: 0.0,
     };
-    let all_runs = runs(&rewrite.plan.removed);
+    // Maximal runs of removed blocks, each healed at the block before it.
+    let all_runs: Vec<Vec<usize>> = rewrite
+        .plan
+        .runs()
+        .into_iter()
+        .map(Vec::from_iter)
+        .collect();
     pass::run(
         &fw,
         windows,
@@ -296,18 +287,4 @@ fn never_worse(rep: &RunReport, rows: &Rows) -> bool {
             < total(rep.err_before, rep.err_outliers_before)
         || rep.err_outliers_after <= OUTLIER_REL_ERR.powi(2) * rep.outlier_norm;
     rep.err_after < rep.err_before && outliers_ok
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn runs_are_maximal() {
-        assert_eq!(
-            runs(&[17, 3, 12, 13, 14, 25, 15, 16]),
-            vec![vec![3], vec![12, 13, 14, 15, 16, 17], vec![25]]
-        );
-        assert!(runs(&[]).is_empty());
-    }
 }
