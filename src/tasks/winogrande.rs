@@ -181,13 +181,13 @@ fn requests(
             ));
         }
         let last = usize::from(lens[s] - base > 1);
-        let mut li = if s == 0 {
+        let first_li = if s == 0 {
             base - cp
         } else {
             lens[0] - cp + base - cp
         };
         let start = requests.len();
-        for j in base - 1..lens[s] - 1 - last {
+        for (li, j) in (first_li..).zip(base - 1..lens[s] - 1 - last) {
             let (seq, pos) = batch_row(li, cp, lens)?;
             requests.push(Request {
                 seq,
@@ -195,7 +195,6 @@ fn requests(
                 target: seqs[s][j + 1],
                 kind: LogProbKind::Direct,
             });
-            li += 1;
         }
         spans.push(start..requests.len());
     }
