@@ -9,7 +9,7 @@
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
 
-use super::{prefix_requests, prompt_lines, select, Kind, Task, TaskSet};
+use super::{prefix_task, prompt_lines, select, Kind, TaskSet};
 
 /// Lines per task.
 pub const LINES_PER_TASK: usize = 6;
@@ -74,21 +74,8 @@ pub fn prepare(
         .into_iter()
         .map(|index| {
             let e = &entries[index];
-            let seqs = e
-                .endings
-                .iter()
-                .map(|end| tok.encode(&format!("{} {end}", e.context), true))
-                .collect::<Result<Vec<_>>>()?;
-            let (requests, spans) = prefix_requests(&seqs, &format!("task {index}"))?;
-            let task = Task {
-                index,
-                correct: (0..ENDINGS).map(|k| k == e.gold).collect(),
-                seqs,
-                requests,
-                spans,
-            };
-            super::check_fits(&task, max_tokens)?;
-            Ok(task)
+            let correct = (0..ENDINGS).map(|k| k == e.gold).collect();
+            prefix_task(index, &e.context, &e.endings, correct, tok, max_tokens)
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(TaskSet {

@@ -132,6 +132,33 @@ pub fn prefix_requests(seqs: &[Vec<u32>], what: &str) -> Result<(Vec<Request>, V
     Ok((requests, spans))
 }
 
+/// A HellaSwag or multiple-choice task: each choice appended to the context after a space
+/// (`context + " " + choice`, tokenized whole), scored by [`prefix_requests`]; refused when it
+/// needs more than `max_tokens`.
+pub fn prefix_task(
+    index: usize,
+    context: &str,
+    choices: &[String],
+    correct: Vec<bool>,
+    tok: &Tokenizer,
+    max_tokens: usize,
+) -> Result<Task> {
+    let seqs = choices
+        .iter()
+        .map(|c| tok.encode(&format!("{context} {c}"), true))
+        .collect::<Result<Vec<_>>>()?;
+    let (requests, spans) = prefix_requests(&seqs, &format!("task {index}"))?;
+    let task = Task {
+        index,
+        correct,
+        seqs,
+        requests,
+        spans,
+    };
+    check_fits(&task, max_tokens)?;
+    Ok(task)
+}
+
 /// A set of tasks of one kind, ready to score.
 #[derive(Clone, Debug)]
 pub struct TaskSet {

@@ -18,7 +18,7 @@
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
 
-use super::{prefix_requests, select, Kind, Task, TaskSet};
+use super::{prefix_task, select, Kind, TaskSet};
 
 /// llama.cpp's cap on answers per task.
 pub const MAX_ANSWERS: u32 = 100;
@@ -163,21 +163,8 @@ pub fn prepare(
     let tasks = entries
         .iter()
         .map(|(index, e)| {
-            let seqs = e
-                .answers
-                .iter()
-                .map(|a| tok.encode(&format!("{} {a}", e.question), true))
-                .collect::<Result<Vec<_>>>()?;
-            let (requests, spans) = prefix_requests(&seqs, &format!("task {index}"))?;
-            let task = Task {
-                index: *index,
-                correct: e.labels.iter().map(|&l| l == 1).collect(),
-                seqs,
-                requests,
-                spans,
-            };
-            super::check_fits(&task, max_tokens)?;
-            Ok(task)
+            let correct = e.labels.iter().map(|&l| l == 1).collect();
+            prefix_task(*index, &e.question, &e.answers, correct, tok, max_tokens)
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(TaskSet {
