@@ -24,10 +24,12 @@ use crate::tokenizer::Tokenizer;
 
 /// The three task formats of llama-perplexity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
 pub enum Kind {
+    #[serde(rename = "hellaswag")]
     HellaSwag,
+    #[serde(rename = "winogrande")]
     WinoGrande,
+    #[serde(rename = "multiple-choice")]
     MultipleChoice,
 }
 
