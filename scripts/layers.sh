@@ -14,7 +14,7 @@ LAYERS = [
     ["blocks", "arch"],
     ["tokenizer"],
     ["forward", "verify"],
-    ["calibration", "eval", "score"],
+    ["calibration", "eval", "tasks", "score"],
     ["prune", "heal", "quant"],
     ["pipeline", "inspect", "jobs"],
 ]

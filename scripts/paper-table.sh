@@ -22,6 +22,12 @@
 #      MODELS ("smollm2 gemma3"; run one per process to use both cores on a loaded machine),
 #      WORK (target/paper-table/cCHUNKS-eEVAL_CHUNKS), OUT (docs/paper-table.md),
 #      RENDER_ONLY (1: only re-render the table from the cache).
+#      Task accuracy (optional): HELLASWAG, WINOGRANDE, MULTIPLE_CHOICE (files in llama-perplexity's
+#      --hellaswag / --winogrande / --multiple-choice formats; see the README's "Task accuracy"),
+#      TASKS (their --tasks N; default: llama-perplexity's). Each set file is measured by our
+#      `eval --hellaswag ...` (llama-perplexity's scoring) and shown in a task table with the
+#      share of the unpruned model's accuracy retained; kinds without a file show "not
+#      measured". The cache keys on the kind only: use another WORK after changing a task file.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")/.." && pwd)"
@@ -35,6 +41,13 @@ MODELS="${MODELS:-smollm2 gemma3}"
 WORK="${WORK:-$here/target/paper-table/c$CHUNKS-e$EVAL_CHUNKS}"
 OUT="${OUT:-$here/docs/paper-table.md}"
 helper="$here/scripts/paper_table.py"
+TASKS="${TASKS:-}"
+# The task kinds given a file ("kind=path" words), for the measurements and the renderer.
+task_specs=""
+[ -n "${HELLASWAG:-}" ] && task_specs+=" hellaswag=$HELLASWAG"
+[ -n "${WINOGRANDE:-}" ] && task_specs+=" winogrande=$WINOGRANDE"
+[ -n "${MULTIPLE_CHOICE:-}" ] && task_specs+=" multiple-choice=$MULTIPLE_CHOICE"
+export TASK_KINDS="$(for s in $task_specs; do printf '%s ' "${s%%=*}"; done)"
 mkdir -p "$WORK" "$(dirname "$OUT")"
 
 wiki="${WIKI:-}"
@@ -120,7 +133,15 @@ ours_ppl() {
     | python3 -c 'import json, sys; print(json.load(sys.stdin)["ppl"])'
 }
 
+# ours_task KIND FILE MODEL: our accuracy (a fraction) on a task file, llama-perplexity's scoring.
+ours_task() {
+  "$ours" eval "$3" "--$1" "$2" ${TASKS:+--tasks "$TASKS"} -t "$THREADS" --json 2>/dev/null \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["accuracy"])'
+}
+task_file() { local s; for s in $task_specs; do [ "${s%%=*}" = "$1" ] && echo "${s#*=}"; done; }
+
 # measure KEY TOOL BLOCKS [FILE]: one cell, cached; FILE if the pruned model already exists.
+# TOOL is llama or ours (perplexity), or a task kind (hellaswag, winogrande, multiple-choice).
 measure() {
   local key=$1 tool=$2 blocks=$3 file=${4:-}
   have "$key" "$tool" "$blocks" && return 0
@@ -130,7 +151,11 @@ measure() {
     prune_to "$key" "$blocks" "$file" || { log "$key: pruning [$blocks] failed: $(tail -1 "$file.log")"; record "$key" "$tool" "$blocks" nan; return 0; }
   fi
   local t0=$SECONDS ppl
-  if [ "$tool" = llama ]; then ppl="$(llama_ppl "$file" || true)"; else ppl="$(ours_ppl "$file" || true)"; fi
+  case "$tool" in
+    llama) ppl="$(llama_ppl "$file" || true)" ;;
+    ours) ppl="$(ours_ppl "$file" || true)" ;;
+    *) ppl="$(ours_task "$tool" "$(task_file "$tool")" "$file" || true)" ;;
+  esac
   [ -n "$ppl" ] || ppl=nan
   record "$key" "$tool" "$blocks" "$ppl"
   log "$key $tool [$blocks]: PPL $ppl ($((SECONDS - t0)) s)"
@@ -192,6 +217,18 @@ run_model() {
       for i in 1 2 3 4 5; do measure "$key" ours "$(set_of "$key" "random$i" "$k")"; done
     done
   fi
+  # Task accuracy of the unpruned model and of every non-random set, per kind given a file.
+  local kind
+  for kind in $TASK_KINDS; do
+    measure "$key" "$kind" ""
+    for k in $ks; do
+      for m in default bi iterative angular tail; do
+        local blocks; blocks="$(set_of "$key" "$m" "$k")"
+        [ -n "$blocks" ] && measure "$key" "$kind" "$blocks"
+      done
+    done
+    render
+  done
   rm -f "$WORK/$key.tmp.gguf" "$WORK/$key.tmp.gguf.log"
   render
 }

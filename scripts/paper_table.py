@@ -13,8 +13,13 @@
 
   paper_table.py table OUT_MD K_SPEC...
       K_SPEC is `label=RESULTS_TSV,SETS_TSV,K_LIST` per model; writes the markdown tables.
+      With task accuracies in RESULTS_TSV (tool = hellaswag, winogrande or multiple-choice;
+      value = accuracy as a fraction), a task table follows each model's: accuracy in percent
+      and the share of the unpruned model's retained; kinds not in $TASK_KINDS (the ones given
+      a file) read "not measured".
 """
 import json
+import os
 import random
 import statistics
 import sys
@@ -87,6 +92,42 @@ NAMES = {
 }
 
 
+TASK_KINDS = [("hellaswag", "HellaSwag"), ("winogrande", "WinoGrande"),
+              ("multiple-choice", "multiple-choice")]
+
+
+def task_cell(res, kind, bl, base, measured):
+    """Accuracy in percent and the share of the unpruned model's retained."""
+    if kind not in measured:
+        return "not measured"
+    acc = res.get((kind, bl))
+    if acc is None or acc != acc:
+        return "–"
+    if bl == "" or not base:
+        return f"{100 * acc:.1f}%"
+    return f"{100 * acc:.1f}% ({100 * acc / base:.0f}% kept)"
+
+
+def task_table(res, chosen, ks):
+    """Rows: the unpruned model, then each method and k; columns: the task kinds."""
+    measured = os.environ.get("TASK_KINDS", "").split()
+    lines = ["Task accuracy (our `eval`, llama-perplexity's scoring; in brackets the share of the "
+             "unpruned model's accuracy kept):", "",
+             "| model | " + " | ".join(name for _, name in TASK_KINDS) + " |",
+             "|---|" + "---|" * len(TASK_KINDS)]
+    base = {kind: res.get((kind, "")) for kind, _ in TASK_KINDS}
+    rows = [("unpruned", "")]
+    for row in ROWS[:-1]:
+        for k in ks:
+            bl = chosen.get((row, k))
+            if bl is not None:
+                rows.append((f"{row}, k = {k}", bl))
+    for name, bl in rows:
+        lines.append(f"| {name} | " + " | ".join(
+            task_cell(res, kind, bl, base[kind], measured) for kind, _ in TASK_KINDS) + " |")
+    return lines
+
+
 def table(out_md, specs):
     parts = []
     for spec in specs:
@@ -131,6 +172,7 @@ def table(out_md, specs):
         for row in ROWS[:-1] + [f"random{i}" for i in range(1, 6)]:
             lines.append(f"| {row} | " + " | ".join(
                 chosen.get((row, k), "–").replace(",", " ") for k in ks) + " |")
+        lines += [""] + task_table(res, chosen, ks)
         parts.append("\n".join(lines))
     text = "\n\n".join(parts) + "\n"
     with open(out_md, "w") as f:

@@ -64,6 +64,7 @@ pub mod pipeline;
 pub mod prune;
 pub mod quant;
 pub mod score;
+pub mod tasks;
 pub mod tokenizer;
 pub mod verify;
 

@@ -7,6 +7,7 @@ use gguf_prune::calibration::{self, Layout};
 use gguf_prune::eval::{self, ChunkDone, KlBase, KlDivergence, LogitsSource, Perplexity};
 use gguf_prune::gguf::Model;
 use gguf_prune::output::{OutputRule, Pending};
+use gguf_prune::tasks::{self, Accuracy, Kind, TaskDone, TaskFile};
 
 /// Measure a model's perplexity on a text, as llama-perplexity does (same chunks, same scored
 /// tokens, same formula), and optionally how far its predictions are from a reference (the
@@ -16,8 +17,25 @@ pub struct EvalArgs {
     /// The GGUF model to evaluate.
     pub model: PathBuf,
     /// The text to evaluate on (UTF-8), e.g. wikitext-2's wiki.test.raw.
-    #[arg(long, required_unless_present = "kl_base")]
+    #[arg(long, required_unless_present_any = ["kl_base", "task_file"])]
     pub text: Option<PathBuf>,
+    /// Report accuracy on HellaSwag tasks in llama-perplexity's --hellaswag format (6 lines per
+    /// task: context, right ending 0-3, four endings), scored as llama-perplexity scores them.
+    #[arg(long, value_name = "FILE", group = "task_file", conflicts_with_all = ["text", "kl_base", "save_logits"])]
+    pub hellaswag: Option<PathBuf>,
+    /// Report accuracy on WinoGrande tasks in llama-perplexity's --winogrande CSV format
+    /// (index,sentence with _,choice1,choice2,answer 1 or 2).
+    #[arg(long, value_name = "FILE", group = "task_file", conflicts_with_all = ["text", "kl_base", "save_logits"])]
+    pub winogrande: Option<PathBuf>,
+    /// Report accuracy on multiple-choice tasks in llama-perplexity's --multiple-choice binary
+    /// format (ARC, MMLU, TruthfulQA files made for llama.cpp).
+    #[arg(long, value_name = "FILE", group = "task_file", conflicts_with_all = ["text", "kl_base", "save_logits"])]
+    pub multiple_choice: Option<PathBuf>,
+    /// Score this many tasks, drawn as llama-perplexity draws them (its --hellaswag-tasks,
+    /// --winogrande-tasks, --multiple-choice-tasks). Default: 400 for HellaSwag, all otherwise;
+    /// 0 = all for WinoGrande and multiple-choice.
+    #[arg(long, value_name = "N", requires = "task_file")]
+    pub tasks: Option<usize>,
     /// Tokens per chunk (llama-perplexity -c); the second half of each chunk is scored. At
     /// most the model's training context and 8192.
     #[arg(
@@ -28,10 +46,11 @@ pub struct EvalArgs {
     )]
     pub ctx_size: usize,
     /// Evaluate at most this many chunks (default: as many as the text holds).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "task_file")]
     pub chunks: Option<usize>,
     /// A reference model (typically the unpruned original): also report KL divergence of this
     /// model from it, top-token agreement, and both perplexities. Same vocabulary required.
+    /// With a task file: its accuracy on the same tasks, and the share of it this model retains.
     #[arg(long = "ref", value_name = "ORIGINAL", conflicts_with = "kl_base")]
     pub reference: Option<PathBuf>,
     /// A logits file written by `llama-perplexity --kl-divergence-base FILE`: compare this model
@@ -70,6 +89,9 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
 fn evaluate(args: EvalArgs, line_open: &std::cell::Cell<bool>) -> anyhow::Result<()> {
     super::select::set_threads(args.threads, "-t/--threads")?;
     let started = std::time::Instant::now();
+    if let Some((kind, path, flag)) = task_file(&args) {
+        return evaluate_tasks(&args, kind, path, flag, started);
+    }
     // Check the cheap inputs, then what the model allows, before reading any text.
     let base = match &args.kl_base {
         Some(path) => Some(KlBase::open(path).context("--kl-base")?),
@@ -183,6 +205,149 @@ fn evaluate(args: EvalArgs, line_open: &std::cell::Cell<bool>) -> anyhow::Result
             report(&args, None, Some(&kl), started)
         }
     }
+}
+
+/// The task file given, its kind, and the flag that named it.
+fn task_file(args: &EvalArgs) -> Option<(Kind, &Path, &'static str)> {
+    [
+        (Kind::HellaSwag, &args.hellaswag, "--hellaswag"),
+        (Kind::WinoGrande, &args.winogrande, "--winogrande"),
+        (
+            Kind::MultipleChoice,
+            &args.multiple_choice,
+            "--multiple-choice",
+        ),
+    ]
+    .into_iter()
+    .find_map(|(kind, path, flag)| path.as_deref().map(|p| (kind, p, flag)))
+}
+
+/// `eval --hellaswag/--winogrande/--multiple-choice`: accuracy as llama-perplexity measures it,
+/// and with `--ref` the reference's on the same tasks.
+fn evaluate_tasks(
+    args: &EvalArgs,
+    kind: Kind,
+    path: &Path,
+    flag: &str,
+    started: std::time::Instant,
+) -> anyhow::Result<()> {
+    let count = match (kind, args.tasks) {
+        (Kind::HellaSwag, Some(0)) => {
+            anyhow::bail!(
+                "--tasks 0: HellaSwag needs at least 1 task (llama-perplexity would score none)"
+            )
+        }
+        (_, Some(0)) => None,
+        (_, n) => n,
+    };
+    let file = TaskFile::read(kind, path, count).context(flag.to_string())?;
+    if let Some(line) = file.unread_last_line() {
+        eprintln!(
+            "eval: {}: the last line is not read, as llama-perplexity does not read it (end the file with an empty line to score it): {line:?}",
+            path.display()
+        );
+    }
+    let model = Model::open(&args.model)?;
+    gguf_prune::limits::check_context(&model, args.ctx_size).context("-c/--ctx-size")?;
+    let max_tokens = args.ctx_size.saturating_mul(4);
+    let acc = score_tasks(&model, &file, max_tokens, true)?;
+    let reference = match &args.reference {
+        Some(ref_path) => {
+            let reference = Model::open(ref_path).context("the reference model")?;
+            eprintln!("eval: the reference {}:", ref_path.display());
+            Some(score_tasks(&reference, &file, max_tokens, false)?)
+        }
+        None => None,
+    };
+    report_tasks(args, &file, &acc, reference.as_ref(), started)
+}
+
+/// Tokenizes the picked tasks for `model` and scores them, printing llama-perplexity's running
+/// line per task on stderr (`verbose`) or one line at the end.
+fn score_tasks(
+    model: &Model,
+    file: &TaskFile,
+    max_tokens: usize,
+    verbose: bool,
+) -> anyhow::Result<Accuracy> {
+    let tok = gguf_prune::tokenizer::Tokenizer::from_metadata(model.metadata())?;
+    let set = file.prepare(&tok, max_tokens)?;
+    let mut source = open_logits_source(model)?;
+    eprintln!(
+        "eval: {}: {} of {} {} tasks",
+        file.path.display(),
+        set.tasks.len(),
+        file.in_file(),
+        file.kind.name()
+    );
+    let mut progress = |d: &TaskDone<'_>| {
+        if verbose {
+            eprintln!(
+                "{}\t{:.4}\t{} {}",
+                d.done,
+                100.0 * d.correct as f64 / d.done as f64,
+                d.choice.choice,
+                d.choice.gold
+            );
+        }
+    };
+    let opts = tasks::ScoreOptions::default();
+    Ok(tasks::score(&mut *source, &set, &opts, &mut progress)?)
+}
+
+fn report_tasks(
+    args: &EvalArgs,
+    file: &TaskFile,
+    acc: &Accuracy,
+    reference: Option<&Accuracy>,
+    started: std::time::Instant,
+) -> anyhow::Result<()> {
+    let seconds = started.elapsed().as_secs_f64();
+    let retained = reference
+        .filter(|r| r.accuracy > 0.0)
+        .map(|r| acc.accuracy / r.accuracy);
+    if args.json {
+        let mut obj = serde_json::Map::new();
+        obj.insert("model".into(), args.model.display().to_string().into());
+        obj.insert("file".into(), file.path.display().to_string().into());
+        obj.insert("in_file".into(), file.in_file().into());
+        let v = serde_json::to_value(acc)?;
+        obj.extend(
+            v.as_object()
+                .expect("a struct serializes to an object")
+                .clone(),
+        );
+        if let (Some(r), Some(path)) = (reference, &args.reference) {
+            obj.insert("reference".into(), path.display().to_string().into());
+            obj.insert("reference_result".into(), serde_json::to_value(r)?);
+            obj.insert("retained".into(), retained.into());
+        }
+        obj.insert("seconds".into(), seconds.into());
+        println!("{}", serde_json::Value::Object(obj));
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", acc.summary_line())?;
+    if let (Some(r), Some(path)) = (reference, &args.reference) {
+        writeln!(out, "Reference {}:", path.display())?;
+        writeln!(out, "{}", r.summary_line())?;
+        match retained {
+            Some(x) => writeln!(
+                out,
+                "Retained: {:.2}% of the reference's accuracy",
+                100.0 * x
+            )?,
+            None => writeln!(out, "Retained: not defined (the reference scores 0)")?,
+        }
+    }
+    writeln!(
+        out,
+        "({} of {} tasks, {:.1} s)",
+        acc.tasks,
+        file.in_file(),
+        seconds
+    )?;
+    Ok(())
 }
 
 /// Runs perplexity while writing the rows to `path` (through a temporary file put in place

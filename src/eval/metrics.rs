@@ -49,6 +49,24 @@ pub fn sum_exp_shifted_in_order(row: &[f32], max: f32) -> f64 {
     row.iter().map(|&l| (l - max).exp() as f64).sum()
 }
 
+/// `log(softmax(row)[target])` as llama-perplexity scores the first ending token of a HellaSwag
+/// or multiple-choice task: the exponentials summed in f64 in order, the probability rounded to
+/// f32, then its f32 logarithm.
+pub fn log_prob_via_softmax(row: &[f32], target: usize) -> f32 {
+    let max = max_and_argmax(row).0;
+    let sum = sum_exp_shifted_in_order(row, max);
+    (((row[target] - max).exp() as f64 / sum) as f32).ln()
+}
+
+/// `row[target] - max - ln(sum exp(row - max))` with the sum in f32, as llama.cpp's
+/// `compute_logprobs` (the task scorers' other variant): near-tied answers can depend on
+/// which of the two sums a score used.
+pub fn log_prob_f32_sum(row: &[f32], target: usize) -> f32 {
+    let max = max_and_argmax(row).0;
+    let sum = row.iter().fold(0f32, |s, &l| s + (l - max).exp());
+    row[target] - max - sum.ln()
+}
+
 /// `ln sum exp(row)` with every term in f64, summed in order: the log-normalizer layer
 /// selection measures candidates with.
 pub fn log_norm_f64(row: &[f32]) -> f64 {
