@@ -9,7 +9,7 @@ use common::{f32_tensor, noise};
 use gguf_prune::forward::Forward;
 use gguf_prune::gguf::{Model, WriteOptions};
 use gguf_prune::heal::{heal_with_windows, HealOptions};
-use gguf_prune::pipeline::write_verified;
+use gguf_prune::jobs::write_verified;
 use gguf_prune::prune::{rewrite, PrunePlan};
 use std::path::Path;
 

@@ -6,10 +6,10 @@ use crate::forward::ops;
 use crate::gguf::{GgmlType, Model, ModelTensor, TensorData};
 use crate::prune::Rewrite;
 
-use crate::arch::names::{self, FFN_DOWN, POST_FFN_NORM};
 use super::pass::RunSample;
 use super::report::TensorChange;
 use super::HealOptions;
+use crate::arch::names::{self, FFN_DOWN, POST_FFN_NORM};
 
 /// The source tensors of the absorbing block that the fold rewrites.
 pub(super) struct Target<'m> {

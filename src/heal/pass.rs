@@ -7,8 +7,8 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::forward::{Batch, BlockObserver, Forward};
 
-use crate::arch::names::FFN_DOWN;
 use super::report::{HealReport, RunReport};
+use crate::arch::names::FFN_DOWN;
 
 /// Captures a block's `ffn_down` input and FFN output.
 #[derive(Default)]
