@@ -17,7 +17,9 @@ pub enum Error {
     /// Wraps an error with the file it concerns.
     #[error("{}: {source}", path.display())]
     InFile { path: PathBuf, source: Box<Error> },
-    #[error("{} already exists (use --force to replace it)", path.display())]
+    /// Occurs when an output path exists and replacing files was not allowed
+    /// ([`crate::output::OutputRule`]); the command line says how to allow it.
+    #[error("{} already exists", path.display())]
     OutputExists { path: PathBuf },
     #[error("refusing to write {}: it is an input of this run", path.display())]
     OutputIsInput { path: PathBuf },

@@ -11,6 +11,7 @@ use gguf_prune::jobs::Notice;
 use gguf_prune::output::{self, OutputRule};
 use gguf_prune::prune::{parse_layer_list, PrunePlan};
 use gguf_prune::quant::{FileType, ImatrixData};
+use gguf_prune::score::SelectOptions;
 
 use super::progress::JobBars;
 use super::select::SelectArgs;
@@ -166,37 +167,8 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         &[args.select.calib.as_ref(), q.imatrix.as_ref()],
     );
     check_outputs(&output, q.imatrix_out.as_ref(), args.split_max_size, &rule)?;
-    let removal = match (&args.layers, calib_options) {
-        (Some(list), _) => {
-            let layers = parse_layer_list(list)?;
-            PrunePlan::new(n_layers, &layers)?; // a bad list is reported before the pass
-            Removal::Layers {
-                layers,
-                calibration: args.select.options(0),
-            }
-        }
-        (None, Some(options)) => Removal::Scored(options),
-        (None, None) => bail!("say which layers to remove: --remove N (scored), or --layers LIST (e.g. --layers 20,21,22)"),
-    };
-    let options = PruneOptions {
-        removal,
-        heal: args.heal.heal.then(|| {
-            args.heal
-                .options(args.select.calib.clone(), args.select.ctx)
-        }),
-        quantize: ftype.map(|ftype| PruneQuantize {
-            ftype,
-            pure: q.pure,
-            imatrix,
-        }),
-        imatrix_out: q.imatrix_out.clone(),
-        output,
-        write: WriteOptions {
-            output: rule,
-            split_max_bytes: args.split_max_size,
-            skip_byte_comparison: args.no_verify,
-        },
-    };
+    let removal = removal(&args, calib_options, n_layers)?;
+    let options = job_options(&args, removal, ftype, imatrix, output, rule);
     let mut bars = JobBars::new(!args.json, print_notice);
     let report = prune(&model, &options, &mut bars).map_err(super::name_flags)?;
     if let (Some(saved), false) = (&report.imatrix_out, args.json) {
@@ -209,6 +181,55 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         );
     }
     print_report(&report, &args.select, args.json)
+}
+
+/// Which layers to remove: `--layers` (checked against the model before any pass) or
+/// `--remove N`'s scoring.
+fn removal(
+    args: &PruneArgs,
+    scored: Option<SelectOptions>,
+    n_layers: usize,
+) -> anyhow::Result<Removal> {
+    Ok(match (&args.layers, scored) {
+        (Some(list), _) => {
+            let layers = parse_layer_list(list)?;
+            PrunePlan::new(n_layers, &layers)?; // a bad list is reported before the pass
+            Removal::Layers {
+                layers,
+                calibration: args.select.options(0),
+            }
+        }
+        (None, Some(options)) => Removal::Scored(options),
+        (None, None) => bail!("say which layers to remove: --remove N (scored), or --layers LIST (e.g. --layers 20,21,22)"),
+    })
+}
+
+/// The job's options from the checked arguments.
+fn job_options(
+    args: &PruneArgs,
+    removal: Removal,
+    ftype: Option<FileType>,
+    imatrix: ImatrixSource,
+    output: PathBuf,
+    rule: OutputRule,
+) -> PruneOptions {
+    let select = &args.select;
+    PruneOptions {
+        removal,
+        heal: (args.heal.heal).then(|| args.heal.options(select.calib.clone(), select.ctx)),
+        quantize: ftype.map(|ftype| PruneQuantize {
+            ftype,
+            pure: args.quant.pure,
+            imatrix,
+        }),
+        imatrix_out: args.quant.imatrix_out.clone(),
+        output,
+        write: WriteOptions {
+            output: rule,
+            split_max_bytes: args.split_max_size,
+            skip_byte_comparison: args.no_verify,
+        },
+    }
 }
 
 /// The prune command's words for a job's notices (stderr, not with `--json`).
