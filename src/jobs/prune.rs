@@ -364,3 +364,56 @@ fn imatrix_output(e: Error) -> Error {
         source: Box::new(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(quantize: Option<ImatrixSource>, imatrix_out: bool) -> PruneOptions {
+        PruneOptions {
+            removal: Removal::Layers {
+                layers: vec![1],
+                calibration: SelectOptions::default(),
+            },
+            heal: None,
+            quantize: quantize.map(|imatrix| PruneQuantize {
+                ftype: FileType::Q4_K_M,
+                pure: false,
+                imatrix,
+            }),
+            imatrix_out: imatrix_out.then(|| PathBuf::from("im.gguf")),
+            output: PathBuf::from("out.gguf"),
+            write: WriteOptions::default(),
+        }
+    }
+
+    #[test]
+    fn collects_an_imatrix_only_to_save_or_use_it() {
+        assert!(!options(None, false).collects_imatrix());
+        assert!(options(None, true).collects_imatrix());
+        assert!(options(Some(ImatrixSource::Collected), false).collects_imatrix());
+        assert!(!options(Some(ImatrixSource::Without), false).collects_imatrix());
+        let given = ImatrixSource::Given {
+            data: ImatrixData::default(),
+            path: PathBuf::from("given.gguf"),
+        };
+        assert!(!options(Some(given.clone()), false).collects_imatrix());
+        assert!(options(Some(given), true).collects_imatrix());
+    }
+
+    #[test]
+    fn quantizing_uses_the_given_then_the_collected_imatrix() {
+        let collected = ImatrixData::new(Default::default(), vec!["c".into()], 1, 8);
+        let given = ImatrixData::new(Default::default(), vec!["g".into()], 1, 8);
+        let source = ImatrixSource::Given {
+            data: given,
+            path: PathBuf::from("g.gguf"),
+        };
+        let used = |o: &PruneOptions| imatrix_for_output(o, Some(&collected), &[1]);
+        assert_eq!(used(&options(Some(source), false)).unwrap().datasets, ["g"]);
+        let o = options(Some(ImatrixSource::Collected), true);
+        assert_eq!(used(&o).unwrap().datasets, ["c"]);
+        assert!(used(&options(Some(ImatrixSource::Without), true)).is_none());
+        assert!(used(&options(None, true)).is_none());
+    }
+}
