@@ -26,7 +26,7 @@ pub struct QuantizeParams<'a> {
 }
 
 impl QuantizeParams<'_> {
-    /// Plain `llama-quantize IN OUT TYPE`: the mix, no imatrix, no overwriting.
+    /// Plain `llama-quantize IN OUT TYPE`: the mix, no imatrix.
     pub fn new(ftype: FileType) -> QuantizeParams<'static> {
         QuantizeParams {
             ftype,
