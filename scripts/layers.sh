@@ -16,7 +16,7 @@ LAYERS = [
     ["forward", "verify"],
     ["calibration", "eval", "tasks", "score"],
     ["prune", "heal", "quant"],
-    ["pipeline", "inspect", "jobs"],
+    ["inspect", "jobs"],
 ]
 rank = {m: i for i, names in enumerate(LAYERS) for m in names}
 bad = 0

@@ -17,7 +17,9 @@ pub enum Error {
     /// Wraps an error with the file it concerns.
     #[error("{}: {source}", path.display())]
     InFile { path: PathBuf, source: Box<Error> },
-    #[error("{} already exists (use --force to replace it)", path.display())]
+    /// Occurs when an output path exists and replacing files was not allowed
+    /// ([`crate::output::OutputRule`]); the command line says how to allow it.
+    #[error("{} already exists", path.display())]
     OutputExists { path: PathBuf },
     #[error("refusing to write {}: it is an input of this run", path.display())]
     OutputIsInput { path: PathBuf },
@@ -172,6 +174,10 @@ pub enum Error {
     /// Occurs when an importance-matrix file is malformed or does not fit the model.
     #[error("importance matrix {}: {what}", path.display())]
     Imatrix { path: PathBuf, what: String },
+    /// Occurs when a file type's mix needs an importance matrix and none is used (Q2_K_S, as in
+    /// llama-quantize); the command line names the option that gives one.
+    #[error("{ftype} needs an importance matrix for tensor {tensor:?}")]
+    NeedsImatrix { ftype: &'static str, tensor: String },
 
     // === Evaluation ===
     /// Occurs when the evaluation text is too short for even the first chunk pair.
@@ -200,4 +206,22 @@ pub enum Error {
     /// Occurs when healing (ReplaceMe fit and fold) cannot run on the model or options.
     #[error("heal: {0}")]
     Heal(String),
+    // === Jobs ===
+    /// Wraps an error with the step of a job it happened in ("healing m.gguf").
+    #[error("{step}: {source}")]
+    Step { step: String, source: Box<Error> },
+    /// Occurs when the importance matrix a prune job saves beside its model cannot be written
+    /// or put in place; the command line names the option that asked for it.
+    #[error("the importance matrix output: {source}")]
+    ImatrixOutput { source: Box<Error> },
+}
+
+impl Error {
+    /// This error as one of the job step `step` (see [`Error::Step`]).
+    pub fn in_step(self, step: impl Into<String>) -> Error {
+        Error::Step {
+            step: step.into(),
+            source: Box::new(self),
+        }
+    }
 }

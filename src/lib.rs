@@ -13,7 +13,7 @@
 //! ```
 //! use gguf_prune::gguf::{write_model, GgmlType, Metadata, Model, OutTensor, TensorData, Value};
 //! use gguf_prune::gguf::WriteOptions;
-//! use gguf_prune::pipeline::prune_model;
+//! use gguf_prune::jobs::prune_model;
 //! use gguf_prune::prune::{block_count, PrunePlan};
 //!
 //! let dir = tempfile::tempdir().unwrap();
@@ -57,10 +57,10 @@ pub mod gguf;
 pub mod heal;
 pub mod inspect;
 pub mod interrupt;
+pub mod jobs;
 pub mod kernels;
 pub mod limits;
 pub mod output;
-pub mod pipeline;
 pub mod prune;
 pub mod quant;
 pub mod score;

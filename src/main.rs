@@ -33,6 +33,10 @@ fn render(err: &anyhow::Error) -> String {
         }
         line.push_str(&text);
     }
+    if let Some(gguf_prune::Error::OutputExists { .. }) = err.root_cause().downcast_ref() {
+        // The library does not name flags; every command that writes has --force.
+        line.push_str(" (use --force to replace it)");
+    }
     line
 }
 

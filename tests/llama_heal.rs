@@ -10,7 +10,7 @@ use support::{f32_bytes, TinyModel, F32};
 use gguf_prune::forward::Forward;
 use gguf_prune::gguf::{Model, WriteOptions};
 use gguf_prune::heal::{heal_with_windows, HealOptions};
-use gguf_prune::pipeline::write_verified;
+use gguf_prune::jobs::write_verified;
 use gguf_prune::prune::{rewrite, PrunePlan};
 use std::path::Path;
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use gguf_prune::gguf::{Array, Metadata, Model, Value, WriteOptions};
-use gguf_prune::pipeline::prune_model;
+use gguf_prune::jobs::prune_model;
 use gguf_prune::prune::{block_count, PrunePlan};
 
 /// Prunes `src` by removing `removed` through the library pipeline (arch rules, renumbering,

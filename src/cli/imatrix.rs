@@ -4,11 +4,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use gguf_prune::gguf::Model;
-use gguf_prune::quant::collect::ImatrixCollector;
+use gguf_prune::jobs::imatrix::{imatrix, ImatrixOptions};
 use gguf_prune::score::select::{DEFAULT_CTX, DEFAULT_MAX_TOKENS};
-use gguf_prune::score::{select_layers, SelectOptions};
+use gguf_prune::score::SelectOptions;
 
-use super::progress::StageProgress;
+use super::progress::JobBars;
 
 /// Collect an importance matrix (per-column mean of squared matmul inputs of every block weight)
 /// by running the model over calibration text, and save it in llama-imatrix's GGUF format for
@@ -55,37 +55,27 @@ pub fn run(args: ImatrixArgs) -> anyhow::Result<()> {
     }
     let rule = super::output_rule(args.force, &[&model], &[args.calib.as_ref()]);
     gguf_prune::output::check(&args.output, &rule)?;
-    let mut collector = ImatrixCollector::new();
-    let mut options = SelectOptions {
-        remove: 0,
-        calib: args.calib.clone(),
-        ctx: args.ctx,
-        max_tokens: args.max_tokens,
-        min_tokens: args.ctx,
-        observer: Some(&mut collector),
-        ..Default::default()
+    let options = ImatrixOptions {
+        calibration: SelectOptions {
+            remove: 0,
+            calib: args.calib.clone(),
+            ctx: args.ctx,
+            max_tokens: args.max_tokens,
+            min_tokens: args.ctx,
+            ..Default::default()
+        },
+        output: args.output.clone(),
+        rule,
     };
-    let bar = StageProgress::new(true);
-    let sel = select_layers(&model, &mut options, &mut |_, done, total| {
-        bar.update("importance matrix", done, total)
-    })
-    .with_context(|| format!("running {} over the calibration text", args.model.display()))?;
-    bar.finish();
-    let dataset = args
-        .calib
-        .as_ref()
-        .map_or("built-in calibration text".to_string(), |p| {
-            p.display().to_string()
-        });
-    let im = collector.finish(&dataset, args.ctx as u32)?;
-    im.write_gguf(&args.output, &rule)?;
+    let report = imatrix(&model, &options, &mut JobBars::new(true, |_| {}))?;
+    let saved = &report.saved;
     println!(
         "{} entries from {} tokens ({} chunks of {}), wrote {}",
-        im.len(),
-        sel.n_tokens,
-        im.chunk_count,
-        im.chunk_size,
-        args.output.display()
+        saved.entries,
+        report.tokens,
+        saved.chunk_count,
+        saved.chunk_size,
+        saved.path.display()
     );
     Ok(())
 }

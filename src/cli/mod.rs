@@ -88,6 +88,20 @@ pub fn output_rule(force: bool, models: &[&Model], others: &[Option<&PathBuf>]) 
     OutputRule::new(force, shards.chain(files))
 }
 
+/// A library error with the option it came from named, where the library leaves that to the
+/// command line (the library never names a flag).
+pub fn name_flags(err: gguf_prune::Error) -> anyhow::Error {
+    match err {
+        gguf_prune::Error::ImatrixOutput { source } => {
+            anyhow::Error::new(*source).context("--imatrix-out")
+        }
+        gguf_prune::Error::NeedsImatrix { ftype, tensor } => {
+            anyhow::anyhow!("{ftype} needs an importance matrix (--imatrix) for tensor {tensor:?}")
+        }
+        err => err.into(),
+    }
+}
+
 /// First Ctrl-C, SIGTERM or SIGHUP (the `termination` feature of ctrlc): ask long work to stop
 /// at its next check (it then removes its temporary output). A second one: remove temporary
 /// files and exit at once.

@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
+use gguf_prune::jobs::{Notice, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// A byte-count progress bar created lazily on the first update.
@@ -130,5 +131,55 @@ impl Lines {
             String::new()
         };
         eprintln!("{stage}: {done}/{total} ({elapsed:.1} s{eta})");
+    }
+}
+
+/// A job's progress on stderr: one stage bar per step (cleared when the step ends), one byte bar
+/// for the write, and the job's notices worded by the command (`notice`). With `enabled` false
+/// (`--json`), nothing is shown.
+pub struct JobBars {
+    enabled: bool,
+    stages: Option<StageProgress>,
+    bytes: ByteProgress,
+    notice: fn(&Notice),
+}
+
+impl JobBars {
+    pub fn new(enabled: bool, notice: fn(&Notice)) -> JobBars {
+        JobBars {
+            enabled,
+            stages: None,
+            bytes: ByteProgress::new("writing", enabled),
+            notice,
+        }
+    }
+}
+
+impl Progress for JobBars {
+    fn stage(&mut self, stage: &str, done: usize, total: usize) {
+        let enabled = self.enabled;
+        self.stages
+            .get_or_insert_with(|| StageProgress::new(enabled))
+            .update(stage, done, total);
+    }
+
+    fn stage_end(&mut self) {
+        if let Some(bar) = self.stages.take() {
+            bar.finish();
+        }
+    }
+
+    fn bytes(&mut self, done: u64, total: u64) {
+        self.bytes.update(done, total);
+    }
+
+    fn bytes_end(&mut self) {
+        self.bytes.finish();
+    }
+
+    fn notice(&mut self, notice: &Notice) {
+        if self.enabled {
+            (self.notice)(notice);
+        }
     }
 }

@@ -4,17 +4,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use gguf_prune::gguf::{Model, WriteOptions};
-use gguf_prune::heal::{heal_rewrite, HealReport};
+use gguf_prune::jobs::prune::{
+    layer_count, prune, ImatrixSource, PruneJobReport, PruneOptions, PruneQuantize, Removal,
+};
+use gguf_prune::jobs::Notice;
 use gguf_prune::output::{self, OutputRule};
-use gguf_prune::pipeline::{write_verified, PruneReport};
-use gguf_prune::prune::{block_count, parse_layer_list, rewrite, PrunePlan};
-use gguf_prune::quant::collect::ImatrixCollector;
-use gguf_prune::quant::model::quantize_rewrite;
-use gguf_prune::quant::{planned_types, FileType, ImatrixData, QuantizeParams, QuantizeReport};
+use gguf_prune::prune::{parse_layer_list, PrunePlan};
+use gguf_prune::quant::{FileType, ImatrixData};
+use gguf_prune::score::SelectOptions;
 
-use super::progress::{ByteProgress, StageProgress};
+use super::progress::JobBars;
 use super::select::SelectArgs;
-use gguf_prune::score::{select_layers, SelectOptions, Selection};
 
 #[derive(Debug, clap::Args)]
 pub struct PruneArgs {
@@ -142,22 +142,20 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         None => None,
     };
     let model = Model::open(&input)?;
-    if calib_options.is_some()
-        || args.heal.heal
-        || args.quant.imatrix_out.is_some()
-        || args.quant.quantize.is_some()
-    {
+    if calib_options.is_some() || args.heal.heal || q.imatrix_out.is_some() || ftype.is_some() {
         args.select.check(&model)?;
     }
     if args.heal.heal {
         args.heal.check()?;
     }
-    let n_layers = block_count(model.metadata())
-        .with_context(|| format!("{}: cannot read the block count", input.display()))?;
-
-    let given_imatrix = match &q.imatrix {
-        Some(p) => Some(ImatrixData::read_for(p, &model).context("--imatrix")?),
-        None => None,
+    let n_layers = layer_count(&model)?;
+    let imatrix = match &q.imatrix {
+        Some(p) => ImatrixSource::Given {
+            data: ImatrixData::read_for(p, &model).context("--imatrix")?,
+            path: p.clone(),
+        },
+        None if q.no_imatrix => ImatrixSource::Without,
+        None => ImatrixSource::Collected,
     };
     let output = args
         .output
@@ -169,152 +167,90 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         &[args.select.calib.as_ref(), q.imatrix.as_ref()],
     );
     check_outputs(&output, q.imatrix_out.as_ref(), args.split_max_size, &rule)?;
-    // One calibration pass gives the scores (with --remove) and the importance matrix.
-    let collect =
-        q.imatrix_out.is_some() || (ftype.is_some() && given_imatrix.is_none() && !q.no_imatrix);
-    let mut collector = ImatrixCollector::new();
-    let mut selection = None;
-    let removed = match (&args.layers, calib_options) {
-        (Some(list), _) => {
-            let removed = parse_layer_list(list)?;
-            PrunePlan::new(n_layers, &removed)?; // a bad list is reported before the pass
-            if collect {
-                // No scoring needed: a pass over the calibration text for the importance matrix.
-                let bar = StageProgress::new(!args.json);
-                let mut options = SelectOptions { observer: Some(&mut collector), ..args.select.options(0) };
-                select_layers(&model, &mut options, &mut |_, done, total| {
-                    bar.update("importance matrix", done, total)
-                })
-                .with_context(|| format!("collecting an importance matrix on {}", input.display()))?;
-                bar.finish();
-            }
-            removed
-        }
-        (None, Some(mut options)) => {
-            let bar = StageProgress::new(!args.json);
-            options.observer = if collect { Some(&mut collector) } else { None };
-            let sel = select_layers(&model, &mut options, &mut |stage, done, total| bar.update(stage, done, total))
-                .with_context(|| format!("choosing {} layers to remove from {}", options.remove, input.display()))?;
-            bar.finish();
-            let removed = sel.removed.clone();
-            selection = Some(sel);
-            removed
-        }
-        (None, None) => bail!("say which layers to remove: --remove N (scored), or --layers LIST (e.g. --layers 20,21,22)"),
-    };
-    let plan = PrunePlan::new(n_layers, &removed)?;
-    let collected = if collect {
-        let dataset = args
-            .select
-            .calib
-            .as_ref()
-            .map_or("built-in calibration text".to_string(), |p| {
-                p.display().to_string()
-            });
-        Some(collector.finish(&dataset, args.select.ctx as u32)?)
-    } else {
-        None
-    };
-    // Written to a temporary file now, put in place only once the model is: a prune that
-    // fails leaves no importance matrix behind either.
-    let imatrix_out = match (&q.imatrix_out, &collected) {
-        (Some(path), Some(im)) => Some(im.stage_gguf(path, &rule).context("--imatrix-out")?),
-        _ => None,
-    };
-    let options = WriteOptions {
-        output: rule.clone(),
-        split_max_bytes: args.split_max_size,
-        skip_byte_comparison: args.no_verify,
-    };
+    let removal = removal(&args, calib_options, n_layers)?;
+    let options = job_options(&args, removal, ftype, imatrix, output, rule);
+    let mut bars = JobBars::new(!args.json, print_notice);
+    let report = prune(&model, &options, &mut bars).map_err(super::name_flags)?;
+    if let (Some(saved), false) = (&report.imatrix_out, args.json) {
+        eprintln!(
+            "importance matrix: {} entries, {} chunks of {} tokens, saved to {}",
+            saved.entries,
+            saved.chunk_count,
+            saved.chunk_size,
+            saved.path.display()
+        );
+    }
+    print_report(&report, &args.select, args.json)
+}
 
-    let mut rewritten = rewrite(&model, &plan)?;
-    let imatrix = if q.no_imatrix {
-        None
-    } else {
-        given_imatrix
-            .as_ref()
-            .or(collected.as_ref())
-            .map(|im| im.after_layer_removal(&removed))
-    };
-    let quant_params = ftype.map(|ftype| QuantizeParams {
-        ftype,
-        pure: q.pure,
-        imatrix: imatrix.as_ref(),
-        imatrix_path: q.imatrix.clone(),
-        output: rule.clone(),
-    });
-    let heal_report = if args.heal.heal {
-        let mut heal_options = args
-            .heal
-            .options(args.select.calib.clone(), args.select.ctx);
-        if let Some(params) = &quant_params {
-            // Heal into the types the quantization will choose, so it keeps the healed bytes
-            // and the held-back check sees the weights as they will be written.
-            heal_options.planned_types = planned_types(&rewritten, params)?;
+/// Which layers to remove: `--layers` (checked against the model before any pass) or
+/// `--remove N`'s scoring.
+fn removal(
+    args: &PruneArgs,
+    scored: Option<SelectOptions>,
+    n_layers: usize,
+) -> anyhow::Result<Removal> {
+    Ok(match (&args.layers, scored) {
+        (Some(list), _) => {
+            let layers = parse_layer_list(list)?;
+            PrunePlan::new(n_layers, &layers)?; // a bad list is reported before the pass
+            Removal::Layers {
+                layers,
+                calibration: args.select.options(0),
+            }
         }
-        let bar = StageProgress::new(!args.json);
-        let r = heal_rewrite(&model, &mut rewritten, &heal_options, &mut |s, d, t| {
-            bar.update(s, d, t)
-        })
-        .with_context(|| format!("healing {}", input.display()))?;
-        bar.finish();
-        Some(r)
-    } else {
-        None
-    };
-    let mut quant_report = None;
-    if let Some(params) = quant_params {
-        let ftype = params.ftype;
-        let r = quantize_rewrite(&model, &mut rewritten, &params)?;
-        if !r.requantized.is_empty() && !args.json {
-            let mut from: Vec<String> = r
-                .requantized
-                .iter()
-                .map(|(_, f, _)| f.to_string())
-                .collect();
+        (None, Some(options)) => Removal::Scored(options),
+        (None, None) => bail!("say which layers to remove: --remove N (scored), or --layers LIST (e.g. --layers 20,21,22)"),
+    })
+}
+
+/// The job's options from the checked arguments.
+fn job_options(
+    args: &PruneArgs,
+    removal: Removal,
+    ftype: Option<FileType>,
+    imatrix: ImatrixSource,
+    output: PathBuf,
+    rule: OutputRule,
+) -> PruneOptions {
+    let select = &args.select;
+    PruneOptions {
+        removal,
+        heal: (args.heal.heal).then(|| args.heal.options(select.calib.clone(), select.ctx)),
+        quantize: ftype.map(|ftype| PruneQuantize {
+            ftype,
+            pure: args.quant.pure,
+            imatrix,
+        }),
+        imatrix_out: args.quant.imatrix_out.clone(),
+        output,
+        write: WriteOptions {
+            output: rule,
+            split_max_bytes: args.split_max_size,
+            skip_byte_comparison: args.no_verify,
+        },
+    }
+}
+
+/// The prune command's words for a job's notices (stderr, not with `--json`).
+fn print_notice(notice: &Notice) {
+    match notice {
+        Notice::Requantizing(tensors) => {
+            let mut from: Vec<String> = tensors.iter().map(|(_, f, _)| f.to_string()).collect();
             from.dedup();
             eprintln!(
                 "warning: requantizing {} already quantized tensors ({}): the result is worse than quantizing from F16/F32",
-                r.requantized.len(),
+                tensors.len(),
                 from.join(", ")
             );
         }
-        if !r.missing_imatrix.is_empty() && imatrix.is_some() && !args.json {
-            eprintln!(
-                "note: no importance data for {} converted tensors (e.g. {}; llama-imatrix collects none for the embedding and output head either)",
-                r.missing_imatrix.len(),
-                r.missing_imatrix[0]
-            );
-        }
-        quant_report = Some((ftype, imatrix.is_some(), r));
+        Notice::NoImportanceData(names) => eprintln!(
+            "note: no importance data for {} converted tensors (e.g. {}; llama-imatrix collects none for the embedding and output head either)",
+            names.len(),
+            names[0]
+        ),
+        Notice::Fallbacks(_) => {}
     }
-
-    let mut bar = ByteProgress::new("writing", !args.json);
-    let report = write_verified(&model, rewritten, &output, &options, &mut |done, total| {
-        bar.update(done, total)
-    })?;
-    bar.finish();
-    if let (Some(pending), Some(im)) = (imatrix_out, &collected) {
-        let path = pending.targets()[0].clone();
-        pending.commit().context("--imatrix-out")?;
-        if !args.json {
-            eprintln!(
-                "importance matrix: {} entries, {} chunks of {} tokens, saved to {}",
-                im.len(),
-                im.chunk_count,
-                im.chunk_size,
-                path.display()
-            );
-        }
-    }
-    print_report(
-        &report,
-        selection.as_ref(),
-        quant_report.as_ref(),
-        heal_report.as_ref(),
-        &args.select,
-        args.json,
-    )
 }
 
 /// Checks every output path before the calibration pass: the model's (for a split, only its
@@ -342,14 +278,13 @@ fn check_outputs(
     Ok(())
 }
 
-fn print_report(
-    report: &PruneReport,
-    selection: Option<&Selection>,
-    quant: Option<&(FileType, bool, QuantizeReport)>,
-    heal: Option<&HealReport>,
-    select: &SelectArgs,
-    json: bool,
-) -> anyhow::Result<()> {
+fn print_report(job: &PruneJobReport, select: &SelectArgs, json: bool) -> anyhow::Result<()> {
+    let report = &job.prune;
+    let (selection, heal) = (job.selection.as_ref(), job.heal.as_ref());
+    let quant = job
+        .quantize
+        .as_ref()
+        .map(|q| (q.ftype, q.with_imatrix, &q.report));
     if json {
         let mut value = serde_json::to_value(report)?;
         if let Some(h) = heal {
@@ -436,7 +371,7 @@ fn print_report(
             ftype.name(),
             q.n_converted,
             q.n_tensors,
-            if *with_imatrix { "" } else { "no " }
+            if with_imatrix { "" } else { "no " }
         );
     }
     if !report.bytes_compared {

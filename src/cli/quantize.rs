@@ -4,8 +4,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use gguf_prune::gguf::Model;
-use gguf_prune::quant::{self, quantize_model, FileType, ImatrixData, MixContext, QuantizeParams};
+use gguf_prune::gguf::{GgmlType, Model};
+use gguf_prune::jobs::quantize::{quantize, QuantizeOptions};
+use gguf_prune::jobs::{Notice, Progress};
+use gguf_prune::quant::{FileType, ImatrixData, QuantizeParams};
 
 /// Quantize a GGUF model the way llama-quantize does (same kernels, same type mixes, byte for
 /// byte), reading F32/F16/BF16 or already quantized sources.
@@ -51,67 +53,26 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let output = super::output_rule(args.force, &[&model], &[args.imatrix.as_ref()]);
-    gguf_prune::output::check(&args.output, &output)?;
-    let params = QuantizeParams {
-        ftype,
-        pure: args.pure,
-        imatrix: imatrix.as_ref(),
-        imatrix_path: args.imatrix.clone(),
-        output,
+    let rule = super::output_rule(args.force, &[&model], &[args.imatrix.as_ref()]);
+    gguf_prune::output::check(&args.output, &rule)?;
+    let options = QuantizeOptions {
+        params: QuantizeParams {
+            ftype,
+            pure: args.pure,
+            imatrix: imatrix.as_ref(),
+            imatrix_path: args.imatrix.clone(),
+        },
+        output: args.output.clone(),
+        rule,
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
-    // Say up front what will happen to the precision, before the work starts.
-    let ctx = MixContext::from_metadata(model.metadata(), imatrix.is_some(), args.pure)?;
-    let choices = quant::model::plan(&model, ftype, &ctx)?;
-    let mut requantized = BTreeMap::<String, usize>::new();
-    let mut fallbacks = BTreeMap::<String, usize>::new();
-    for (t, c) in model.tensors.iter().zip(&choices) {
-        if c.ty != t.info.ggml_type && quant::is_quantized(t.info.ggml_type) {
-            *requantized.entry(t.info.ggml_type.to_string()).or_default() += 1;
-        }
-        if let Some(wanted) = c.fallback_from {
-            *fallbacks
-                .entry(format!("{wanted} -> {}", c.ty))
-                .or_default() += 1;
-        }
-    }
-    if !requantized.is_empty() {
-        eprintln!(
-            "warning: requantizing already quantized tensors ({}): the result is worse than quantizing from F16/F32",
-            counts(&requantized)
-        );
-    }
-    if !fallbacks.is_empty() {
-        eprintln!(
-            "note: rows not divisible by the block size, fallback types used as llama-quantize does: {}",
-            counts(&fallbacks)
-        );
-    }
     let start = Instant::now();
-    let report = pool.install(|| {
-        quantize_model(
-            &model,
-            &args.output,
-            &params,
-            &mut |i, n, name, from, to| {
-                if from == to {
-                    eprintln!("[{:4}/{n}] {name:<40} {from} (copied)", i + 1);
-                } else {
-                    eprintln!("[{:4}/{n}] {name:<40} {from} -> {to}", i + 1);
-                }
-            },
-        )
-    })?;
-    if !report.missing_imatrix.is_empty() {
-        eprintln!(
-            "warning: no importance data for {} converted tensors (e.g. {})",
-            report.missing_imatrix.len(),
-            report.missing_imatrix[0]
-        );
-    }
+    let report = pool
+        .install(|| quantize(&model, &options, &mut TensorLines))
+        .map_err(super::name_flags)?
+        .quantize;
     eprintln!(
         "{} -> {}: {:.2} MiB -> {:.2} MiB, {} of {} tensors converted, {:.2} s",
         args.input.display(),
@@ -125,8 +86,43 @@ pub fn run(args: QuantizeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// "Q4_1 x210, Q8_0 x1".
-fn counts(m: &BTreeMap<String, usize>) -> String {
+/// The quantize command's progress: one line per tensor, and the job's notices, on stderr.
+struct TensorLines;
+
+impl Progress for TensorLines {
+    fn tensor(&mut self, i: usize, n: usize, name: &str, from: GgmlType, to: GgmlType) {
+        if from == to {
+            eprintln!("[{:4}/{n}] {name:<40} {from} (copied)", i + 1);
+        } else {
+            eprintln!("[{:4}/{n}] {name:<40} {from} -> {to}", i + 1);
+        }
+    }
+
+    fn notice(&mut self, notice: &Notice) {
+        match notice {
+            Notice::Requantizing(tensors) => eprintln!(
+                "warning: requantizing already quantized tensors ({}): the result is worse than quantizing from F16/F32",
+                counts(tensors.iter().map(|(_, from, _)| from.to_string()))
+            ),
+            Notice::Fallbacks(tensors) => eprintln!(
+                "note: rows not divisible by the block size, fallback types used as llama-quantize does: {}",
+                counts(tensors.iter().map(|(_, wanted, got)| format!("{wanted} -> {got}")))
+            ),
+            Notice::NoImportanceData(names) => eprintln!(
+                "warning: no importance data for {} converted tensors (e.g. {})",
+                names.len(),
+                names[0]
+            ),
+        }
+    }
+}
+
+/// "Q4_1 x210, Q8_0 x1": how many times each key occurs, in key order.
+fn counts(keys: impl Iterator<Item = String>) -> String {
+    let mut m = BTreeMap::<String, usize>::new();
+    for k in keys {
+        *m.entry(k).or_default() += 1;
+    }
     m.iter()
         .map(|(k, n)| format!("{k} x{n}"))
         .collect::<Vec<_>>()

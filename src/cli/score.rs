@@ -34,9 +34,9 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.plot {
         output::check(path, &rule)?;
     }
-    let mut options = args.select.options(args.select.remove.unwrap_or(0));
+    let options = args.select.options(args.select.remove.unwrap_or(0));
     let bar = super::progress::StageProgress::new(true);
-    let sel = select_layers(&model, &mut options, &mut |stage, done, total| {
+    let sel = select_layers(&model, &options, None, &mut |stage, done, total| {
         bar.update(stage, done, total)
     })
     .with_context(|| format!("scoring {}", args.model.display()))?;

@@ -64,7 +64,7 @@ pub struct SelectArgs {
 impl SelectArgs {
     /// The library options, or `None` when no `--remove` was given (the prune command calls it).
     #[allow(dead_code)]
-    pub fn to_options<'a>(&self) -> anyhow::Result<Option<SelectOptions<'a>>> {
+    pub fn to_options(&self) -> anyhow::Result<Option<SelectOptions>> {
         self.apply_threads()?;
         let Some(remove) = self.remove else {
             if self.metric.is_some() || self.refine {
@@ -85,7 +85,7 @@ impl SelectArgs {
     }
 
     /// Options for scoring with `remove` blocks (0: scores only).
-    pub fn options<'a>(&self, remove: usize) -> SelectOptions<'a> {
+    pub fn options(&self, remove: usize) -> SelectOptions {
         SelectOptions {
             remove,
             metric: self.metric.map(Metric::from),
@@ -95,7 +95,6 @@ impl SelectArgs {
             max_tokens: self.max_tokens,
             allow_ends: self.allow_ends,
             min_tokens: 0,
-            observer: None,
         }
     }
 

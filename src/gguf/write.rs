@@ -65,7 +65,7 @@ pub struct WriteOptions {
     /// `gguf-split --split-max-size`); shards are named `{stem}-00001-of-0000N.gguf`.
     pub split_max_bytes: Option<u64>,
     /// After writing, skip comparing copied tensors byte for byte with their sources (the
-    /// structure is still checked). Read by [`crate::pipeline`]; the writer itself ignores it.
+    /// structure is still checked). Read by [`crate::jobs`]; the writer itself ignores it.
     pub skip_byte_comparison: bool,
 }
 

@@ -625,10 +625,10 @@ pub fn choose_types(
             && !ctx.has_imatrix
             && !matches!(Category::of(t.name), Category::TokenEmbd | Category::Output)
         {
-            return Err(Error::Invalid(format!(
-                "Q2_K_S needs an importance matrix (--imatrix) for tensor {:?}",
-                t.name
-            )));
+            return Err(Error::NeedsImatrix {
+                ftype: ftype.name(),
+                tensor: t.name.to_string(),
+            });
         }
         out[idx] = Choice { ty, fallback_from };
     }

@@ -3,7 +3,7 @@
 //! [`crate::kernels`].
 //!
 //! - [`mix`]: which type each tensor gets for a file type such as Q4_K_M.
-//! - [`model`]: quantize a whole GGUF model, one tensor in memory at a time.
+//! - [`model`]: quantize a whole GGUF model or a pruned rewrite, one tensor in memory at a time.
 //! - [`imatrix`]: llama-imatrix's GGUF and legacy `.dat` files.
 //! - [`collect`]: an importance matrix gathered from the forward pass.
 
@@ -14,7 +14,7 @@ pub mod model;
 
 pub use imatrix::ImatrixData;
 pub use mix::{llama_quantize_names, FileType, FileTypeError, MixContext};
-pub use model::{planned_types, quantize_model, QuantizeParams, QuantizeReport};
+pub use model::{planned_types, quantize_tensors, QuantizeParams, QuantizeReport, QuantizedModel};
 
 /// The kernels' entry points under their former paths, for the edit and command-line code that
 /// calls them as `quant::...`.

@@ -1,12 +1,12 @@
-//! Quantizing a whole model: choose each tensor's type with [`mix`], convert the
-//! tensors that change, copy the others verbatim, and write a GGUF that llama.cpp loads, with
-//! the metadata llama-quantize sets.
+//! Quantization as an edit of a whole model or of a pruned rewrite: choose each tensor's type
+//! with [`mix`], convert the tensors that change (while they are written), copy the others
+//! verbatim, and set the metadata llama-quantize sets. Writing, checking and putting the file in
+//! place is the jobs layer's (`jobs::quantize`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::gguf::{self, GgmlType, Metadata, Model, OutTensor, TensorData, Value, WriteOptions};
-use crate::output::OutputRule;
+use crate::gguf::{GgmlType, Metadata, Model, OutTensor, TensorData, Value};
 
 use super::imatrix::ImatrixData;
 use super::mix::{self, Choice, FileType, MixContext, TensorDesc};
@@ -23,19 +23,16 @@ pub struct QuantizeParams<'a> {
     pub imatrix: Option<&'a ImatrixData>,
     /// Recorded in `quantize.imatrix.file`, as llama-quantize does.
     pub imatrix_path: Option<PathBuf>,
-    /// Which files the output may replace (the model's shards are added as inputs).
-    pub output: OutputRule,
 }
 
 impl QuantizeParams<'_> {
-    /// Plain `llama-quantize IN OUT TYPE`: the mix, no imatrix, no overwriting.
+    /// Plain `llama-quantize IN OUT TYPE`: the mix, no imatrix.
     pub fn new(ftype: FileType) -> QuantizeParams<'static> {
         QuantizeParams {
             ftype,
             pure: false,
             imatrix: None,
             imatrix_path: None,
-            output: OutputRule::default(),
         }
     }
 }
@@ -140,27 +137,27 @@ pub fn convert_tensor(
     }
 }
 
-/// Quantizes `model` to `out`, holding one converted tensor in memory at a time.
-/// `progress(i, n, name, from, to)` is called before each tensor is written.
-pub fn quantize_model(
-    model: &Model,
-    out: &Path,
-    params: &QuantizeParams,
-    progress: &mut dyn FnMut(usize, usize, &str, GgmlType, GgmlType),
-) -> Result<QuantizeReport> {
+/// A whole model quantized as an edit, not yet written: llama-quantize's metadata and every
+/// tensor, converted ones as data made while writing (one in memory at a time).
+pub struct QuantizedModel<'a> {
+    pub version: u32,
+    pub metadata: Metadata,
+    pub tensors: Vec<OutTensor<'a>>,
+    pub report: QuantizeReport,
+}
+
+/// Quantizes every tensor of `model` as `params` say: everything that can fail is checked here,
+/// before anything is written (the conversions themselves run when the tensors are written).
+pub fn quantize_tensors<'a>(
+    model: &'a Model,
+    params: &QuantizeParams<'a>,
+) -> Result<QuantizedModel<'a>> {
     let ftype = params.ftype;
     // What llama.cpp's loader (and so llama-quantize) refuses is refused before anything is
     // planned or written: the mix is sized by the block count.
     crate::verify::check_loadable(model)?;
     if let Some(im) = params.imatrix {
-        // llama-quantize refuses these too: one NaN poisons every block it touches.
-        for (name, e) in &im.entries {
-            if let Some(v) = e.sums.iter().find(|v| !v.is_finite()) {
-                return Err(Error::Invalid(format!(
-                    "importance matrix entry {name:?} holds a non-finite value ({v})"
-                )));
-            }
-        }
+        check_finite(im)?;
     }
     let ctx = MixContext::from_metadata(model.metadata(), params.imatrix.is_some(), params.pure)?;
     let choices = plan(model, ftype, &ctx)?;
@@ -207,9 +204,8 @@ pub fn quantize_model(
     }
 
     let meta = output_metadata(model.metadata(), ftype, params);
-    let n = model.tensors.len();
-    let mut tensors = Vec::with_capacity(n);
-    for (i, (t, c)) in model.tensors.iter().zip(&choices).enumerate() {
+    let mut tensors = Vec::with_capacity(model.tensors.len());
+    for (t, c) in model.tensors.iter().zip(&choices) {
         let info = &t.info;
         let to = c.ty;
         let len = to.bytes_for(info.n_elements()).ok_or_else(|| {
@@ -241,68 +237,26 @@ pub fn quantize_model(
                 }),
             }
         };
-        tensors.push((
-            i,
-            info.name.clone(),
-            info.ggml_type,
-            to,
-            OutTensor {
-                name: info.name.clone(),
-                dims: info.dims.clone(),
-                ggml_type: to,
-                data,
-            },
-        ));
+        tensors.push(OutTensor {
+            name: info.name.clone(),
+            dims: info.dims.clone(),
+            ggml_type: to,
+            data,
+        });
     }
-    // Progress per tensor: the writer reports bytes; map them back to tensor starts.
-    let starts: Vec<(u64, usize, String, GgmlType, GgmlType)> = {
-        let align = gguf::write::alignment_of(&meta);
-        let mut at = 0u64;
-        tensors
-            .iter()
-            .map(|(i, name, from, to, t)| {
-                let s = at;
-                at += gguf::align_up(t.data.len(), align);
-                (s, *i, name.clone(), *from, *to)
-            })
-            .collect()
-    };
-    let out_tensors: Vec<OutTensor> = tensors.into_iter().map(|t| t.4).collect();
-    let options = WriteOptions {
-        output: params
-            .output
-            .with_inputs(model.shards.iter().map(|s| s.path().to_path_buf())),
-        ..Default::default()
-    };
-    let mut next = 0usize;
-    let version = model.shards[0].content.version;
-    let pending = gguf::write_model(
-        out,
-        version,
-        &meta,
-        out_tensors,
-        &options,
-        &mut |done, _total| {
-            while next < starts.len() && starts[next].0 <= done {
-                let (_, i, name, from, to) = &starts[next];
-                progress(*i, n, name, *from, *to);
-                next += 1;
-            }
-        },
-    )?;
-    // Structure checked before the output is put in place.
-    let written = Model::open(&pending.temp_paths()[0])?;
-    crate::verify::check_structure(&written)?;
-    drop(written);
-    pending.commit()?;
-    Ok(report)
+    Ok(QuantizedModel {
+        version: model.shards[0].content.version,
+        metadata: meta,
+        tensors,
+        report,
+    })
 }
 
 /// Quantizes a pruned model on its way out: every tensor of `rewrite` gets the type the mix
 /// chooses at the PRUNED depth and new block indices (what llama-quantize would choose for the
 /// pruned file, not what it would choose for the source), tensors whose type changes become
 /// converted data made while writing, the others stay verbatim copies (still verified byte for
-/// byte by `pipeline::write_verified`), and the metadata gets llama-quantize's keys.
+/// byte by `jobs::write_verified`), and the metadata gets llama-quantize's keys.
 ///
 /// `params.imatrix`, if any, must already use the output's names
 /// ([`ImatrixData::after_layer_removal`]). Nothing is converted here: the conversions run when

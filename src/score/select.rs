@@ -23,7 +23,8 @@ pub enum Metric {
 }
 
 /// What `select_layers` needs; built by `SelectArgs::to_options` on the command line.
-pub struct SelectOptions<'a> {
+#[derive(Clone, Debug)]
+pub struct SelectOptions {
     /// Blocks to remove.
     pub remove: usize,
     /// The metric; `None` is the default method (see [`select_layers`]).
@@ -41,28 +42,9 @@ pub struct SelectOptions<'a> {
     /// Fewer calibration tokens than this is an error, raised before the pass (an importance
     /// matrix counts whole windows, as llama-imatrix counts whole chunks).
     pub min_tokens: usize,
-    /// Shown every block of the first scoring pass over the unpruned model (every calibration
-    /// window): an importance matrix collected there comes from the same pass as the scores.
-    pub observer: Option<&'a mut dyn BlockObserver>,
 }
 
-impl std::fmt::Debug for SelectOptions<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SelectOptions")
-            .field("remove", &self.remove)
-            .field("metric", &self.metric)
-            .field("refine", &self.refine)
-            .field("calib", &self.calib)
-            .field("ctx", &self.ctx)
-            .field("max_tokens", &self.max_tokens)
-            .field("allow_ends", &self.allow_ends)
-            .field("min_tokens", &self.min_tokens)
-            .field("observer", &self.observer.is_some())
-            .finish()
-    }
-}
-
-impl Default for SelectOptions<'_> {
+impl Default for SelectOptions {
     fn default() -> Self {
         SelectOptions {
             remove: 0,
@@ -73,7 +55,6 @@ impl Default for SelectOptions<'_> {
             max_tokens: DEFAULT_MAX_TOKENS,
             allow_ends: false,
             min_tokens: 0,
-            observer: None,
         }
     }
 }
@@ -127,10 +108,13 @@ pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize);
 /// wins on every model and k (README, "Does removing layers work?"). `refine` adds a greedy set guided by
 /// that divergence (three lowest-BI blocks tried per step; costly).
 /// The first and last blocks are kept unless `allow_ends`; every set passes the
-/// architecture's removal rules. `options.observer` is shown the first scoring pass.
+/// architecture's removal rules. `observer` is shown every block of the first scoring pass over
+/// the unpruned model (every calibration window): an importance matrix collected there comes
+/// from the same pass as the scores.
 pub fn select_layers(
     model: &Model,
-    options: &mut SelectOptions,
+    options: &SelectOptions,
+    observer: Option<&mut dyn BlockObserver>,
     progress: Progress,
 ) -> Result<Selection> {
     let fw = Forward::new(model)?;
@@ -195,11 +179,7 @@ pub fn select_layers(
     let mut cache = StateCache::new(CACHE_BYTES);
     let first_pass = ScoreOptions {
         max_run,
-        // The same observer, lent for this pass.
-        observer: options
-            .observer
-            .as_mut()
-            .map(|o| &mut **o as &mut dyn BlockObserver),
+        observer,
         ..Default::default()
     };
     let scores = score_layers(&fw, &windows, first_pass, &mut |il| {

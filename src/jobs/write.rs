@@ -1,5 +1,5 @@
-//! The whole prune job, in the order data flows: plan -> rewrite -> write (to temporary files)
-//! -> verify -> put in place.
+//! The last steps of every job that writes a model: write (to temporary files) -> verify -> put
+//! in place.
 
 use std::path::{Path, PathBuf};
 
