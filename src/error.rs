@@ -178,6 +178,17 @@ pub enum Error {
     /// llama-quantize); the command line names the option that gives one.
     #[error("{ftype} needs an importance matrix for tensor {tensor:?}")]
     NeedsImatrix { ftype: &'static str, tensor: String },
+    /// Occurs when healed tensors are asked for in a type this build cannot quantize to; the
+    /// command line names the option that chose it.
+    #[error("healed tensors cannot be written as {ty}: this build cannot quantize to it")]
+    HealTypeUnsupported { ty: String },
+
+    /// Occurs when a refined selection (a greedy set guided by the comparison) is asked for but
+    /// the text gives fewer than the two windows a comparison needs.
+    #[error(
+        "a refined selection needs at least 2 windows of {ctx} tokens; the text gives {windows}"
+    )]
+    RefineNeedsWindows { ctx: usize, windows: usize },
 
     // === Evaluation ===
     /// Occurs when the evaluation text is too short for even the first chunk pair.

@@ -98,6 +98,13 @@ pub fn name_flags(err: gguf_prune::Error) -> anyhow::Error {
         gguf_prune::Error::NeedsImatrix { ftype, tensor } => {
             anyhow::anyhow!("{ftype} needs an importance matrix (--imatrix) for tensor {tensor:?}")
         }
+        gguf_prune::Error::HealTypeUnsupported { ty } => {
+            anyhow::anyhow!("--heal-type {ty}: this build cannot quantize to it")
+        }
+        gguf_prune::Error::RefineNeedsWindows { ctx, windows } => anyhow::anyhow!(
+            "--refine needs at least 2 windows of {ctx} tokens; the text gives {windows}"
+        ),
+        gguf_prune::Error::Step { step, source } => name_flags(*source).context(step),
         err => err.into(),
     }
 }

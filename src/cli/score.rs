@@ -39,6 +39,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
     let sel = select_layers(&model, &options, None, &mut |stage, done, total| {
         bar.update(stage, done, total)
     })
+    .map_err(super::name_flags)
     .with_context(|| format!("scoring {}", args.model.display()))?;
     bar.finish();
     let order = suggested_order(&sel, options.allow_ends);

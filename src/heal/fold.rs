@@ -133,9 +133,7 @@ fn choose_type(
         None => (GgmlType::F16, true),
     };
     if !crate::quant::can_quantize(ty) {
-        return Err(Error::Heal(format!(
-            "--heal-type {ty}: this build cannot quantize to it"
-        )));
+        return Err(Error::HealTypeUnsupported { ty: ty.to_string() });
     }
     Ok((ty, fallback))
 }

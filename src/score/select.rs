@@ -154,11 +154,10 @@ pub fn select_layers(
     // Compare candidate sets on the last windows unless one metric was asked for.
     let compare = (options.metric.is_none() || options.refine) && n > 0 && windows.len() >= 2;
     if options.refine && !compare && n > 0 {
-        return Err(Error::Calibration(format!(
-            "--refine needs at least 2 windows of {} tokens; the text gives {}",
-            options.ctx,
-            windows.len()
-        )));
+        return Err(Error::RefineNeedsWindows {
+            ctx: options.ctx,
+            windows: windows.len(),
+        });
     }
     // The comparison windows are the last quarter, but the candidate sets are scored on every
     // window: set apart from scoring, they made the default's BI set differ from `--metric bi`'s
