@@ -43,8 +43,7 @@ impl Forward<'_> {
     ) -> Result<()> {
         let hp = &self.hp;
         let (d, n) = (hp.n_embd, x.n_tokens());
-        let mut h = x.data.clone();
-        ops::rms_norm(&mut h, d, Some(&w.attn_norm), hp.eps);
+        let h = self.normed(x, &w.attn_norm);
         if self.has(&block_weight(il, ATTN_QKV)) {
             obs.matmul_input(il, ATTN_QKV, &h, n);
         } else {

@@ -251,6 +251,13 @@ impl Forward<'_> {
         self.ffn_half(il, w, x, obs)
     }
 
+    /// The residual stream of `x` RMS-normalised and scaled by `weight`: a block half's input.
+    pub(super) fn normed(&self, x: &Batch, weight: &[f32]) -> Vec<f32> {
+        let mut h = x.data.clone();
+        ops::rms_norm(&mut h, self.hp.n_embd, Some(weight), self.hp.eps);
+        h
+    }
+
     /// The FFN half of block `il`: adds its output to every window of `x`, showing `obs` the
     /// inputs of its matmuls and its output.
     fn ffn_half(
@@ -262,8 +269,7 @@ impl Forward<'_> {
     ) -> Result<()> {
         let hp = &self.hp;
         let (d, n) = (hp.n_embd, x.n_tokens());
-        let mut h = x.data.clone();
-        ops::rms_norm(&mut h, d, Some(&w.ffn_norm), hp.eps);
+        let h = self.normed(x, &w.ffn_norm);
         if self.has(&block_weight(il, FFN_GATE)) {
             obs.matmul_input(il, FFN_GATE, &h, n);
         }

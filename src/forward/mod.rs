@@ -9,6 +9,12 @@
 //! What differs between architectures (norm placement, activation, RoPE pairing, sliding-window
 //! layers, scales) comes from the `[forward]` table of `formats/<arch>.toml`; what a file holds
 //! (biases, fused q/k/v, tied output head) is read from its tensors.
+//!
+//! Here: the model ([`Forward`], its tensor readers) and the dequantized [`Linear`] layer. Then
+//! `block` (a block's weights, the shape checks of [`Forward::new`], [`Forward::block_forward`]
+//! and its FFN half), `attention` (its attention half), `pass` (the embedding and
+//! [`Forward::run`]), `state` ([`Batch`], [`StateCache`]), `head` (the output head,
+//! [`ModelLogits`]), `config` (hyper-parameters) and `ops` (norms, RoPE, softmax, activations).
 mod attention;
 mod block;
 pub mod config;
