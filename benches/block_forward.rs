@@ -30,7 +30,7 @@ fn main() {
     let t = Instant::now();
     for _ in 0..reps {
         let mut y = x.clone();
-        fw.block_forward(10, &w, &mut y).expect("forward");
+        fw.block_forward(10, &w, &mut y, None).expect("forward");
         std::hint::black_box(&y);
     }
     let run = t.elapsed().as_secs_f64() / reps as f64;

@@ -1117,8 +1117,13 @@ fn forward_fuzz_seeds_run_through_every_block() {
         gguf_prune::verify::check_structure(&model).unwrap();
         let fw = gguf_prune::forward::Forward::new(&model)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        let x = fw
-            .run(&[vec![0, 1, 2, 3]], &[], &mut |_, _| Ok(()), &mut |_| {})
+        let (x, _) = fw
+            .run(
+                &[vec![0, 1, 2, 3]],
+                Default::default(),
+                &mut |_, _| Ok(()),
+                &mut |_| {},
+            )
             .unwrap();
         assert!(x.data.iter().all(|v| v.is_finite()));
         n += 1;

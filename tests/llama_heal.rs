@@ -7,7 +7,7 @@ pub mod support;
 
 use support::{f32_bytes, TinyModel, F32};
 
-use gguf_prune::forward::Forward;
+use gguf_prune::forward::{Forward, RunOptions};
 use gguf_prune::gguf::{Model, WriteOptions};
 use gguf_prune::heal::{heal_with_windows, HealOptions};
 use gguf_prune::jobs::write_verified;
@@ -86,8 +86,13 @@ fn windows() -> Vec<Vec<u32>> {
 fn final_stream(path: &Path, skip: &[usize]) -> Vec<f32> {
     let model = Model::open(path).unwrap();
     let fw = Forward::new(&model).unwrap();
-    fw.run(&windows(), skip, &mut |_, _| Ok(()), &mut |_| {})
+    let options = RunOptions {
+        skip,
+        ..Default::default()
+    };
+    fw.run(&windows(), options, &mut |_, _| Ok(()), &mut |_| {})
         .unwrap()
+        .0
         .data
 }
 

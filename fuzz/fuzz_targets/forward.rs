@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         }
     };
     let window: Vec<u32> = (0..4).collect();
-    if let Err(e) = fw.run(&[window], &[], &mut |_, _| Ok(()), &mut |_| {}) {
+    if let Err(e) = fw.run(&[window], Default::default(), &mut |_, _| Ok(()), &mut |_| {}) {
         let _ = e.to_string();
     }
 });

@@ -119,6 +119,30 @@ fn sliding_layers(arch: &str, meta: &Metadata, role: &Role, n_layer: usize) -> R
     Ok(swa)
 }
 
+/// Head counts and sizes of one model.
+struct Heads {
+    n_head: usize,
+    n_head_kv: Vec<usize>,
+    head_dim_k: usize,
+    head_dim_v: usize,
+    n_rot: usize,
+}
+
+/// RoPE's base, scaling and original context.
+struct RopeHparams {
+    base: f32,
+    freq_scale: f32,
+    attn_factor: f32,
+    n_ctx_orig: usize,
+}
+
+/// Which layers slide, their window and their RoPE base.
+struct SlidingHparams {
+    swa: Vec<bool>,
+    window: usize,
+    rope_base: f32,
+}
+
 impl Hparams {
     pub fn read(arch: &str, meta: &Metadata, spec: &ForwardSpec) -> Result<Hparams> {
         let k = |s: &str| arch_key(arch, s);
@@ -131,43 +155,13 @@ impl Hparams {
                 why: "a model has at least one dimension".into(),
             });
         }
-        let heads = per_layer(meta, &k("attention.head_count"), n_layer)?.ok_or_else(|| {
-            Error::MissingKey {
-                key: k("attention.head_count"),
-            }
-        })?;
-        let n_head = heads.first().copied().unwrap_or(0);
-        if n_head == 0 || heads.iter().any(|&h| h != n_head) {
-            return Err(Error::Unsupported {
-                arch: arch.into(),
-                what: format!("attention.head_count {heads:?}: per-layer or zero head counts"),
-            });
-        }
-        let key_length = scalar(meta, &k("attention.key_length"))?;
-        if key_length.is_none() && !n_embd.is_multiple_of(n_head) {
-            return Err(Error::Hparam {
-                key: k("attention.head_count"),
-                value: n_head.to_string(),
-                why: format!("does not divide embedding_length {n_embd}"),
-            });
-        }
-        let n_head_kv = per_layer(meta, &k("attention.head_count_kv"), n_layer)?
-            .unwrap_or_else(|| vec![n_head; n_layer]);
-        if let Some(bad) = n_head_kv.iter().find(|&&h| h == 0 || n_head % h != 0) {
-            return Err(Error::Unsupported {
-                arch: arch.into(),
-                what: format!("head_count_kv {bad} does not divide head_count {n_head}"),
-            });
-        }
-        let head_dim_k = key_length.map_or(n_embd / n_head, |v| v as usize);
-        let head_dim_v =
-            scalar(meta, &k("attention.value_length"))?.map_or(n_embd / n_head, |v| v as usize);
-        let n_rot = scalar(meta, &k("rope.dimension_count"))?.map_or(head_dim_k, |v| v as usize);
-        if n_rot > head_dim_k || n_rot % 2 != 0 {
-            return Err(Error::Forward(format!(
-                "rope.dimension_count {n_rot} does not fit head size {head_dim_k}"
-            )));
-        }
+        let Heads {
+            n_head,
+            n_head_kv,
+            head_dim_k,
+            head_dim_v,
+            n_rot,
+        } = read_heads(arch, meta, n_layer, n_embd)?;
         let n_ff = per_layer(meta, &k("feed_forward_length"), n_layer)?
             .map_or(0, |v| v.into_iter().max().unwrap_or(0));
         let eps = scalar(meta, &k("attention.layer_norm_rms_epsilon"))?.ok_or_else(|| {
@@ -175,53 +169,8 @@ impl Hparams {
                 key: k("attention.layer_norm_rms_epsilon"),
             }
         })? as f32;
-        let rope_base = scalar(meta, &k("rope.freq_base"))?.unwrap_or(10000.0) as f32;
-        match meta.get(&k("rope.scaling.type")).and_then(Value::as_str) {
-            None | Some("none") | Some("linear") => {}
-            Some(other) => {
-                return Err(Error::Unsupported {
-                    arch: arch.into(),
-                    what: format!("rope scaling {other:?}"),
-                })
-            }
-        }
-        let factor = match scalar(meta, &k("rope.scaling.factor"))? {
-            Some(f) => Some(f),
-            None => scalar(meta, &k("rope.scale_linear"))?,
-        };
-        let rope_freq_scale = factor.filter(|&f| f != 0.0).map_or(1.0, |f| 1.0 / f) as f32;
-        let rope_attn_factor = scalar(meta, &k("rope.scaling.attn_factor"))?.unwrap_or(1.0) as f32;
-        let n_ctx_orig = match scalar(meta, &k("rope.scaling.original_context_length"))? {
-            Some(v) => Some(v),
-            None => scalar(meta, &k("context_length"))?,
-        }
-        .map_or(usize::MAX, |v| v as usize);
-
-        // Sliding window: llama.cpp `load_swa_pattern` reads a per-layer bool array, else a
-        // period from the same key, else the architecture's period (its sliding-window role).
-        let window_key = k("attention.sliding_window");
-        let window = scalar(meta, &window_key)?
-            .map(|v| v as usize)
-            .or(spec.swa_default_window.map(|v| v as usize));
-        let role = spec.sliding_window.as_ref().filter(|r| {
-            let required = r.requires_positive.as_deref();
-            window.is_some_and(|w| w > 0)
-                && required.is_none_or(|t| meta.contains(&format::key(t, arch)))
-        });
-        let swa_on = role.is_some();
-        let swa = match role {
-            Some(role) => sliding_layers(arch, meta, role, n_layer)?,
-            None => vec![false; n_layer],
-        };
-        let rope_base_swa = match scalar(meta, &k("rope.freq_base_swa"))? {
-            Some(v) => v as f32,
-            None => match spec.swa_rope_base.as_deref() {
-                None | Some("global") => rope_base,
-                Some(num) => num.parse().map_err(|_| {
-                    Error::Forward(format!("formats/{arch}.toml: swa_rope_base {num:?}"))
-                })?,
-            },
-        };
+        let rope = read_rope(arch, meta)?;
+        let sliding = read_sliding(arch, meta, spec, n_layer, rope.base)?;
         let attn_scale = match spec.attention_scale {
             AttentionScale::HeadDim => 1.0 / (head_dim_k as f32).sqrt(),
             AttentionScale::Gemma => {
@@ -256,13 +205,13 @@ impl Hparams {
             n_rot,
             n_ff,
             eps,
-            rope_base,
-            rope_base_swa,
-            rope_freq_scale,
-            rope_attn_factor,
-            n_ctx_orig,
-            swa,
-            swa_window: if swa_on { window.unwrap_or(0) } else { 0 },
+            rope_base: rope.base,
+            rope_base_swa: sliding.rope_base,
+            rope_freq_scale: rope.freq_scale,
+            rope_attn_factor: rope.attn_factor,
+            n_ctx_orig: rope.n_ctx_orig,
+            swa: sliding.swa,
+            swa_window: sliding.window,
             attn_scale,
             attn_softcap,
             final_softcap,
@@ -325,6 +274,129 @@ impl Hparams {
             self.rope_base
         }
     }
+}
+
+/// The head counts and sizes: one head count for every layer, key/value counts per layer
+/// dividing it, head sizes from their keys or `n_embd / n_head`, and the rotated dimensions.
+fn read_heads(arch: &str, meta: &Metadata, n_layer: usize, n_embd: usize) -> Result<Heads> {
+    let k = |s: &str| arch_key(arch, s);
+    let heads =
+        per_layer(meta, &k("attention.head_count"), n_layer)?.ok_or_else(|| Error::MissingKey {
+            key: k("attention.head_count"),
+        })?;
+    let n_head = heads.first().copied().unwrap_or(0);
+    if n_head == 0 || heads.iter().any(|&h| h != n_head) {
+        return Err(Error::Unsupported {
+            arch: arch.into(),
+            what: format!("attention.head_count {heads:?}: per-layer or zero head counts"),
+        });
+    }
+    let key_length = scalar(meta, &k("attention.key_length"))?;
+    if key_length.is_none() && !n_embd.is_multiple_of(n_head) {
+        return Err(Error::Hparam {
+            key: k("attention.head_count"),
+            value: n_head.to_string(),
+            why: format!("does not divide embedding_length {n_embd}"),
+        });
+    }
+    let n_head_kv = per_layer(meta, &k("attention.head_count_kv"), n_layer)?
+        .unwrap_or_else(|| vec![n_head; n_layer]);
+    if let Some(bad) = n_head_kv.iter().find(|&&h| h == 0 || n_head % h != 0) {
+        return Err(Error::Unsupported {
+            arch: arch.into(),
+            what: format!("head_count_kv {bad} does not divide head_count {n_head}"),
+        });
+    }
+    let head_dim_k = key_length.map_or(n_embd / n_head, |v| v as usize);
+    let head_dim_v =
+        scalar(meta, &k("attention.value_length"))?.map_or(n_embd / n_head, |v| v as usize);
+    let n_rot = scalar(meta, &k("rope.dimension_count"))?.map_or(head_dim_k, |v| v as usize);
+    if n_rot > head_dim_k || n_rot % 2 != 0 {
+        return Err(Error::Forward(format!(
+            "rope.dimension_count {n_rot} does not fit head size {head_dim_k}"
+        )));
+    }
+    Ok(Heads {
+        n_head,
+        n_head_kv,
+        head_dim_k,
+        head_dim_v,
+        n_rot,
+    })
+}
+
+/// RoPE's base, its linear scaling (other scalings are refused) and the original context.
+fn read_rope(arch: &str, meta: &Metadata) -> Result<RopeHparams> {
+    let k = |s: &str| arch_key(arch, s);
+    let base = scalar(meta, &k("rope.freq_base"))?.unwrap_or(10000.0) as f32;
+    match meta.get(&k("rope.scaling.type")).and_then(Value::as_str) {
+        None | Some("none") | Some("linear") => {}
+        Some(other) => {
+            return Err(Error::Unsupported {
+                arch: arch.into(),
+                what: format!("rope scaling {other:?}"),
+            })
+        }
+    }
+    let factor = match scalar(meta, &k("rope.scaling.factor"))? {
+        Some(f) => Some(f),
+        None => scalar(meta, &k("rope.scale_linear"))?,
+    };
+    let rope_freq_scale = factor.filter(|&f| f != 0.0).map_or(1.0, |f| 1.0 / f) as f32;
+    let rope_attn_factor = scalar(meta, &k("rope.scaling.attn_factor"))?.unwrap_or(1.0) as f32;
+    let n_ctx_orig = match scalar(meta, &k("rope.scaling.original_context_length"))? {
+        Some(v) => Some(v),
+        None => scalar(meta, &k("context_length"))?,
+    }
+    .map_or(usize::MAX, |v| v as usize);
+    Ok(RopeHparams {
+        base,
+        freq_scale: rope_freq_scale,
+        attn_factor: rope_attn_factor,
+        n_ctx_orig,
+    })
+}
+
+/// Which layers use sliding-window attention, the window, and their RoPE base (`rope_base`
+/// unless the file or the recipe gives another).
+fn read_sliding(
+    arch: &str,
+    meta: &Metadata,
+    spec: &ForwardSpec,
+    n_layer: usize,
+    rope_base: f32,
+) -> Result<SlidingHparams> {
+    let k = |s: &str| arch_key(arch, s);
+    // Sliding window: llama.cpp `load_swa_pattern` reads a per-layer bool array, else a
+    // period from the same key, else the architecture's period (its sliding-window role).
+    let window_key = k("attention.sliding_window");
+    let window = scalar(meta, &window_key)?
+        .map(|v| v as usize)
+        .or(spec.swa_default_window.map(|v| v as usize));
+    let role = spec.sliding_window.as_ref().filter(|r| {
+        let required = r.requires_positive.as_deref();
+        window.is_some_and(|w| w > 0)
+            && required.is_none_or(|t| meta.contains(&format::key(t, arch)))
+    });
+    let swa_on = role.is_some();
+    let swa = match role {
+        Some(role) => sliding_layers(arch, meta, role, n_layer)?,
+        None => vec![false; n_layer],
+    };
+    let rope_base_swa = match scalar(meta, &k("rope.freq_base_swa"))? {
+        Some(v) => v as f32,
+        None => match spec.swa_rope_base.as_deref() {
+            None | Some("global") => rope_base,
+            Some(num) => num.parse().map_err(|_| {
+                Error::Forward(format!("formats/{arch}.toml: swa_rope_base {num:?}"))
+            })?,
+        },
+    };
+    Ok(SlidingHparams {
+        swa,
+        window: if swa_on { window.unwrap_or(0) } else { 0 },
+        rope_base: rope_base_swa,
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
 //! Element-wise and row-wise kernels on plain `f32` rows, matching ggml's CPU definitions.
-//! Matrix products go through candle (see [`super::linear`]); these are the cheap parts.
+//! Matrix products go through candle (see [`super::Linear`]); these are the cheap parts.
 
 use rayon::prelude::*;
 

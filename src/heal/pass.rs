@@ -101,7 +101,7 @@ pub(super) fn run(
         let t0 = Instant::now();
         let Some(run) = runs.iter().find(|r| r[0] == il + 1) else {
             let w = fw.load_block(il)?;
-            fw.block_forward(il, &w, &mut x)?;
+            fw.block_forward(il, &w, &mut x, None)?;
             report.pass_seconds += t0.elapsed().as_secs_f64();
             il += 1;
             continue;
@@ -122,13 +122,13 @@ pub(super) fn run(
 fn sample_run(fw: &Forward, il: usize, run: &[usize], x: &mut Batch) -> Result<RunSample> {
     let mut cap = Capture::default();
     let w = fw.load_block(il)?;
-    fw.block_forward_observed(il, &w, x, &mut cap)?;
+    fw.block_forward(il, &w, x, Some(&mut cap))?;
     drop(w);
     let mut y = x.clone();
     for &b in run {
         crate::interrupt::check()?;
         let wb = fw.load_block(b)?;
-        fw.block_forward(b, &wb, &mut y)?;
+        fw.block_forward(b, &wb, &mut y, None)?;
     }
     RunSample::new(il, cap, x, y)
 }

@@ -22,7 +22,7 @@
 pub mod select;
 
 use crate::error::Result;
-use crate::forward::{ops, Batch, BlockObserver, Forward, NoObserver, StateCache};
+use crate::forward::{ops, Batch, BlockObserver, Forward, RunOptions, StateCache};
 use rayon::prelude::*;
 pub use select::{select_layers, Candidate, Metric, SelectOptions, Selection};
 
@@ -124,22 +124,16 @@ pub fn score_layers(
         }
         Ok(())
     };
-    let obs: &mut dyn BlockObserver = match observer {
-        Some(obs) => obs,
-        None => &mut NoObserver,
+    let (cache, prior) = match resume {
+        Some(Resume { cache, prior }) => (Some(cache), Some(prior)),
+        None => (None, None),
     };
-    let (x, prior, start) = match resume {
-        Some(Resume { cache, prior }) => {
-            let (x, start) =
-                fw.run_cached_observed(windows, skip, Some(cache), &mut observe, obs, progress)?;
-            (x, Some(prior), start)
-        }
-        None => {
-            let (x, _) =
-                fw.run_cached_observed(windows, skip, None, &mut observe, obs, progress)?;
-            (x, None, 0)
-        }
+    let run = RunOptions {
+        skip,
+        cache,
+        observer,
     };
+    let (x, start) = fw.run(windows, run, &mut observe, progress)?;
     if let Some(prior) = prior {
         for l in (0..start).filter(|l| !skip.contains(l)) {
             bi[l] = prior[l];
