@@ -37,8 +37,8 @@ pub fn imatrix(
 ) -> Result<ImatrixReport> {
     let mut collector = ImatrixCollector::new();
     let calibration = &options.calibration;
-    let selection =
-        calibration_pass(model, calibration, &mut collector, progress, true).map_err(|e| {
+    let selection = calibration_pass(model, calibration, Some(&mut collector), progress, true)
+        .map_err(|e| {
             e.in_step(format!(
                 "running {} over the calibration text",
                 model.path().display()

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use super::{dataset_name, raise, write_verified, Notice, Progress, PruneReport};
 use crate::error::{Error, Result};
-use crate::forward::{BlockObserver, NoObserver};
+use crate::forward::BlockObserver;
 use crate::gguf::{Model, WriteOptions};
 use crate::heal::{heal_rewrite, HealOptions, HealReport};
 use crate::output::Pending;
@@ -236,18 +236,20 @@ fn choose_layers(
         } => {
             if collect {
                 // No scoring needed: a pass over the calibration text for the importance matrix.
-                calibration_pass(model, calibration, collector, progress, true).map_err(|e| {
-                    e.in_step(format!(
-                        "collecting an importance matrix on {}",
-                        model.path().display()
-                    ))
-                })?;
+                calibration_pass(model, calibration, Some(collector), progress, true).map_err(
+                    |e| {
+                        e.in_step(format!(
+                            "collecting an importance matrix on {}",
+                            model.path().display()
+                        ))
+                    },
+                )?;
             }
             Ok((layers.clone(), None))
         }
         Removal::Scored(select) => {
-            let observer: &mut dyn BlockObserver =
-                if collect { collector } else { &mut NoObserver };
+            let observer: Option<&mut dyn BlockObserver> =
+                if collect { Some(collector) } else { None };
             let selection =
                 calibration_pass(model, select, observer, progress, false).map_err(|e| {
                     e.in_step(format!(
@@ -267,11 +269,11 @@ fn choose_layers(
 pub(super) fn calibration_pass(
     model: &Model,
     options: &SelectOptions,
-    observer: &mut dyn BlockObserver,
+    observer: Option<&mut dyn BlockObserver>,
     progress: &mut dyn Progress,
     imatrix_only: bool,
 ) -> Result<Selection> {
-    let selection = select_layers(model, options, Some(observer), &mut |stage, done, total| {
+    let selection = select_layers(model, options, observer, &mut |stage, done, total| {
         let stage = if imatrix_only {
             "importance matrix"
         } else {
