@@ -1,7 +1,7 @@
 //! Writes the seed corpora: for the `parse` target, small valid GGUF files made by the tests'
 //! builder (`tests/support`); for the `forward` target, tiny models the forward pass runs.
 //! Run from the repository root:
-//! `cargo run --manifest-path fuzz/Cargo.toml --bin make-corpus -- fuzz/corpus/parse fuzz/corpus/forward`.
+//! `cargo run --manifest-path fuzz/Cargo.toml --bin make-corpus -- fuzz/corpus/parse fuzz/corpus/forward fuzz/corpus/text`.
 
 #[path = "../../../tests/support/mod.rs"]
 mod support;
@@ -76,6 +76,74 @@ fn main() {
     if let Some(dir) = std::env::args().nth(2) {
         write_seeds(&dir, &forward_seeds());
     }
+    if let Some(dir) = std::env::args().nth(3) {
+        write_seeds(&dir, &text_seeds());
+    }
+}
+
+/// Seeds for the `text` target: the first byte picks the reader (0, 1: a text tokenized by
+/// SmolLM2's or gemma3's vocabulary; 2: an importance matrix; 3: a logits file).
+fn text_seeds() -> Vec<(String, Vec<u8>)> {
+    let text = "= Alpha =\n The river\\'s mouth , 1 @,@ 200 km \\x41\\n <s> \u{e9}t\u{e9} \u{4e2d}\u{6587} \u{1f600}\n";
+    let with = |which: u8, body: &[u8]| [&[which][..], body].concat();
+    let mut seeds = vec![
+        ("bpe-text".to_string(), with(0, text.as_bytes())),
+        ("spm-text".to_string(), with(1, text.as_bytes())),
+        ("imatrix-dat".to_string(), with(2, &legacy_imatrix())),
+        ("logits".to_string(), with(3, &logits_file())),
+    ];
+    seeds.push(("imatrix-gguf".to_string(), with(2, &imatrix_gguf())));
+    seeds
+}
+
+/// A legacy `.dat` importance matrix with one entry of 4 values from 2 calls.
+fn legacy_imatrix() -> Vec<u8> {
+    let mut b = Vec::new();
+    let name = b"blk.0.ffn_down.weight";
+    b.extend(1i32.to_le_bytes());
+    b.extend((name.len() as i32).to_le_bytes());
+    b.extend(name);
+    b.extend(2i32.to_le_bytes());
+    b.extend(4i32.to_le_bytes());
+    for v in [0.5f32, 1.0, 1.5, 2.0] {
+        b.extend(v.to_le_bytes());
+    }
+    b.extend(2i32.to_le_bytes());
+    b.extend(4i32.to_le_bytes());
+    b.extend(b"text");
+    b
+}
+
+/// A GGUF importance matrix as llama-imatrix writes it: sums and counts per weight.
+fn imatrix_gguf() -> Vec<u8> {
+    Gguf::new(3)
+        .kv("general.type", Value::String(b"imatrix".to_vec()))
+        .kv("imatrix.chunk_count", Value::U32(2))
+        .kv("imatrix.chunk_size", Value::U32(512))
+        .kv(
+            "imatrix.datasets",
+            Value::Array(Array::String(vec![b"text".to_vec()])),
+        )
+        .f32_tensor("blk.0.ffn_down.weight.in_sum2", &[4, 1], 1.5)
+        .f32_tensor("blk.0.ffn_down.weight.counts", &[1, 1], 2.0)
+        .build()
+        .bytes
+}
+
+/// A logits file of one chunk of 4 tokens over a vocabulary of 3 (one scored row).
+fn logits_file() -> Vec<u8> {
+    let (n_ctx, n_vocab, n_chunk) = (4i32, 3usize, 1i32);
+    let mut b = b"_logits_".to_vec();
+    b.extend(n_ctx.to_le_bytes());
+    b.extend((n_vocab as i32).to_le_bytes());
+    b.extend(n_chunk.to_le_bytes());
+    for t in [1i32, 2, 0, 1] {
+        b.extend(t.to_le_bytes());
+    }
+    let mut row = vec![0u8; gguf_prune::eval::kl_base::row_bytes(n_vocab)];
+    gguf_prune::eval::kl_base::encode_row(&[0.5, 1.0, -2.0], 1, &mut row);
+    b.extend(row);
+    b
 }
 
 fn write_seeds(dir: &str, seeds: &[(String, Vec<u8>)]) {
@@ -92,8 +160,17 @@ fn write_seeds(dir: &str, seeds: &[(String, Vec<u8>)]) {
 /// a 4-token vocabulary): every key and tensor `Forward::new` validates is there to mutate.
 fn forward_seeds() -> Vec<(String, Vec<u8>)> {
     let mut seeds = Vec::new();
-    for (arch, blocks) in [("llama", 1), ("llama", 2), ("qwen3", 1), ("gemma3", 1), ("phi3", 1)] {
-        seeds.push((format!("{arch}-{blocks}"), tiny_forward(arch, blocks).build().bytes));
+    for (arch, blocks) in [
+        ("llama", 1),
+        ("llama", 2),
+        ("qwen3", 1),
+        ("gemma3", 1),
+        ("phi3", 1),
+    ] {
+        seeds.push((
+            format!("{arch}-{blocks}"),
+            tiny_forward(arch, blocks).build().bytes,
+        ));
     }
     seeds
 }
@@ -102,7 +179,10 @@ fn tiny_forward(arch: &str, blocks: u32) -> Gguf {
     let (d, ff, kv, hd) = (8u64, 16u64, 1u64, 4u64);
     let k = |s: &str| format!("{arch}.{s}");
     let mut g = Gguf::new(3)
-        .kv("general.architecture", Value::String(arch.as_bytes().to_vec()))
+        .kv(
+            "general.architecture",
+            Value::String(arch.as_bytes().to_vec()),
+        )
         .kv(&k("block_count"), Value::U32(blocks))
         .kv(&k("embedding_length"), Value::U32(d as u32))
         .kv(&k("feed_forward_length"), Value::U32(ff as u32))
@@ -129,13 +209,18 @@ fn tiny_forward(arch: &str, blocks: u32) -> Gguf {
         g = if arch == "phi3" {
             g.f32_tensor(&w("ffn_up"), &[d, 2 * ff], s + 0.05)
         } else {
-            g.f32_tensor(&w("ffn_up"), &[d, ff], s + 0.05)
-                .f32_tensor(&w("ffn_gate"), &[d, ff], s + 0.06)
+            g.f32_tensor(&w("ffn_up"), &[d, ff], s + 0.05).f32_tensor(
+                &w("ffn_gate"),
+                &[d, ff],
+                s + 0.06,
+            )
         };
         if arch == "qwen3" {
-            g = g
-                .f32_tensor(&w("attn_q_norm"), &[hd], 1.0)
-                .f32_tensor(&w("attn_k_norm"), &[hd], 1.0);
+            g = g.f32_tensor(&w("attn_q_norm"), &[hd], 1.0).f32_tensor(
+                &w("attn_k_norm"),
+                &[hd],
+                1.0,
+            );
         }
         if arch == "gemma3" {
             g = g
