@@ -2,7 +2,7 @@
 //! builder (`tests/support`); for the `forward` target, tiny models the forward pass runs
 //! (`TinyModel`, with counting values).
 //! Run from the repository root:
-//! `cargo run --manifest-path fuzz/Cargo.toml --bin make-corpus -- fuzz/corpus/parse fuzz/corpus/forward`.
+//! `cargo run --manifest-path fuzz/Cargo.toml --bin make-corpus -- fuzz/corpus/parse fuzz/corpus/forward fuzz/corpus/text`.
 
 #[path = "../../../tests/support/mod.rs"]
 pub mod support;
@@ -77,8 +77,76 @@ fn main() {
     write_seeds(&dir, &seeds);
     if let Some(dir) = std::env::args().nth(2) {
         write_seeds(&dir, &forward_seeds());
+    }    if let Some(dir) = std::env::args().nth(3) {
+        write_seeds(&dir, &text_seeds());
     }
 }
+
+/// Seeds for the `text` target: the first byte picks the reader (0, 1: a text tokenized by
+/// SmolLM2's or gemma3's vocabulary; 2: an importance matrix; 3: a logits file).
+fn text_seeds() -> Vec<(String, Vec<u8>)> {
+    let text = "= Alpha =\n The river\\'s mouth , 1 @,@ 200 km \\x41\\n <s> \u{e9}t\u{e9} \u{4e2d}\u{6587} \u{1f600}\n";
+    let with = |which: u8, body: &[u8]| [&[which][..], body].concat();
+    let mut seeds = vec![
+        ("bpe-text".to_string(), with(0, text.as_bytes())),
+        ("spm-text".to_string(), with(1, text.as_bytes())),
+        ("imatrix-dat".to_string(), with(2, &legacy_imatrix())),
+        ("logits".to_string(), with(3, &logits_file())),
+    ];
+    seeds.push(("imatrix-gguf".to_string(), with(2, &imatrix_gguf())));
+    seeds
+}
+
+/// A legacy `.dat` importance matrix with one entry of 4 values from 2 calls.
+fn legacy_imatrix() -> Vec<u8> {
+    let mut b = Vec::new();
+    let name = b"blk.0.ffn_down.weight";
+    b.extend(1i32.to_le_bytes());
+    b.extend((name.len() as i32).to_le_bytes());
+    b.extend(name);
+    b.extend(2i32.to_le_bytes());
+    b.extend(4i32.to_le_bytes());
+    for v in [0.5f32, 1.0, 1.5, 2.0] {
+        b.extend(v.to_le_bytes());
+    }
+    b.extend(2i32.to_le_bytes());
+    b.extend(4i32.to_le_bytes());
+    b.extend(b"text");
+    b
+}
+
+/// A GGUF importance matrix as llama-imatrix writes it: sums and counts per weight.
+fn imatrix_gguf() -> Vec<u8> {
+    Gguf::new(3)
+        .kv("general.type", Value::String(b"imatrix".to_vec()))
+        .kv("imatrix.chunk_count", Value::U32(2))
+        .kv("imatrix.chunk_size", Value::U32(512))
+        .kv(
+            "imatrix.datasets",
+            Value::Array(Array::String(vec![b"text".to_vec()])),
+        )
+        .f32_tensor("blk.0.ffn_down.weight.in_sum2", &[4, 1], 1.5)
+        .f32_tensor("blk.0.ffn_down.weight.counts", &[1, 1], 2.0)
+        .build()
+        .bytes
+}
+
+/// A logits file of one chunk of 4 tokens over a vocabulary of 3 (one scored row).
+fn logits_file() -> Vec<u8> {
+    let (n_ctx, n_vocab, n_chunk) = (4i32, 3usize, 1i32);
+    let mut b = b"_logits_".to_vec();
+    b.extend(n_ctx.to_le_bytes());
+    b.extend((n_vocab as i32).to_le_bytes());
+    b.extend(n_chunk.to_le_bytes());
+    for t in [1i32, 2, 0, 1] {
+        b.extend(t.to_le_bytes());
+    }
+    let mut row = vec![0u8; gguf_prune::eval::kl_base::row_bytes(n_vocab)];
+    gguf_prune::eval::kl_base::encode_row(&[0.5, 1.0, -2.0], 1, &mut row);
+    b.extend(row);
+    b
+}
+
 
 fn write_seeds(dir: &str, seeds: &[(String, Vec<u8>)]) {
     std::fs::create_dir_all(dir).expect("corpus folder");
