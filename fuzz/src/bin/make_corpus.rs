@@ -77,7 +77,8 @@ fn main() {
     write_seeds(&dir, &seeds);
     if let Some(dir) = std::env::args().nth(2) {
         write_seeds(&dir, &forward_seeds());
-    }    if let Some(dir) = std::env::args().nth(3) {
+    }
+    if let Some(dir) = std::env::args().nth(3) {
         write_seeds(&dir, &text_seeds());
     }
 }
@@ -146,7 +147,6 @@ fn logits_file() -> Vec<u8> {
     b.extend(row);
     b
 }
-
 
 fn write_seeds(dir: &str, seeds: &[(String, Vec<u8>)]) {
     std::fs::create_dir_all(dir).expect("corpus folder");
