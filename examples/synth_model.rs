@@ -26,8 +26,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use gguf_prune::gguf::write::write_header;
 use gguf_prune::gguf::{
-    align_up, arch_key, Array, GgmlType, GgufFile, Metadata, OutTensor, Pending, TensorData,
-    Value,
+    align_up, arch_key, Array, GgmlType, GgufFile, Metadata, OutTensor, Pending, TensorData, Value,
 };
 use gguf_prune::output::OutputRule;
 use gguf_prune::quant::mix::{choose_types, MixContext, TensorDesc};
@@ -126,10 +125,17 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let shape = SHAPES.iter().find(|s| s.name == args.shape).ok_or_else(|| {
-        let names: Vec<&str> = SHAPES.iter().map(|s| s.name).collect();
-        anyhow::anyhow!("unknown shape {:?}; one of {}", args.shape, names.join(", "))
-    })?;
+    let shape = SHAPES
+        .iter()
+        .find(|s| s.name == args.shape)
+        .ok_or_else(|| {
+            let names: Vec<&str> = SHAPES.iter().map(|s| s.name).collect();
+            anyhow::anyhow!(
+                "unknown shape {:?}; one of {}",
+                args.shape,
+                names.join(", ")
+            )
+        })?;
     let blocks = args.blocks.unwrap_or(shape.blocks);
     let ftype = FileType::parse(&args.file_type)?;
     let tokenizer = args.tokenizer.clone().unwrap_or_else(default_tokenizer);
@@ -264,7 +270,11 @@ fn tensors(
                 ("attn_v.bias", vec![kv]),
             ]);
         }
-        named.extend(block.into_iter().map(|(n, dims)| (format!("blk.{b}.{n}"), dims)));
+        named.extend(
+            block
+                .into_iter()
+                .map(|(n, dims)| (format!("blk.{b}.{n}"), dims)),
+        );
     }
     named.push(("output_norm.weight".into(), vec![d]));
     named.push(("output.weight".into(), vec![d, v]));
@@ -282,7 +292,11 @@ fn tensors(
     Ok(named
         .into_iter()
         .zip(choices)
-        .map(|((name, dims), c)| Planned { name, dims, ty: c.ty })
+        .map(|((name, dims), c)| Planned {
+            name,
+            dims,
+            ty: c.ty,
+        })
         .collect())
 }
 
@@ -294,10 +308,9 @@ fn write(args: &Args, meta: &Metadata, tensors: &[Planned]) -> anyhow::Result<u6
     let mut sizes = Vec::with_capacity(tensors.len());
     for t in tensors {
         let n: u64 = t.dims.iter().product();
-        let size = t
-            .ty
-            .bytes_for(n)
-            .ok_or_else(|| anyhow::anyhow!("{}: {:?} {:?}", t.name, t.ty, t.dims))?;
+        let size =
+            t.ty.bytes_for(n)
+                .ok_or_else(|| anyhow::anyhow!("{}: {:?} {:?}", t.name, t.ty, t.dims))?;
         offsets.push(next);
         sizes.push(size);
         next = align_up(next + size, alignment);
@@ -332,12 +345,7 @@ fn write(args: &Args, meta: &Metadata, tensors: &[Planned]) -> anyhow::Result<u6
 const CHUNK_BYTES: u64 = 4 << 20;
 
 /// Streams one tensor's `size` bytes of data to `out`, one chunk at a time.
-fn write_data(
-    out: &mut impl Write,
-    t: &Planned,
-    size: u64,
-    rng: &mut Rng,
-) -> anyhow::Result<()> {
+fn write_data(out: &mut impl Write, t: &Planned, size: u64, rng: &mut Rng) -> anyhow::Result<()> {
     let role = t.name.rsplit('.').nth(1).unwrap_or("");
     if t.ty == GgmlType::F32 {
         // Norm weights 1 (as at initialisation), biases small.
