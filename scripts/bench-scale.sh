@@ -17,8 +17,10 @@
 # Usage: scripts/bench-scale.sh SHAPE [TOKENS]   (SHAPE: llama3-8b, qwen2.5-14b, llama3-70b;
 #                                                 TOKENS default 512)
 # Env: THREADS (2), CTX (min(512, TOKENS)), TYPE (synthetic file type, Q4_K_M), QTYPE (quantize
-#      target, Q4_K_M), LAYERS (to remove; default three blocks at 2/3 depth), COLD (1),
-#      GGUF_PRUNE_CACHE (~/.cache/gguf-prune); the file is cached in $GGUF_PRUNE_CACHE/synthetic.
+#      target, Q5_K_M: a target equal to the source type would only copy, in both tools),
+#      LAYERS (to remove; default three blocks at 2/3 depth), TASKS (which rows, default
+#      "score eval quantize layers"), COLD (1), GGUF_PRUNE_CACHE (~/.cache/gguf-prune); the
+#      file is cached in $GGUF_PRUNE_CACHE/synthetic.
 set -euo pipefail
 
 shape="${1:?usage: scripts/bench-scale.sh SHAPE [TOKENS]}"
@@ -29,7 +31,8 @@ threads="${THREADS:-2}"
 ctx="${CTX:-$((tokens < 512 ? tokens : 512))}"
 chunks=$((tokens / ctx))
 type="${TYPE:-Q4_K_M}"
-qtype="${QTYPE:-Q4_K_M}"
+qtype="${QTYPE:-Q5_K_M}"
+tasks="${TASKS:-score eval quantize layers}"
 cold="${COLD:-1}"
 bash "$here/scripts/fetch-models.sh" >/dev/null
 bash "$here/scripts/build-llama.sh" >/dev/null
@@ -109,20 +112,29 @@ printf '%s: %s, %.2f GiB, %s blocks; %s tokens (ctx %s x %s), %s threads, %s sta
   "$threads" "$([ "$cold" = 1 ] && echo cold || echo warm)"
 printf '%-9s %-22s %9s %9s %9s %9s %8s %8s %8s %8s\n' task tool seconds "RSS MiB" \
   "anon MiB" "file MiB" "read GiB" "rchar GiB" time RSS
-row score llama-imatrix "$bin/llama-imatrix" -m "$model" -f "$text" -c "$ctx" --chunks "$chunks" \
-  -t "$threads" -o "$tmp/imatrix.gguf"
-row score "gguf-prune score" "$ours" score "$model" --calib "$text" --ctx "$ctx" \
-  --max-tokens "$tokens" -t "$threads" --json
-row eval llama-perplexity "$bin/llama-perplexity" -m "$model" -f "$text" -c "$ctx" -b "$ctx" \
-  --chunks "$chunks" -t "$threads"
-row eval "gguf-prune eval" "$ours" eval "$model" --text "$text" -c "$ctx" --chunks "$chunks" \
-  -t "$threads" --json
-row quantize "llama-quantize" "$bin/llama-quantize" --allow-requantize "$model" "$tmp/out.gguf" \
-  "$qtype" "$threads"
-row quantize "gguf-prune quantize" "$ours" quantize "$model" "$tmp/out.gguf" "$qtype" \
-  -t "$threads"
-row layers cp cp "$model" "$tmp/out.gguf"
-row layers "llama-quantize COPY" "$bin/llama-quantize" --allow-requantize --prune-layers "$layers" \
-  "$model" "$tmp/out.gguf" COPY "$threads"
-row layers "gguf-prune --layers" "$ours" "$model" --layers "$layers" -o "$tmp/out.gguf"
+want() { [[ " $tasks " == *" $1 "* ]]; }
+if want score; then
+  row score llama-imatrix "$bin/llama-imatrix" -m "$model" -f "$text" -c "$ctx" \
+    --chunks "$chunks" -t "$threads" -o "$tmp/imatrix.gguf"
+  row score "gguf-prune score" "$ours" score "$model" --calib "$text" --ctx "$ctx" \
+    --max-tokens "$tokens" -t "$threads" --json
+fi
+if want eval; then
+  row eval llama-perplexity "$bin/llama-perplexity" -m "$model" -f "$text" -c "$ctx" -b "$ctx" \
+    --chunks "$chunks" -t "$threads"
+  row eval "gguf-prune eval" "$ours" eval "$model" --text "$text" -c "$ctx" --chunks "$chunks" \
+    -t "$threads" --json
+fi
+if want quantize; then
+  row quantize "llama-quantize $qtype" "$bin/llama-quantize" --allow-requantize "$model" \
+    "$tmp/out.gguf" "$qtype" "$threads"
+  row quantize "gguf-prune quantize" "$ours" quantize "$model" "$tmp/out.gguf" "$qtype" \
+    -t "$threads"
+fi
+if want layers; then
+  row layers cp cp "$model" "$tmp/out.gguf"
+  row layers "llama-quantize COPY" "$bin/llama-quantize" --allow-requantize \
+    --prune-layers "$layers" "$model" "$tmp/out.gguf" COPY "$threads"
+  row layers "gguf-prune --layers" "$ours" "$model" --layers "$layers" -o "$tmp/out.gguf"
+fi
 echo "ratios: against the first row of each task; layers removed: $layers"
