@@ -53,6 +53,8 @@ impl Content {
     }
 
     /// Parses the header of a GGUF file held in `bytes` and checks every tensor's range.
+    /// Long on purpose: it reads the header in the file's order (magic, version, counts,
+    /// metadata, tensor infos, alignment, data), each count checked before it is used.
     pub fn parse(bytes: &[u8]) -> Result<Content> {
         let mut r = Reader { bytes, pos: 0 };
         let magic = r.take(4, "magic")?;

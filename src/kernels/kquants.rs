@@ -124,6 +124,9 @@ fn pack_2bit(l: &[u8], qs: &mut [u8]) {
 
 // ---------------------------------------------------------------- Q2_K
 
+/// One row to Q2_K, as ggml quantizes it. Long on purpose: it follows ggml's function step for
+/// step (scale search, super-block scales, levels, packing) so the bytes stay identical to
+/// llama-quantize's, and a reader can compare the two side by side.
 pub fn quantize_q2_k(row: &[f32], imatrix: Option<&[f32]>, out: &mut [u8]) {
     let mut l = [0u8; QK_K];
     let mut laux = [0u8; 16];
@@ -409,6 +412,8 @@ pub fn dequantize_q3_k(blocks: &[u8], out: &mut [f32]) {
 // ---------------------------------------------------------------- Q4_K and Q5_K
 
 /// The scale/min search shared by Q4_K (nmax 15) and Q5_K (nmax 31); fills `l` with levels.
+/// Long on purpose: one piece of ggml's Q4_K/Q5_K quantizers, kept in its order so the bytes
+/// match llama-quantize's.
 fn kx_scales(x: &[f32], qw_block: Option<&[f32]>, nmax: i32, l: &mut [u8; QK_K], head: &mut [u8]) {
     let mut laux = [0u8; 32];
     let mut weights = [0f32; 32];

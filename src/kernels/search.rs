@@ -160,6 +160,7 @@ pub fn make_q3_quants(n: usize, nmax: i32, x: &[f32], l: &mut [i8]) -> f32 {
 /// candidate scales by weighted least squares. Returns the scale; `the_min` receives minus the
 /// offset. The two ggml functions differ only in the flat-block test (`max == min` against
 /// `max <= min`), which agree: after the scan `min <= max`, or both are false on a NaN.
+/// Long on purpose: ggml's search, kept in its order (the bytes depend on every comparison).
 #[allow(clippy::too_many_arguments)]
 pub fn make_qkx_quants(
     n: usize,

@@ -73,7 +73,8 @@ const GRANITE_MULTI: &str = r##"[^\r\n\p{L}\p{N}]?((?=[\p{L}\p{M}])([^a-z]))*((?
 const CHAMELEON_PUNCT: &str = r##"[\p{P}!-/:-@\[-`{-~]"##;
 
 /// The regex list and flags for a `tokenizer.ggml.pre` value, as llama.cpp's vocabulary
-/// loader maps them (`None` = a type this tokenizer does not know).
+/// loader maps them (`None` = a type this tokenizer does not know). Long on purpose: a table,
+/// one arm per pre-tokenizer type, in llama.cpp's order.
 fn spec(pre: &str) -> Option<(Vec<StepSpec>, PreFlags)> {
     let plain = PreFlags::default();
     let ignore = PreFlags {
@@ -421,7 +422,8 @@ impl PreTokenizer {
 
 /// Turns an ECMAScript regex as llama.cpp writes it into one for `fancy-regex`, and says whether
 /// it must run on the class stand-ins (it uses `\p{..}`). `\d` and `\w` keep their ASCII meaning
-/// from `std::regex`.
+/// from `std::regex`. Long on purpose: one scanner over the regex syntax, one arm per construct
+/// that differs between the two dialects.
 fn translate(source: &str) -> (String, bool) {
     let class_body = |name: &str| -> Option<String> {
         Some(match name {
