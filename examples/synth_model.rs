@@ -24,6 +24,7 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 
 use clap::Parser;
+use gguf_prune::arch::names;
 use gguf_prune::gguf::write::write_header;
 use gguf_prune::gguf::{
     align_up, arch_key, Array, GgmlType, GgufFile, Metadata, OutTensor, Pending, TensorData, Value,
@@ -250,34 +251,35 @@ fn tensors(
     let (d, ff, v) = (shape.n_embd, shape.n_ff, shape.vocab);
     let head = d / shape.heads;
     let (q, kv) = (shape.heads * head, shape.kv_heads * head);
-    let mut named: Vec<(String, Vec<u64>)> = vec![("token_embd.weight".into(), vec![d, v])];
+    let mut named: Vec<(String, Vec<u64>)> = vec![(names::TOKEN_EMBD.into(), vec![d, v])];
     for b in 0..blocks {
-        let mut block: Vec<(&str, Vec<u64>)> = vec![
-            ("attn_norm.weight", vec![d]),
-            ("attn_q.weight", vec![d, q]),
-            ("attn_k.weight", vec![d, kv]),
-            ("attn_v.weight", vec![d, kv]),
-            ("attn_output.weight", vec![q, d]),
-            ("ffn_norm.weight", vec![d]),
-            ("ffn_gate.weight", vec![d, ff]),
-            ("ffn_up.weight", vec![d, ff]),
-            ("ffn_down.weight", vec![ff, d]),
+        let weights = [
+            (names::ATTN_NORM, vec![d]),
+            (names::ATTN_Q, vec![d, q]),
+            (names::ATTN_K, vec![d, kv]),
+            (names::ATTN_V, vec![d, kv]),
+            (names::ATTN_OUTPUT, vec![q, d]),
+            (names::FFN_NORM, vec![d]),
+            (names::FFN_GATE, vec![d, ff]),
+            (names::FFN_UP, vec![d, ff]),
+            (names::FFN_DOWN, vec![ff, d]),
         ];
-        if shape.qkv_bias {
-            block.extend([
-                ("attn_q.bias", vec![q]),
-                ("attn_k.bias", vec![kv]),
-                ("attn_v.bias", vec![kv]),
-            ]);
-        }
         named.extend(
-            block
+            weights
                 .into_iter()
-                .map(|(n, dims)| (format!("blk.{b}.{n}"), dims)),
+                .map(|(n, dims)| (names::block_weight(b, n), dims)),
         );
+        if shape.qkv_bias {
+            let biases = [(names::ATTN_Q, q), (names::ATTN_K, kv), (names::ATTN_V, kv)];
+            named.extend(
+                biases
+                    .into_iter()
+                    .map(|(n, len)| (names::block_bias(b, n), vec![len])),
+            );
+        }
     }
-    named.push(("output_norm.weight".into(), vec![d]));
-    named.push(("output.weight".into(), vec![d, v]));
+    named.push((names::OUTPUT_NORM.into(), vec![d]));
+    named.push((names::OUTPUT.into(), vec![d, v]));
 
     let ctx = MixContext::from_metadata(meta, false, pure)?;
     let descs: Vec<TensorDesc> = named
