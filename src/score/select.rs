@@ -123,6 +123,58 @@ pub fn select_layers(
     // Everything that can be refused without the text is refused before reading it.
     crate::limits::check_context(model, options.ctx)?;
     crate::limits::check_token_budget(options.max_tokens)?;
+    let allowed = removable(n_layer, options)?;
+    let windows = scoring_windows(model, options)?;
+    let compare = compares(options, windows.len())?;
+    let names: Vec<&str> = model.tensors.iter().map(|t| t.info.name.as_str()).collect();
+    let valid = |set: &[usize]| crate::arch::check_removal(model.metadata(), &names, set).is_ok();
+    let search = Search {
+        fw: &fw,
+        windows: &windows,
+        allowed: &allowed,
+        valid: &valid,
+        n,
+    };
+    // States of the scoring windows kept between iterative passes (each pass then starts at the
+    // block just removed instead of at the embedding).
+    let mut cache = StateCache::new(CACHE_BYTES);
+    let first_pass = ScoreOptions {
+        max_run: n.max(1),
+        observer,
+        ..Default::default()
+    };
+    let scores = score_layers(&fw, &windows, first_pass, &mut |il| {
+        progress("scoring", il + 1, n_layer)
+    })?;
+    if n == 0 {
+        return Ok(Selection::of_none(scores));
+    }
+    let wanted = |m: Metric| compare || options.metric.unwrap_or(Metric::Iterative) == m;
+    let mut candidates = metric_candidates(&search, &scores, &mut cache, &wanted, progress)?;
+    if !compare {
+        let (method, order) = candidates
+            .into_iter()
+            .next()
+            .ok_or_else(|| no_valid_set(n))?;
+        return Ok(Selection::of_one(method, order, scores));
+    }
+    if !options.refine {
+        // Only --refine scores again; the states would sit beside the output head.
+        cache.clear();
+    }
+    let mut comparison = Comparison::new(model, &windows, progress)?;
+    if options.refine {
+        if let Some(order) = guided(&search, &scores, &mut cache, &mut comparison, progress)? {
+            candidates.push(("guided".into(), order));
+        }
+    }
+    comparison.choose(candidates, scores, n, progress)
+}
+
+/// The blocks a selection may remove (all but the first and last unless `allow_ends`), or the
+/// error when `options.remove` of them cannot be removed.
+fn removable(n_layer: usize, options: &SelectOptions) -> Result<Vec<usize>> {
+    let n = options.remove;
     let allowed: Vec<usize> = (0..n_layer)
         .filter(|&i| options.allow_ends || (i != 0 && i + 1 != n_layer))
         .collect();
@@ -137,6 +189,12 @@ pub fn select_layers(
             }
         )));
     }
+    Ok(allowed)
+}
+
+/// The calibration windows every candidate set is scored on, refused when they hold fewer than
+/// `options.min_tokens` tokens.
+fn scoring_windows(model: &Model, options: &SelectOptions) -> Result<Vec<Vec<u32>>> {
     let windows = calibration::calibration_windows(
         model,
         options.calib.as_deref(),
@@ -151,43 +209,38 @@ pub fn select_layers(
             what: "an importance matrix (one whole window)",
         });
     }
-    // Compare candidate sets on the last windows unless one metric was asked for.
-    let compare = (options.metric.is_none() || options.refine) && n > 0 && windows.len() >= 2;
+    Ok(windows)
+}
+
+/// Whether candidate sets are compared on held-back windows: unless one metric was asked for
+/// (without `refine`), when there is something to remove and at least two windows. `refine`
+/// without them is an error.
+fn compares(options: &SelectOptions, n_windows: usize) -> Result<bool> {
+    let n = options.remove;
+    let compare = (options.metric.is_none() || options.refine) && n > 0 && n_windows >= 2;
     if options.refine && !compare && n > 0 {
         return Err(Error::RefineNeedsWindows {
             ctx: options.ctx,
-            windows: windows.len(),
+            windows: n_windows,
         });
     }
-    // The comparison windows are the last quarter, but the candidate sets are scored on every
-    // window: set apart from scoring, they made the default's BI set differ from `--metric bi`'s
-    // on the same text (gemma3 k = 3: {8,9,16} instead of {8,9,14}, PPL 60.6 vs 47.8), and three
-    // candidates compared by KL from the unpruned model do not overfit the windows they share.
-    let held: Vec<Vec<u32>> = if compare {
-        let k = (windows.len() / 4).max(1);
-        windows[windows.len() - k..].to_vec()
-    } else {
-        Vec::new()
-    };
-    let names: Vec<&str> = model.tensors.iter().map(|t| t.info.name.as_str()).collect();
-    let valid = |set: &[usize]| crate::arch::check_removal(model.metadata(), &names, set).is_ok();
+    Ok(compare)
+}
 
-    let max_run = n.max(1);
-    // States of the scoring windows kept between iterative passes (each pass then starts at the
-    // block just removed instead of at the embedding).
-    let mut cache = StateCache::new(CACHE_BYTES);
-    let first_pass = ScoreOptions {
-        max_run,
-        observer,
-        ..Default::default()
-    };
-    let scores = score_layers(&fw, &windows, first_pass, &mut |il| {
-        progress("scoring", il + 1, n_layer)
-    })?;
-    let mut candidates: Vec<(String, Vec<usize>)> = Vec::new();
-    let wanted = |m: Metric| compare || options.metric.unwrap_or(Metric::Iterative) == m;
-    if n == 0 {
-        return Ok(Selection {
+/// The comparison windows: the last quarter of the windows (at least one), while the candidate
+/// sets are scored on every window. Set apart from scoring, they made the default's BI set
+/// differ from `--metric bi`'s on the same text (gemma3 k = 3: {8,9,16} instead of {8,9,14},
+/// PPL 60.6 vs 47.8), and three candidates compared by KL from the unpruned model do not
+/// overfit the windows they share.
+fn held_back(windows: &[Vec<u32>]) -> Vec<Vec<u32>> {
+    let k = (windows.len() / 4).max(1);
+    windows[windows.len() - k..].to_vec()
+}
+
+impl Selection {
+    /// Nothing removed (`remove` 0): only the scores.
+    fn of_none(scores: LayerScores) -> Selection {
+        Selection {
             removed: vec![],
             order: vec![],
             method: "none".into(),
@@ -195,47 +248,19 @@ pub fn select_layers(
             scores,
             candidates: vec![],
             held_out_tokens: 0,
-        });
-    }
-    if wanted(Metric::Bi) {
-        if let Some(order) = one_shot(&scores.bi, &allowed, n, &valid) {
-            candidates.push(("bi".into(), order));
         }
     }
-    if wanted(Metric::Angular) {
-        if let Some(order) = best_run(&scores.angular[n - 1], &allowed, n, &valid) {
-            candidates.push(("angular".into(), order));
-        }
-    }
-    if wanted(Metric::Iterative) {
-        let removed = greedy(
-            &fw,
-            &windows,
-            &mut cache,
-            &scores.bi,
-            n,
-            "iterative BI",
-            progress,
-            &mut |current, removed, _| Ok(lowest(current, &allowed, removed, &[], &valid)),
-        )?;
-        if removed.len() == n {
-            candidates.push(("iterative".into(), removed));
-        }
-    }
-    if !compare {
-        let (method, order) = candidates
-            .into_iter()
-            .next()
-            .ok_or_else(|| no_valid_set(n))?;
-        let mut removed = order.clone();
-        removed.sort_unstable();
+
+    /// The one set of the asked-for metric, not compared.
+    fn of_one(method: String, order: Vec<usize>, scores: LayerScores) -> Selection {
+        let removed = sorted(&order);
         let candidates = vec![Candidate {
             method: method.clone(),
             removed: removed.clone(),
             held_out_ppl: None,
             held_out_kl: None,
         }];
-        return Ok(Selection {
+        Selection {
             removed,
             order,
             method,
@@ -243,94 +268,186 @@ pub fn select_layers(
             scores,
             candidates,
             held_out_tokens: 0,
-        });
-    }
-
-    // --refine: a greedy set guided by the divergence from the unpruned model among
-    // the few lowest-BI blocks, then every candidate measured on the comparison windows.
-    if !options.refine {
-        // Only --refine scores again; the states would sit beside the output head.
-        cache.clear();
-    }
-    let mut logits = ModelLogits::new(model)?;
-    let held_tokens: usize = held.iter().map(Vec::len).sum();
-    let mut held_cache = StateCache::new(CACHE_BYTES);
-    progress("reference logits", 0, 1);
-    let reference = Reference::new(&mut logits, &held, Some(&mut held_cache))?;
-    let mut measured: Vec<(Vec<usize>, HeldOut)> = Vec::new();
-    let mut measure = |set: &[usize], progress: Progress| -> Result<HeldOut> {
-        crate::interrupt::check()?;
-        let mut key = set.to_vec();
-        key.sort_unstable();
-        if let Some((_, m)) = measured.iter().find(|(k, _)| *k == key) {
-            return Ok(*m);
         }
-        progress("comparing candidates", measured.len(), measured.len() + 1);
-        let m = reference.measure(&mut logits, &held, &key, Some(&mut held_cache))?;
-        measured.push((key, m));
-        Ok(m)
-    };
-    if options.refine {
-        const WIDTH: usize = 3;
+    }
+}
+
+/// `set` sorted (a candidate's blocks in index order rather than the order they were picked).
+fn sorted(set: &[usize]) -> Vec<usize> {
+    let mut s = set.to_vec();
+    s.sort_unstable();
+    s
+}
+
+/// What every candidate search shares: the blocks, the scoring windows, the blocks that may go,
+/// the architecture's removal rules and how many to remove.
+struct Search<'a> {
+    fw: &'a Forward<'a>,
+    windows: &'a [Vec<u32>],
+    allowed: &'a [usize],
+    valid: &'a dyn Fn(&[usize]) -> bool,
+    n: usize,
+}
+
+/// A candidate set: the method's name and its blocks in the order picked.
+type Named = (String, Vec<usize>);
+
+/// The sets of the metrics `wanted` asks for that reach `n` valid blocks, in the order BI,
+/// angular, iterative (the order the comparison reports them and breaks ties in).
+fn metric_candidates(
+    search: &Search,
+    scores: &LayerScores,
+    cache: &mut StateCache,
+    wanted: &dyn Fn(Metric) -> bool,
+    progress: Progress,
+) -> Result<Vec<Named>> {
+    let (n, allowed, valid) = (search.n, search.allowed, search.valid);
+    let mut candidates: Vec<Named> = Vec::new();
+    if wanted(Metric::Bi) {
+        if let Some(order) = one_shot(&scores.bi, allowed, n, valid) {
+            candidates.push(("bi".into(), order));
+        }
+    }
+    if wanted(Metric::Angular) {
+        if let Some(order) = best_run(&scores.angular[n - 1], allowed, n, valid) {
+            candidates.push(("angular".into(), order));
+        }
+    }
+    if wanted(Metric::Iterative) {
         let removed = greedy(
-            &fw,
-            &windows,
-            &mut cache,
+            search,
+            cache,
             &scores.bi,
-            n,
-            "guided",
+            "iterative BI",
             progress,
-            &mut |current, removed, progress| {
-                // The WIDTH lowest-BI blocks that can join the removed set.
-                let mut options_here: Vec<usize> = Vec::new();
-                while options_here.len() < WIDTH {
-                    let Some(b) = lowest(current, &allowed, removed, &options_here, &valid) else {
-                        break;
-                    };
-                    options_here.push(b);
-                }
-                let mut best: Option<(f64, usize)> = None;
-                for &b in &options_here {
-                    let m = measure(&[removed, &[b]].concat(), progress)?;
-                    if best.is_none_or(|(bk, _)| m.kl < bk) {
-                        best = Some((m.kl, b));
-                    }
-                }
-                Ok(best.map(|(_, b)| b))
-            },
+            &mut |current, removed, _| Ok(lowest(current, allowed, removed, &[], valid)),
         )?;
         if removed.len() == n {
-            candidates.push(("guided".into(), removed));
+            candidates.push(("iterative".into(), removed));
         }
     }
-    let mut scored: Vec<Candidate> = Vec::new();
-    let mut best: Option<(f64, String, Vec<usize>)> = None;
-    for (method, order) in &candidates {
-        let m = measure(order, progress)?;
-        let mut removed = order.clone();
-        removed.sort_unstable();
-        scored.push(Candidate {
-            method: method.clone(),
-            removed,
-            held_out_ppl: Some(m.ppl),
-            held_out_kl: Some(m.kl),
-        });
-        if best.as_ref().is_none_or(|(bk, _, _)| m.kl < *bk) {
-            best = Some((m.kl, method.clone(), order.clone()));
-        }
+    Ok(candidates)
+}
+
+/// `refine`'s set: greedy, each step trying the `WIDTH` lowest-BI blocks that can join and
+/// keeping the one whose removal diverges least from the unpruned model on the comparison
+/// windows. `None` when it ends before `n` blocks.
+fn guided(
+    search: &Search,
+    scores: &LayerScores,
+    cache: &mut StateCache,
+    comparison: &mut Comparison,
+    progress: Progress,
+) -> Result<Option<Vec<usize>>> {
+    const WIDTH: usize = 3;
+    let (allowed, valid) = (search.allowed, search.valid);
+    let removed = greedy(
+        search,
+        cache,
+        &scores.bi,
+        "guided",
+        progress,
+        &mut |current, removed, progress| {
+            // The WIDTH lowest-BI blocks that can join the removed set.
+            let mut options_here: Vec<usize> = Vec::new();
+            while options_here.len() < WIDTH {
+                let Some(b) = lowest(current, allowed, removed, &options_here, valid) else {
+                    break;
+                };
+                options_here.push(b);
+            }
+            let mut best: Option<(f64, usize)> = None;
+            for &b in &options_here {
+                let m = comparison.measure(&[removed, &[b]].concat(), progress)?;
+                if best.is_none_or(|(bk, _)| m.kl < bk) {
+                    best = Some((m.kl, b));
+                }
+            }
+            Ok(best.map(|(_, b)| b))
+        },
+    )?;
+    Ok((removed.len() == search.n).then_some(removed))
+}
+
+/// The held-back comparison: the unpruned model's distributions on the comparison windows and
+/// every set measured against them so far (each set is measured once, whatever its order).
+struct Comparison<'m> {
+    logits: ModelLogits<'m>,
+    held: Vec<Vec<u32>>,
+    cache: StateCache,
+    reference: Reference,
+    measured: Vec<(Vec<usize>, HeldOut)>,
+}
+
+impl<'m> Comparison<'m> {
+    /// Sets the comparison windows apart from `windows` and runs the unpruned model on them.
+    fn new(model: &'m Model, windows: &[Vec<u32>], progress: Progress) -> Result<Self> {
+        let mut logits = ModelLogits::new(model)?;
+        let held = held_back(windows);
+        let mut cache = StateCache::new(CACHE_BYTES);
+        progress("reference logits", 0, 1);
+        let reference = Reference::new(&mut logits, &held, Some(&mut cache))?;
+        Ok(Comparison {
+            logits,
+            held,
+            cache,
+            reference,
+            measured: Vec::new(),
+        })
     }
-    let (_, method, order) = best.ok_or_else(|| no_valid_set(n))?;
-    let mut removed = order.clone();
-    removed.sort_unstable();
-    Ok(Selection {
-        removed,
-        order,
-        method: format!("{method}, lowest KL"),
-        n_tokens: scores.n_tokens,
-        scores,
-        candidates: scored,
-        held_out_tokens: held_tokens,
-    })
+
+    /// The divergence and perplexity of the model without `set`.
+    fn measure(&mut self, set: &[usize], progress: Progress) -> Result<HeldOut> {
+        crate::interrupt::check()?;
+        let key = sorted(set);
+        if let Some((_, m)) = self.measured.iter().find(|(k, _)| *k == key) {
+            return Ok(*m);
+        }
+        progress(
+            "comparing candidates",
+            self.measured.len(),
+            self.measured.len() + 1,
+        );
+        let m =
+            self.reference
+                .measure(&mut self.logits, &self.held, &key, Some(&mut self.cache))?;
+        self.measured.push((key, m));
+        Ok(m)
+    }
+
+    /// Measures every candidate and picks the one of lowest KL (the first on a tie).
+    fn choose(
+        &mut self,
+        candidates: Vec<Named>,
+        scores: LayerScores,
+        n: usize,
+        progress: Progress,
+    ) -> Result<Selection> {
+        let mut scored: Vec<Candidate> = Vec::new();
+        let mut best: Option<(f64, String, Vec<usize>)> = None;
+        for (method, order) in candidates {
+            let m = self.measure(&order, progress)?;
+            scored.push(Candidate {
+                method: method.clone(),
+                removed: sorted(&order),
+                held_out_ppl: Some(m.ppl),
+                held_out_kl: Some(m.kl),
+            });
+            if best.as_ref().is_none_or(|(bk, _, _)| m.kl < *bk) {
+                best = Some((m.kl, method, order));
+            }
+        }
+        let (_, method, order) = best.ok_or_else(|| no_valid_set(n))?;
+        Ok(Selection {
+            removed: sorted(&order),
+            order,
+            method: format!("{method}, lowest KL"),
+            n_tokens: scores.n_tokens,
+            scores,
+            candidates: scored,
+            held_out_tokens: self.held.iter().map(Vec::len).sum(),
+        })
+    }
 }
 
 fn no_valid_set(n: usize) -> Error {
@@ -342,20 +459,18 @@ fn no_valid_set(n: usize) -> Error {
 /// Chooses a greedy selection's next block from the current scores and the blocks removed so far.
 type PickNext<'a> = dyn FnMut(&[f64], &[usize], Progress) -> Result<Option<usize>> + 'a;
 
-/// Removes up to `n` blocks one at a time: `pick` chooses the next from the current BI scores
-/// and the blocks removed so far (`None` ends early); after every pick but the last the scoring
-/// windows are scored again without the removed blocks, resuming from `cache`.
-#[allow(clippy::too_many_arguments)]
+/// Removes up to `search.n` blocks one at a time: `pick` chooses the next from the current BI
+/// scores and the blocks removed so far (`None` ends early); after every pick but the last the
+/// scoring windows are scored again without the removed blocks, resuming from `cache`.
 fn greedy(
-    fw: &Forward,
-    windows: &[Vec<u32>],
+    search: &Search,
     cache: &mut StateCache,
     start: &[f64],
-    n: usize,
     label: &str,
     progress: Progress,
     pick: &mut PickNext,
 ) -> Result<Vec<usize>> {
+    let (fw, n) = (search.fw, search.n);
     let n_layer = fw.n_layer();
     let mut removed: Vec<usize> = Vec::new();
     let mut current = start.to_vec();
@@ -374,7 +489,7 @@ fn greedy(
                 }),
                 ..Default::default()
             };
-            current = score_layers(fw, windows, pass, &mut |il| {
+            current = score_layers(fw, search.windows, pass, &mut |il| {
                 progress(&stage, il + 1, n_layer)
             })?
             .bi;
