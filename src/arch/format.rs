@@ -350,3 +350,50 @@ pub fn formats() -> Result<&'static Formats> {
 pub fn key(template: &str, arch: &str) -> String {
     template.replace("{arch}", arch)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formulas_match_llama_cpp_set_swa_pattern() {
+        // set_swa_pattern(6): layers 5, 11, 17 are dense.
+        let swa: Vec<bool> = (0..18)
+            .map(|il| Formula::NotLastOfPeriod.eval(il, 6, 18))
+            .collect();
+        let dense: Vec<u64> = (0..18).filter(|&il| !swa[il as usize]).collect();
+        assert_eq!(dense, [5, 11, 17]);
+        // dense_first: layers 0, 4, 8 are dense.
+        let dense: Vec<u64> = (0..10)
+            .filter(|&il| !Formula::NotFirstOfPeriod.eval(il, 4, 10))
+            .collect();
+        assert_eq!(dense, [0, 4, 8]);
+        // n_pattern 0 means every layer is SWA; 1 means none.
+        assert!((0..8).all(|il| Formula::NotLastOfPeriod.eval(il, 0, 8)));
+        assert!((0..8).all(|il| !Formula::NotLastOfPeriod.eval(il, 1, 8)));
+        assert_eq!(
+            (0..8)
+                .filter(|&il| Formula::LastOfPeriod.eval(il, 2, 8))
+                .collect::<Vec<_>>(),
+            [1, 3, 5, 7]
+        );
+        assert_eq!(
+            (0..8)
+                .filter(|&il| Formula::SecondOfPeriod.eval(il, 2, 8))
+                .collect::<Vec<_>>(),
+            [1, 3, 5, 7]
+        );
+        assert_eq!(
+            (0..8)
+                .filter(|&il| Formula::Leading.eval(il, 3, 8))
+                .collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        assert_eq!(
+            (0..8)
+                .filter(|&il| Formula::Trailing.eval(il, 3, 8))
+                .collect::<Vec<_>>(),
+            [5, 6, 7]
+        );
+    }
+}

@@ -37,17 +37,23 @@
 //!    reads only keys it knows, so the right answer is a line in `formats/<arch>.toml`, not a
 //!    guess. An architecture without a formats file gets the generic rules only.
 //! 10. `{arch}.block_count` is set to the number of kept layers.
+//!
+//! [`plan`] here runs the rules in that order and holds rules 1 to 4 and 10; `keys.rs` has the
+//! rules about keys (5, 6, 8, 9) and `roles.rs` the position-derived roles (7). `format.rs` loads
+//! the tables, `forward.rs` the forward recipe, `names.rs` the tensor names.
 
 pub mod format;
 pub mod forward;
+mod keys;
 pub mod names;
+mod roles;
 
 pub use forward::{ForwardSpec, RopeStyle};
 
-use crate::blocks::{block_count, format_layers, LayerSet};
+use crate::blocks::{block_count, LayerSet};
 use crate::error::{Error, Result};
-use crate::gguf::{arch_key, Array, Metadata, Value};
-use format::{Formula, Layers, Role};
+use crate::gguf::{arch_key, Metadata, Value};
+use format::{Formats, Layers};
 
 /// Rewrites every piece of layer-dependent metadata for a model that keeps `set.kept`: sets
 /// `{arch}.block_count`, slices per-layer arrays, writes the kept layers' true roles where
@@ -91,7 +97,42 @@ struct Ctx<'a> {
     tensor_names: &'a [&'a str],
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    /// Reads the depth and the number of multi-token-prediction heads (rule 1).
+    fn new(
+        md: &'a Metadata,
+        formats: &'a Formats,
+        tensor_names: &'a [&'a str],
+        set: &'a LayerSet,
+        suggest: bool,
+    ) -> Result<Ctx<'a>> {
+        let arch = md.architecture()?;
+        let n = block_count(md)?;
+        set.check_block_count(n)?;
+        let nextn_key = nextn_key(arch);
+        let nextn = match md.get(&nextn_key) {
+            Some(_) => md.get_u64(&nextn_key)? as usize,
+            None => 0,
+        };
+        if nextn > n {
+            return Err(Error::Invalid(format!(
+                "{nextn_key} = {nextn} exceeds block_count {n}"
+            )));
+        }
+        let n_main = n - nextn;
+        Ok(Ctx {
+            md,
+            arch,
+            table: formats.find(arch).map(|f| &f.layers),
+            n,
+            n_main,
+            set,
+            kept_main: set.kept.iter().copied().filter(|&k| k < n_main).collect(),
+            suggest,
+            tensor_names,
+        })
+    }
+
     fn conflict(&self, why: String) -> Error {
         Error::ArchConflict {
             arch: self.arch.to_string(),
@@ -116,7 +157,34 @@ impl Ctx<'_> {
     }
 }
 
-/// Checks `set` and returns the metadata edits, in order.
+/// The key of the number of multi-token-prediction heads at the end of the stack.
+fn nextn_key(arch: &str) -> String {
+    arch_key(arch, "nextn_predict_layers")
+}
+
+/// What the rules found so far: the metadata edits, in order, and the keys some rule reads.
+struct Plan {
+    edits: Vec<(String, Value)>,
+    /// Keys some rule reads (an unlisted array of `block_count` entries is refused).
+    handled: Vec<String>,
+    /// The subset read by position rules (an unread `position_keys` scalar is refused).
+    positional: Vec<String>,
+}
+
+impl Plan {
+    fn edit(&mut self, key: String, value: Value) {
+        self.edits.push((key, value));
+    }
+
+    /// `key` is read by a rule about layer positions.
+    fn read_positional(&mut self, key: String) {
+        self.positional.push(key.clone());
+        self.handled.push(key);
+    }
+}
+
+/// Checks `set` and returns the metadata edits, in order: the rules of the module
+/// documentation, one function each.
 fn plan(
     md: &Metadata,
     tensor_names: &[&str],
@@ -124,38 +192,37 @@ fn plan(
     suggest: bool,
 ) -> Result<Vec<(String, Value)>> {
     let formats = format::formats()?;
-    let arch = md.architecture()?;
-    let n = block_count(md)?;
-    set.check_block_count(n)?;
-
-    let nextn_key = arch_key(arch, "nextn_predict_layers");
-    let nextn = match md.get(&nextn_key) {
-        Some(_) => md.get_u64(&nextn_key)? as usize,
-        None => 0,
+    let ctx = Ctx::new(md, formats, tensor_names, set, suggest)?;
+    check_heads(&ctx)?;
+    check_global_tensors(&ctx)?;
+    check_depth(&ctx)?;
+    let mut plan = Plan {
+        edits: Vec::new(),
+        handled: vec![nextn_key(ctx.arch)],
+        positional: Vec::new(),
     };
-    if nextn > n {
-        return Err(Error::Invalid(format!(
-            "{nextn_key} = {nextn} exceeds block_count {n}"
-        )));
-    }
-    let n_main = n - nextn;
-    let ctx = Ctx {
-        md,
-        arch,
-        table: formats.find(arch).map(|f| &f.layers),
-        n,
-        n_main,
-        set,
-        kept_main: set.kept.iter().copied().filter(|&k| k < n_main).collect(),
-        suggest,
-        tensor_names,
-    };
+    keys::slice_per_layer(&ctx, &mut plan)?;
+    keys::slice_inputs(&ctx, &mut plan)?;
+    keys::renumber_lists(&ctx, &mut plan)?;
+    roles::apply_roles(&ctx, &mut plan)?;
+    keys::pin_defaults(&ctx, &mut plan);
+    keys::check_unknown(&ctx, &formats.generic, &plan)?;
+    // 10. The depth.
+    let bc_key = arch_key(ctx.arch, "block_count");
+    let depth = keys::uint_like(md.get(&bc_key), set.kept.len() as u64);
+    plan.edit(bc_key, depth);
+    Ok(plan.edits)
+}
 
-    // 2. MTP heads.
+/// 2. MTP heads: only main layers may go, and at least one of them stays.
+fn check_heads(ctx: &Ctx) -> Result<()> {
+    let (n, n_main) = (ctx.n, ctx.n_main);
     if let Some(&r) = ctx.set.removed.iter().find(|&&r| r >= n_main) {
         return Err(ctx.conflict(format!(
-            "layer {r} is a multi-token-prediction head ({nextn_key} = {nextn}: layers {n_main}..{}); \
+            "layer {r} is a multi-token-prediction head ({} = {}: layers {n_main}..{}); \
              remove only main layers, below {n_main}",
+            nextn_key(ctx.arch),
+            n - n_main,
             n - 1
         )));
     }
@@ -164,20 +231,29 @@ fn plan(
             "every main layer (0..{n_main}) would be removed"
         )));
     }
+    Ok(())
+}
 
-    let mut edits: Vec<(String, Value)> = Vec::new();
-    // 3. Global tensors packing per-layer data.
+/// 3. Global tensors packing per-layer data: no layer set can be removed.
+fn check_global_tensors(ctx: &Ctx) -> Result<()> {
     for table in ctx.tables() {
         for name in &table.global_tensors {
-            if let Some(t) = tensor_names.iter().find(|t| **t == name.as_str()) {
+            if let Some(t) = ctx.tensor_names.iter().find(|t| **t == name.as_str()) {
                 return Err(ctx.conflict(format!(
-                    "tensor {t} packs data for all {n} layers in one global tensor; removing layers \
-                     would need it sliced, which is not supported (no layer set can be removed)"
+                    "tensor {t} packs data for all {} layers in one global tensor; removing layers \
+                     would need it sliced, which is not supported (no layer set can be removed)",
+                    ctx.n
                 )));
             }
         }
     }
-    // 4. Depth-detected behaviour.
+    Ok(())
+}
+
+/// 4. Depth-detected behaviour: neither the original nor the new depth may be one llama.cpp
+/// detects.
+fn check_depth(ctx: &Ctx) -> Result<()> {
+    let n_main = ctx.n_main;
     for table in ctx.tables() {
         for d in &table.depth {
             let new_main = ctx.kept_main.len() as u64;
@@ -190,475 +266,5 @@ fn plan(
             }
         }
     }
-    // 5. Per-layer arrays.
-    // Keys some rule reads (`handled`), and the subset read by position rules (`positional`).
-    let mut handled: Vec<String> = vec![nextn_key.clone()];
-    let mut positional: Vec<String> = Vec::new();
-    for table in ctx.tables() {
-        for (templates, expected, keep) in [
-            (&table.per_layer, n, ctx.set.kept.to_vec()),
-            (&table.per_main_layer, n_main, ctx.kept_main.clone()),
-        ] {
-            for t in templates {
-                let key = ctx.key(t);
-                if let Some(Value::Array(a)) = md.get(&key) {
-                    if a.len() != expected {
-                        return Err(Error::PerLayerLength {
-                            key,
-                            expected,
-                            got: a.len(),
-                        });
-                    }
-                    edits.push((key.clone(), Value::Array(a.select(&keep))));
-                }
-                handled.push(key);
-            }
-        }
-        handled.extend(table.not_per_layer.iter().map(|t| ctx.key(t)));
-    }
-    for table in ctx.tables() {
-        for t in &table.per_layer_inputs {
-            let key = ctx.key(t);
-            if let Some(Value::Array(a)) = md.get(&key) {
-                if a.len() != n {
-                    return Err(Error::PerLayerLength {
-                        key,
-                        expected: n,
-                        got: a.len(),
-                    });
-                }
-                if let Some(&r) = ctx
-                    .set
-                    .removed
-                    .iter()
-                    .find(|&&r| a.int_at(r).is_some_and(|v| v >= 0))
-                {
-                    return Err(ctx.conflict(format!(
-                        "{key} connects layer {r} to input {} (the input count sizes the input embedding); keep layer {r}",
-                        a.int_at(r).unwrap_or(-1)
-                    )));
-                }
-                edits.push((key.clone(), Value::Array(a.select(&ctx.set.kept))));
-            }
-            handled.push(key);
-        }
-        for t in &table.reuse_previous {
-            let key = ctx.key(t);
-            if let Some(Value::Array(a)) = md.get(&key) {
-                check_reuse(&ctx, &key, a)?;
-            }
-        }
-    }
-    // 6. Layer-index lists.
-    for table in ctx.tables() {
-        for t in &table.layer_lists {
-            let key = ctx.key(t);
-            if let Some(value) = md.get(&key) {
-                edits.push((key.clone(), renumber_list(&ctx, &key, value)?));
-            }
-            positional.push(key.clone());
-            handled.push(key);
-        }
-    }
-    // 7. Position-derived roles.
-    for table in ctx.tables() {
-        for role in &table.roles {
-            let keys = role
-                .param_key
-                .iter()
-                .chain(&role.array_key)
-                .map(|t| ctx.key(t));
-            positional.extend(keys.clone());
-            handled.extend(keys);
-            if let Some(edit) = apply_role(&ctx, role)? {
-                edits.push(edit);
-            }
-        }
-    }
-    // 8. Pinned defaults.
-    for table in ctx.tables() {
-        for pin in &table.pins {
-            let key = ctx.key(&pin.key);
-            if !md.contains(&key) {
-                let v = pin.formula.eval(pin.coefficient, n_main as u64);
-                edits.push((key.clone(), Value::F32(v as f32)));
-            }
-            positional.push(key.clone());
-            handled.push(key);
-        }
-    }
-    // 9. Unknown positions.
-    let generic = &formats.generic;
-    for t in &generic.position_keys {
-        let key = ctx.key(t);
-        if let Some(v) = md.get(&key).filter(|v| !matches!(v, Value::Array(_))) {
-            if !positional.contains(&key) {
-                return Err(ctx.conflict(format!(
-                    "{key} = {} encodes layer positions and {} has no rule that reads it; \
-                     refusing rather than guessing what it marks",
-                    v.display(8),
-                    ctx.file_name()
-                )));
-            }
-        }
-    }
-    let prefix = format!("{arch}.");
-    for (key, value) in md.iter() {
-        if let Value::Array(a) = value {
-            if key.starts_with(&prefix) && a.len() == n && !handled.iter().any(|h| h == key) {
-                return Err(ctx.conflict(format!(
-                    "{key} is an array of {n} entries (= block_count) that {} does not list; it may be \
-                     per-layer (and need slicing) or not, so add it to `per_layer` or `not_per_layer`",
-                    ctx.file_name()
-                )));
-            }
-        }
-    }
-    // 10. The depth.
-    let bc_key = arch_key(arch, "block_count");
-    edits.push((
-        bc_key.clone(),
-        uint_like(md.get(&bc_key), set.kept.len() as u64),
-    ));
-    Ok(edits)
-}
-
-/// In `a` (one entry per main layer), a 0 layer reuses the state of the nearest earlier 1 layer:
-/// every kept 0 layer must still find the same provider.
-fn check_reuse(ctx: &Ctx, key: &str, a: &Array) -> Result<()> {
-    let mut provider: Option<usize> = None;
-    let mut kept_provider: Option<usize> = None;
-    for il in 0..a.len().min(ctx.n_main) {
-        let kept = ctx.set.new_index(il).is_some();
-        if a.int_at(il).unwrap_or(1) != 0 {
-            provider = Some(il);
-            if kept {
-                kept_provider = Some(il);
-            }
-        } else if kept && provider != kept_provider {
-            let lost = provider.map_or("none".to_string(), |p| p.to_string());
-            return Err(ctx.conflict(format!(
-                "{key}: layer {il} reuses the state computed by layer {lost}, which would be removed; keep layer {lost}"
-            )));
-        }
-    }
     Ok(())
-}
-
-fn renumber_list(ctx: &Ctx, key: &str, value: &Value) -> Result<Value> {
-    let Value::Array(a) = value else {
-        return Ok(value.clone());
-    };
-    let mut out = Vec::with_capacity(a.len());
-    for i in 0..a.len() {
-        let v = a.int_at(i).ok_or_else(|| {
-            Error::Invalid(format!("{key}: entry {i} is not an integer layer index"))
-        })?;
-        let il = usize::try_from(v)
-            .map_err(|_| Error::Invalid(format!("{key}: layer index {v} is negative")))?;
-        let Some(j) = ctx.set.new_index(il) else {
-            return Err(ctx.conflict(format!(
-                "{key} names layer {il}, which would be removed; keep layer {il}"
-            )));
-        };
-        out.push(j as i128);
-    }
-    int_array_like(a, &out)
-        .map(Value::Array)
-        .ok_or_else(|| Error::Invalid(format!("{key}: not an integer array")))
-}
-
-/// Checks one role; returns the metadata edit that keeps it true, if one is needed.
-fn apply_role(ctx: &Ctx, role: &Role) -> Result<Option<(String, Value)>> {
-    let md = ctx.md;
-    if let Some(t) = &role.requires_positive {
-        let on = md
-            .get(&ctx.key(t))
-            .and_then(Value::to_f64)
-            .is_some_and(|v| v > 0.0);
-        if !on {
-            return Ok(None);
-        }
-    }
-    if let Some(t) = &role.unless_zero {
-        if md.get(&ctx.key(t)).and_then(Value::to_f64) == Some(0.0) {
-            return Ok(None);
-        }
-    }
-    // A per-layer array already in the file carries the roles: slice it.
-    if let Some(t) = &role.array_key {
-        let key = ctx.key(t);
-        if let Some(Value::Array(a)) = md.get(&key) {
-            if a.len() != ctx.n {
-                return Err(Error::PerLayerLength {
-                    key,
-                    expected: ctx.n,
-                    got: a.len(),
-                });
-            }
-            return Ok(Some((key, Value::Array(a.select(&ctx.set.kept)))));
-        }
-    }
-    let param_key = role.param_key.as_ref().map(|t| ctx.key(t));
-    let orig = match param_key.as_ref().filter(|k| md.contains(k)) {
-        Some(k) => md.get_u64(k)?,
-        None => match role.default {
-            Some(d) => d,
-            None => return Ok(None),
-        },
-    };
-    let n_main = ctx.n_main as u64;
-    let new_main = ctx.kept_main.len() as u64;
-    let truth: Vec<bool> = ctx
-        .kept_main
-        .iter()
-        .map(|&il| role.formula.eval(il as u64, orig, n_main))
-        .collect();
-    let derive = |p: u64| -> Vec<bool> {
-        (0..new_main)
-            .map(|j| role.formula.eval(j, p, new_main))
-            .collect()
-    };
-
-    if role.formula == Formula::Trailing && role.keep_before > 0 && orig > 0 {
-        let start = n_main.saturating_sub(orig);
-        let lo = start.saturating_sub(role.keep_before);
-        if let Some(&r) = ctx
-            .set
-            .removed
-            .iter()
-            .find(|&&r| (r as u64) >= lo && (r as u64) < start)
-        {
-            return Err(ctx.conflict(format!(
-                "layer {r} is one of the {} layers ({lo}..{}) whose state the {} layers {start}..{} reuse{}; keep layers {lo}..{}",
-                role.keep_before,
-                start - 1,
-                role.name,
-                n_main - 1,
-                source(role),
-                start - 1
-            )));
-        }
-    }
-    let same = derive(orig);
-    if same == truth {
-        return Ok(None);
-    }
-    // The array llama.cpp reads instead of the formula: write the kept layers' true roles.
-    if let Some(t) = &role.array_key {
-        let mut roles = truth.clone();
-        roles.extend(std::iter::repeat_n(
-            false,
-            ctx.set.kept.len() - ctx.kept_main.len(),
-        ));
-        return Ok(Some((ctx.key(t), Value::Array(Array::Bool(roles)))));
-    }
-    // A new parameter value that reproduces every kept layer's role.
-    if let (Some(key), true) = (&param_key, role.adjustable) {
-        let hi = new_main + 1;
-        if let Some(p) = (0..=hi).find(|&p| p != orig && derive(p) == truth) {
-            return Ok(Some((key.clone(), uint_like(md.get(key), p))));
-        }
-    }
-    Err(ctx.conflict(refusal(ctx, role, orig, &truth, &same)))
-}
-
-fn source(role: &Role) -> String {
-    role.source
-        .as_ref()
-        .map_or(String::new(), |s| format!(" ({s})"))
-}
-
-fn refusal(ctx: &Ctx, role: &Role, param: u64, truth: &[bool], derived: &[bool]) -> String {
-    let (j, il) = truth
-        .iter()
-        .zip(derived)
-        .position(|(t, d)| t != d)
-        .map(|j| (j, ctx.kept_main[j]))
-        .unwrap_or((0, 0));
-    let has = |b: bool| if b { "has" } else { "does not have" };
-    let how = match (&role.param_key, role.adjustable) {
-        (Some(k), true) => format!(
-            "no per-layer key carries it and no value of {} expresses the kept layers",
-            ctx.key(k)
-        ),
-        (Some(k), false) => format!(
-            "no per-layer key carries it and {} cannot change",
-            ctx.key(k)
-        ),
-        (None, _) => "no key can carry it".to_string(),
-    };
-    let mut why = format!(
-        "{} is derived from the layer index{}: layer {il} {} it, but at its new index {j} llama.cpp would \
-         decide it {}; {how}",
-        role.name,
-        source(role),
-        has(truth[j]),
-        if derived[j] { "has it" } else { "does not" },
-    );
-    let hint = match role.formula {
-        f if f.is_periodic() && param > 1 => {
-            let mut s = format!(
-                ". Removals keep this pattern when every run of removed layers is a multiple of {param} long (whole periods)"
-            );
-            if ctx.suggest {
-                let alts = suggestions(ctx, param as usize);
-                if !alts.is_empty() {
-                    s += &format!(", e.g. remove {} instead", alts.join(" or "));
-                }
-            }
-            s
-        }
-        Formula::Leading => format!(
-            ". Layers 0..{} carry it; remove only layers {param} or later",
-            param.saturating_sub(1)
-        ),
-        Formula::Trailing => format!(
-            ". The last {param} main layers carry it; remove only layers below {}",
-            (ctx.n_main as u64).saturating_sub(param)
-        ),
-        _ => String::new(),
-    };
-    why += &hint;
-    why
-}
-
-/// Nearby removal sets that complete each run of removed main layers to whole periods, checked.
-fn suggestions(ctx: &Ctx, period: usize) -> Vec<String> {
-    let runs = ctx.set.runs();
-    let mut out = Vec::new();
-    for forward in [true, false] {
-        let mut set: Vec<usize> = Vec::new();
-        let mut ok = true;
-        for (a, b) in runs.iter().map(|r| (*r.start(), *r.end())) {
-            let len = b - a + 1;
-            let need = len.div_ceil(period) * period - len;
-            set.extend(a..=b);
-            if forward {
-                if b + need >= ctx.n_main {
-                    ok = false;
-                }
-                set.extend(b + 1..=b + need);
-            } else {
-                if need > a {
-                    ok = false;
-                    continue;
-                }
-                set.extend(a - need..a);
-            }
-        }
-        set.sort_unstable();
-        set.dedup();
-        if !ok || set.len() >= ctx.n {
-            continue;
-        }
-        let Ok(candidate) = LayerSet::new(ctx.n, &set) else {
-            continue;
-        };
-        if plan(ctx.md, ctx.tensor_names, &candidate, false).is_ok() {
-            let s = format_layers(&set);
-            if !out.contains(&s) {
-                out.push(s);
-            }
-        }
-    }
-    out
-}
-
-/// `v` as the same integer type as `orig` (U32 when there is none or it is not an integer).
-fn uint_like(orig: Option<&Value>, v: u64) -> Value {
-    match orig {
-        Some(Value::U8(_)) if v <= u8::MAX as u64 => Value::U8(v as u8),
-        Some(Value::U16(_)) if v <= u16::MAX as u64 => Value::U16(v as u16),
-        Some(Value::I8(_)) if v <= i8::MAX as u64 => Value::I8(v as i8),
-        Some(Value::I16(_)) if v <= i16::MAX as u64 => Value::I16(v as i16),
-        Some(Value::I32(_)) if v <= i32::MAX as u64 => Value::I32(v as i32),
-        Some(Value::U64(_)) => Value::U64(v),
-        Some(Value::I64(_)) if v <= i64::MAX as u64 => Value::I64(v as i64),
-        _ if v <= u32::MAX as u64 => Value::U32(v as u32),
-        _ => Value::U64(v),
-    }
-}
-
-/// An integer array of the same element type as `like` holding `vals` (None if it does not fit).
-fn int_array_like(like: &Array, vals: &[i128]) -> Option<Array> {
-    macro_rules! conv {
-        ($variant:ident, $t:ty) => {
-            Array::$variant(
-                vals.iter()
-                    .map(|&v| <$t>::try_from(v).ok())
-                    .collect::<Option<Vec<$t>>>()?,
-            )
-        };
-    }
-    Some(match like {
-        Array::U8(_) => conv!(U8, u8),
-        Array::I8(_) => conv!(I8, i8),
-        Array::U16(_) => conv!(U16, u16),
-        Array::I16(_) => conv!(I16, i16),
-        Array::U32(_) => conv!(U32, u32),
-        Array::I32(_) => conv!(I32, i32),
-        Array::U64(_) => conv!(U64, u64),
-        Array::I64(_) => conv!(I64, i64),
-        _ => return None,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formulas_match_llama_cpp_set_swa_pattern() {
-        // set_swa_pattern(6): layers 5, 11, 17 are dense.
-        let swa: Vec<bool> = (0..18)
-            .map(|il| Formula::NotLastOfPeriod.eval(il, 6, 18))
-            .collect();
-        let dense: Vec<u64> = (0..18).filter(|&il| !swa[il as usize]).collect();
-        assert_eq!(dense, [5, 11, 17]);
-        // dense_first: layers 0, 4, 8 are dense.
-        let dense: Vec<u64> = (0..10)
-            .filter(|&il| !Formula::NotFirstOfPeriod.eval(il, 4, 10))
-            .collect();
-        assert_eq!(dense, [0, 4, 8]);
-        // n_pattern 0 means every layer is SWA; 1 means none.
-        assert!((0..8).all(|il| Formula::NotLastOfPeriod.eval(il, 0, 8)));
-        assert!((0..8).all(|il| !Formula::NotLastOfPeriod.eval(il, 1, 8)));
-        assert_eq!(
-            (0..8)
-                .filter(|&il| Formula::LastOfPeriod.eval(il, 2, 8))
-                .collect::<Vec<_>>(),
-            [1, 3, 5, 7]
-        );
-        assert_eq!(
-            (0..8)
-                .filter(|&il| Formula::SecondOfPeriod.eval(il, 2, 8))
-                .collect::<Vec<_>>(),
-            [1, 3, 5, 7]
-        );
-        assert_eq!(
-            (0..8)
-                .filter(|&il| Formula::Leading.eval(il, 3, 8))
-                .collect::<Vec<_>>(),
-            [0, 1, 2]
-        );
-        assert_eq!(
-            (0..8)
-                .filter(|&il| Formula::Trailing.eval(il, 3, 8))
-                .collect::<Vec<_>>(),
-            [5, 6, 7]
-        );
-    }
-
-    #[test]
-    fn integer_types_are_kept() {
-        assert_eq!(uint_like(Some(&Value::I32(3)), 7), Value::I32(7));
-        assert_eq!(uint_like(Some(&Value::U64(3)), 7), Value::U64(7));
-        assert_eq!(uint_like(None, 7), Value::U32(7));
-        assert_eq!(
-            int_array_like(&Array::I32(vec![]), &[1, 2]),
-            Some(Array::I32(vec![1, 2]))
-        );
-        assert_eq!(int_array_like(&Array::U8(vec![]), &[300]), None);
-    }
 }
