@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use gguf_prune::gguf::{Array, Metadata, Model, Value};
-use gguf_prune::tokenizer::{process_escapes, prompt_from_file, Tokenizer};
+use gguf_prune::tokenizer::{self, process_escapes, prompt_from_file, Tokenizer};
 
 /// Strings that exercise the split rules: digits, contractions, Unicode classes, white space
 /// runs, newlines, emoji, byte fallback, special-token texts.
@@ -285,38 +285,6 @@ fn add_digit_merges(md: &mut Metadata) {
     md.set("tokenizer.ggml.merges", Value::Array(Array::String(merges)));
 }
 
-/// One pre-tokenizer type of each kind llama.cpp distinguishes.
-const PRE_TYPES: &[&str] = &[
-    "default",
-    "llama-bpe",
-    "dbrx",
-    "deepseek-llm",
-    "deepseek-coder",
-    "deepseek-v3",
-    "falcon",
-    "starcoder",
-    "gpt-2",
-    "qwen2",
-    "qwen35",
-    "poro-chat",
-    "viking",
-    "chatglm-bpe",
-    "glm4",
-    "tekken",
-    "gpt-4o",
-    "seed-coder",
-    "bailingmoe",
-    "ufakzeka",
-    "minicpm5",
-    "laguna",
-    "jais-2",
-    "spark2_5",
-    "youtu",
-    "exaone-moe",
-    "granite-embed-multi-97m",
-    "chameleon",
-];
-
 /// Every kind of pre-tokenizer against llama-tokenize, on SmolLM2's vocabulary and merges with
 /// `tokenizer.ggml.pre` swapped (and `add_bos_token` removed, so each type's own BOS default
 /// shows): the awkward strings and the first 30 kB of the evaluation text.
@@ -338,7 +306,9 @@ fn pre_tokenizer_types_match_llama_tokenize() {
         random_text(7, 3000),
         &eval[..cut]
     );
-    for pre in PRE_TYPES {
+    // One `tokenizer.ggml.pre` value of each kind llama.cpp distinguishes, from the library's
+    // table (so a kind added there is checked here).
+    for pre in tokenizer::pre_tokenizer_kinds() {
         let path = vocab_only(&md, pre, dir.path());
         let m = Model::open(&path).unwrap();
         let tok = Tokenizer::from_metadata(m.metadata()).unwrap_or_else(|e| panic!("{pre}: {e}"));

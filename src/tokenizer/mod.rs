@@ -30,143 +30,25 @@
 //! ```
 
 mod bpe;
+mod escapes;
 mod pre;
+mod scan;
 mod spm;
 mod unicode;
-
-use std::collections::HashMap;
+mod vocab;
 
 use aho_corasick::AhoCorasick;
 
 use crate::error::{Error, Result};
-use crate::gguf::{Array, Metadata, Value};
+use crate::gguf::Metadata;
+use vocab::{
+    fix_attributes, key, opt_bool, opt_id, string_array, Vocab, ATTR_BYTE, ATTR_CONTROL,
+    ATTR_LSTRIP, ATTR_NORMAL, ATTR_RSTRIP, ATTR_UNKNOWN, ATTR_USER_DEFINED,
+};
 
-pub use pre::KNOWN as KNOWN_PRE_TOKENIZERS;
-
-// Token attributes, llama.cpp's `llama_token_attr` bits.
-const ATTR_UNKNOWN: u32 = 1 << 0;
-const ATTR_UNUSED: u32 = 1 << 1;
-const ATTR_NORMAL: u32 = 1 << 2;
-const ATTR_CONTROL: u32 = 1 << 3;
-const ATTR_USER_DEFINED: u32 = 1 << 4;
-const ATTR_BYTE: u32 = 1 << 5;
-const ATTR_LSTRIP: u32 = 1 << 7;
-const ATTR_RSTRIP: u32 = 1 << 8;
-
-/// `tokenizer.ggml.token_type` values (llama.cpp's `llama_token_type`) to attributes.
-fn attr_of_type(t: i128) -> u32 {
-    match t {
-        1 => ATTR_NORMAL,
-        2 => ATTR_UNKNOWN,
-        3 => ATTR_CONTROL,
-        4 => ATTR_USER_DEFINED,
-        5 => ATTR_UNUSED,
-        6 => ATTR_BYTE,
-        _ => 0,
-    }
-}
-
-/// Token texts that llama.cpp treats as end-of-generation and forces to control tokens
-/// whatever their stored type (`llama_vocab::impl::load`).
-const EOG_TEXTS: &[&str] = &[
-    "<|eot_id|>",
-    "<|im_end|>",
-    "<|end|>",
-    "<|return|>",
-    "<|call|>",
-    "<|flush|>",
-    "<|calls|>",
-    "<end_of_turn>",
-    "<|endoftext|>",
-    "</s>",
-    "<|eom_id|>",
-    "<EOT>",
-    "_<EOT>",
-    "[EOT]",
-    "[EOS]",
-    "<|end_of_text|>",
-    "<end_of_utterance>",
-    "<eos>",
-    "<turn|>",
-    "<|tool_response>",
-    "<\u{FF5C}end\u{2581}of\u{2581}sentence\u{FF5C}>",
-    "[e~[",
-];
-
-/// Fill-in-the-middle token texts, forced to control when the model names no such token
-/// (metadata key suffix, candidate texts).
-const FIM_TEXTS: &[(&[&str], &[&str])] = &[
-    (
-        &["fim_pre_token_id", "prefix_token_id"],
-        &[
-            "<|fim_prefix|>",
-            "<fim-prefix>",
-            "<fim_prefix>",
-            "<\u{FF5C}fim\u{2581}begin\u{FF5C}>",
-            "<PRE>",
-            "\u{2581}<PRE>",
-            "<|code_prefix|>",
-            "<|prefix|>",
-        ],
-    ),
-    (
-        &["fim_suf_token_id", "suffix_token_id"],
-        &[
-            "<|fim_suffix|>",
-            "<fim-suffix>",
-            "<fim_suffix>",
-            "<\u{FF5C}fim\u{2581}hole\u{FF5C}>",
-            "<SUF>",
-            "\u{2581}<SUF>",
-            "<|code_suffix|>",
-            "<|suffix|>",
-        ],
-    ),
-    (
-        &["fim_mid_token_id", "middle_token_id"],
-        &[
-            "<|fim_middle|>",
-            "<fim-middle>",
-            "<fim_middle>",
-            "<\u{FF5C}fim\u{2581}end\u{FF5C}>",
-            "<MID>",
-            "\u{2581}<MID>",
-            "<|code_middle|>",
-            "<|middle|>",
-        ],
-    ),
-    (
-        &["fim_pad_token_id"],
-        &["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"],
-    ),
-    (
-        &["fim_rep_token_id"],
-        &[
-            "<|fim_repo|>",
-            "<|repo_name|>",
-            "<fim-repo>",
-            "<REPO>",
-            "<reponame>",
-        ],
-    ),
-    (&["fim_sep_token_id"], &["<|file_sep|>"]),
-];
-
-/// The vocabulary as llama.cpp holds it.
-pub(crate) struct Vocab {
-    /// Token texts by id (empty ones renamed `[EMPTY_<id>]`, as llama.cpp does).
-    pub texts: Vec<Vec<u8>>,
-    pub scores: Vec<f32>,
-    pub attrs: Vec<u32>,
-    /// Text to id; for duplicate texts the last id wins, as in llama.cpp's map.
-    pub ids: HashMap<Vec<u8>, u32>,
-}
-
-impl Vocab {
-    fn id(&self, text: &[u8]) -> Option<u32> {
-        self.ids.get(text).copied()
-    }
-}
+use escapes::c_isspace;
+pub use escapes::{process_escapes, prompt_from_file};
+pub use pre::{known as known_pre_tokenizers, one_of_each_kind as pre_tokenizer_kinds};
 
 enum Model {
     Bpe(Box<bpe::Bpe>),
@@ -200,201 +82,34 @@ pub struct Tokenizer {
     add_space_prefix: bool,
 }
 
-fn key(suffix: &str) -> String {
-    format!("tokenizer.ggml.{suffix}")
-}
-
-fn string_array<'a>(metadata: &'a Metadata, name: &str) -> Result<&'a [Vec<u8>]> {
-    let k = key(name);
-    match metadata.get_array(&k)? {
-        Array::String(v) => Ok(v),
-        other => Err(Error::KeyType {
-            key: k,
-            expected: "an array of strings",
-            found: format!("an array of {:?}", other.elem_type()),
-        }),
-    }
-}
-
-fn opt_bool(metadata: &Metadata, name: &str) -> Result<Option<bool>> {
-    let k = key(name);
-    match metadata.get(&k) {
-        None => Ok(None),
-        Some(v) => v.to_bool().map(Some).ok_or_else(|| Error::KeyType {
-            key: k,
-            expected: "a bool",
-            found: format!("{:?}", v.value_type()),
-        }),
-    }
-}
-
-fn opt_id(metadata: &Metadata, name: &str) -> Option<u64> {
-    metadata.get(&key(name)).and_then(Value::to_u64)
-}
-
 impl Tokenizer {
     /// Builds the tokenizer from `tokenizer.ggml.*` metadata (model "gpt2" BPE or "llama"
     /// SentencePiece), with llama.cpp's defaults for whatever the metadata leaves out.
     pub fn from_metadata(metadata: &Metadata) -> Result<Tokenizer> {
-        let model_name = metadata.get_str(&key("model"))?.to_string();
-        let is_bpe = match model_name.as_str() {
-            "gpt2" => true,
-            "llama" => false,
-            _ => return Err(Error::UnsupportedTokenizer { model: model_name }),
-        };
+        let is_bpe = is_bpe(metadata)?;
         let pre_name = match metadata.get(&key("pre")) {
             None => None,
             Some(_) => Some(metadata.get_str(&key("pre"))?.to_string()),
         };
-
-        // Token texts, scores and types.
-        let raw = string_array(metadata, "tokens")?;
-        let n = raw.len();
-        if n == 0 {
-            return Err(Error::Tokenize {
-                what: format!("{} is empty", key("tokens")),
-            });
-        }
-        if u32::try_from(n).is_err() {
-            return Err(Error::Tokenize {
-                what: format!(
-                    "{} has {n} entries, more than token ids can address",
-                    key("tokens")
-                ),
-            });
-        }
-        let per_token = |name: &str| -> Result<Option<&Array>> {
-            let k = key(name);
-            match metadata.get(&k) {
-                None => Ok(None),
-                Some(Value::Array(a)) if a.len() >= n => Ok(Some(a)),
-                Some(Value::Array(a)) => Err(Error::Tokenize {
-                    what: format!("{k} has {} entries for {n} tokens", a.len()),
-                }),
-                Some(v) => Err(Error::KeyType {
-                    key: k,
-                    expected: "an array",
-                    found: format!("{:?}", v.value_type()),
-                }),
-            }
-        };
-        let scores_arr = per_token("scores")?;
-        let types_arr = per_token("token_type")?;
-        let mut texts = Vec::with_capacity(n);
-        let mut scores = Vec::with_capacity(n);
-        let mut attrs = Vec::with_capacity(n);
-        let mut ids = HashMap::with_capacity(n);
-        for (i, t) in raw.iter().enumerate() {
-            let text = if t.is_empty() {
-                format!("[EMPTY_{i}]").into_bytes()
-            } else {
-                t.clone()
-            };
-            ids.insert(text.clone(), i as u32);
-            texts.push(text);
-            let score = match scores_arr {
-                Some(a) => a.float_at(i).ok_or_else(|| Error::KeyType {
-                    key: key("scores"),
-                    expected: "an array of numbers",
-                    found: format!("an array of {:?}", a.elem_type()),
-                })? as f32,
-                None => 0.0,
-            };
-            scores.push(score);
-            let attr = match types_arr {
-                Some(a) => attr_of_type(a.int_at(i).ok_or_else(|| Error::KeyType {
-                    key: key("token_type"),
-                    expected: "an array of integers",
-                    found: format!("an array of {:?}", a.elem_type()),
-                })?),
-                None => ATTR_NORMAL,
-            };
-            attrs.push(attr);
-        }
-        let mut vocab = Vocab {
-            texts,
-            scores,
-            attrs,
-            ids,
-        };
-
-        // Vocabulary-type defaults, then the pre-tokenizer's, then the metadata's.
-        let (model, mut bos, mut eos, mut add_bos, mut add_space_prefix) = if is_bpe {
-            let (pre, flags) = pre::PreTokenizer::new(pre_name.as_deref())?;
-            let merges = string_array(metadata, "merges")?;
-            let bpe = bpe::Bpe::new(&vocab, pre, flags.ignore_merges, merges);
-            let bos = if flags.no_bos { None } else { Some(11u64) };
-            (
-                Model::Bpe(Box::new(bpe)),
-                bos,
-                Some(11u64),
-                flags.add_bos,
-                false,
-            )
+        let mut vocab = Vocab::from_metadata(metadata)?;
+        let (model, defaults) = if is_bpe {
+            bpe_model(&vocab, metadata, pre_name.as_deref())?
         } else {
-            let mut byte_tokens = Box::new([None; 256]);
-            for (b, slot) in byte_tokens.iter_mut().enumerate() {
-                *slot = vocab
-                    .id(format!("<0x{b:02X}>").as_bytes())
-                    .or_else(|| vocab.id(&[b as u8]));
-            }
-            (
-                Model::Spm { byte_tokens },
-                Some(1u64),
-                Some(2u64),
-                true,
-                true,
-            )
+            spm_model(&vocab)
         };
-        let in_range = |id: Option<u64>| id.filter(|&i| i < n as u64);
-        bos = in_range(bos);
-        eos = in_range(eos);
-        if let Some(id) = in_range(opt_id(metadata, "bos_token_id")) {
-            bos = Some(id);
-        }
-        if let Some(id) = in_range(opt_id(metadata, "eos_token_id")) {
-            eos = Some(id);
-        }
-        if let Some(b) = opt_bool(metadata, "add_bos_token")? {
-            add_bos = b;
-        }
-        let add_eos = opt_bool(metadata, "add_eos_token")?.unwrap_or(false);
-        if let Some(b) = opt_bool(metadata, "add_space_prefix")? {
-            add_space_prefix = b;
-        }
-
+        let rules = defaults.with_metadata(metadata, vocab.texts.len())?;
         fix_attributes(&mut vocab, metadata, pre_name.as_deref());
-
-        // Special tokens longest first (stable: equal lengths keep id order).
-        let mut specials: Vec<u32> = (0..n as u32)
-            .filter(|&i| {
-                vocab.attrs[i as usize] & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN) != 0
-            })
-            .filter(|&i| std::str::from_utf8(&vocab.texts[i as usize]).is_ok())
-            .collect();
-        specials.sort_by_key(|&i| std::cmp::Reverse(vocab.texts[i as usize].len()));
-        let special_finder = if specials.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasick::new(specials.iter().map(|&i| &vocab.texts[i as usize])).map_err(
-                    |e| Error::Tokenize {
-                        what: format!("cannot index {} special tokens: {e}", specials.len()),
-                    },
-                )?,
-            )
-        };
-
+        let (specials, special_finder) = special_tokens(&vocab)?;
         Ok(Tokenizer {
             vocab,
             model,
             specials,
             special_finder,
-            bos: bos.map(|i| i as u32),
-            eos: eos.map(|i| i as u32),
-            add_bos,
-            add_eos,
-            add_space_prefix,
+            bos: rules.bos.map(|i| i as u32),
+            eos: rules.eos.map(|i| i as u32),
+            add_bos: rules.add_bos,
+            add_eos: rules.add_eos,
+            add_space_prefix: rules.add_space_prefix,
         })
     }
 
@@ -610,137 +325,103 @@ impl Tokenizer {
     }
 }
 
-/// The text llama.cpp's tools (llama-perplexity, llama-imatrix, llama-completion) tokenize when
-/// given `-f FILE`: the file with one trailing newline removed, then escape sequences processed
-/// (their `--escape` is on by default). llama-perplexity tokenizes it with `add_special` true and
-/// `parse_special` false, that is [`Tokenizer::encode`]`(&prompt_from_file(..), true)`.
-/// (`llama-tokenize -f` differs: it keeps the trailing newline.)
-pub fn prompt_from_file(contents: &str) -> String {
-    process_escapes(contents.strip_suffix('\n').unwrap_or(contents))
+/// Whether `tokenizer.ggml.model` names byte-level BPE ("gpt2") rather than SentencePiece
+/// ("llama"); any other model is refused.
+fn is_bpe(metadata: &Metadata) -> Result<bool> {
+    let model_name = metadata.get_str(&key("model"))?.to_string();
+    match model_name.as_str() {
+        "gpt2" => Ok(true),
+        "llama" => Ok(false),
+        _ => Err(Error::UnsupportedTokenizer { model: model_name }),
+    }
 }
 
-/// llama.cpp's `string_process_escapes`: `\n`, `\r`, `\t`, `\'`, `\"`, `\\` and `\xHH` are
-/// replaced; any other backslash pair is kept as it is. A `\x` byte that is not valid UTF-8
-/// becomes U+FFFD here (llama.cpp would pass the raw byte on).
-pub fn process_escapes(text: &str) -> String {
-    let b = text.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] != b'\\' || i + 1 >= b.len() {
-            out.push(b[i]);
-            i += 1;
-            continue;
-        }
-        i += 1;
-        let c = b[i];
-        let simple = match c {
-            b'n' => Some(b'\n'),
-            b'r' => Some(b'\r'),
-            b't' => Some(b'\t'),
-            b'\'' | b'"' | b'\\' => Some(c),
-            _ => None,
+/// BOS, EOS and the flags around them: the vocabulary type's defaults, then the
+/// pre-tokenizer's, then the metadata's.
+struct SpecialRules {
+    bos: Option<u64>,
+    eos: Option<u64>,
+    add_bos: bool,
+    add_eos: bool,
+    add_space_prefix: bool,
+}
+
+impl SpecialRules {
+    /// The metadata's BOS and EOS ids (when in range) and flags over these defaults; a default
+    /// id out of the vocabulary's `n` tokens is none.
+    fn with_metadata(self, metadata: &Metadata, n: usize) -> Result<SpecialRules> {
+        let in_range = |id: Option<u64>| id.filter(|&i| i < n as u64);
+        let id = |name: &str, default: Option<u64>| {
+            in_range(opt_id(metadata, name)).or(in_range(default))
         };
-        if let Some(s) = simple {
-            out.push(s);
-        } else if let Some(v) = (c == b'x' && i + 2 < b.len())
-            .then(|| hex_pair(b[i + 1], b[i + 2]))
-            .flatten()
-        {
-            out.push(v);
-            i += 2;
-        } else {
-            out.push(b'\\');
-            out.push(c);
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Two characters as C's `strtol(.., 16)` reads them when it must consume both: two hex
-/// digits, or a leading space or sign and one hex digit.
-fn hex_pair(a: u8, b: u8) -> Option<u8> {
-    let digit = |x: u8| (x as char).to_digit(16).map(|d| d as u8);
-    match (a, digit(a), digit(b)) {
-        (_, Some(h), Some(l)) => Some(h * 16 + l),
-        (b'+', _, Some(l)) => Some(l),
-        (b'-', _, Some(l)) => Some(l.wrapping_neg()),
-        (a, _, Some(l)) if c_isspace(a) => Some(l),
-        _ => None,
+        Ok(SpecialRules {
+            bos: id("bos_token_id", self.bos),
+            eos: id("eos_token_id", self.eos),
+            add_bos: opt_bool(metadata, "add_bos_token")?.unwrap_or(self.add_bos),
+            add_eos: opt_bool(metadata, "add_eos_token")?.unwrap_or(self.add_eos),
+            add_space_prefix: opt_bool(metadata, "add_space_prefix")?
+                .unwrap_or(self.add_space_prefix),
+        })
     }
 }
 
-/// C's `isspace` in the "C" locale.
-fn c_isspace(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r')
-}
-
-/// The attribute corrections llama.cpp applies after loading a vocabulary, which decide which
-/// tokens the partition cuts out: end-of-generation and fill-in-the-middle texts become control
-/// tokens, a few gpt-oss tokens become user-defined, and some models strip spaces around
-/// special tokens.
-fn fix_attributes(vocab: &mut Vocab, metadata: &Metadata, pre: Option<&str>) {
-    let set = |vocab: &mut Vocab, text: &str, f: &dyn Fn(u32) -> u32| {
-        if let Some(id) = vocab.id(text.as_bytes()) {
-            let a = &mut vocab.attrs[id as usize];
-            *a = f(*a);
-        }
+/// Byte-level BPE with the pre-tokenizer `pre` names and the metadata's merges; BOS and EOS
+/// default to id 11 (unless the pre-tokenizer has no BOS).
+fn bpe_model(
+    vocab: &Vocab,
+    metadata: &Metadata,
+    pre: Option<&str>,
+) -> Result<(Model, SpecialRules)> {
+    let (pre, flags) = pre::PreTokenizer::new(pre)?;
+    let merges = string_array(metadata, "merges")?;
+    let bpe = bpe::Bpe::new(vocab, pre, flags.ignore_merges, merges);
+    let rules = SpecialRules {
+        bos: if flags.no_bos { None } else { Some(11) },
+        eos: Some(11),
+        add_bos: flags.add_bos,
+        add_eos: false,
+        add_space_prefix: false,
     };
-    for t in EOG_TEXTS {
-        set(vocab, t, &|a| a | ATTR_CONTROL);
-    }
-    for (keys, texts) in FIM_TEXTS {
-        if keys
-            .iter()
-            .any(|k| opt_id(metadata, k).is_some_and(|id| id < vocab.texts.len() as u64))
-        {
-            continue;
-        }
-        for t in *texts {
-            set(vocab, t, &|a| a | ATTR_CONTROL);
-        }
-    }
-    for t in ["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"] {
-        set(vocab, t, &|_| ATTR_USER_DEFINED);
-    }
-    let has = |vocab: &Vocab, t: &str| vocab.ids.contains_key(t.as_bytes());
-    let has_call = has(vocab, "<|call|>") || has(vocab, "<|calls|>");
-    if has_call && has(vocab, "<|end|>") && (has(vocab, "<|return|>") || has(vocab, "<|flush|>")) {
-        set(vocab, "<|end|>", &|_| ATTR_USER_DEFINED);
-    }
-    let eos_is_plamo = opt_id(metadata, "eos_token_id")
-        .and_then(|id| vocab.texts.get(id as usize))
-        .is_some_and(|t| t == b"<|plamo:eos|>");
-    if has(vocab, "</s>") && (has(vocab, "<|tool_response>") || eos_is_plamo) {
-        set(vocab, "</s>", &|_| ATTR_NORMAL);
-    }
+    Ok((Model::Bpe(Box::new(bpe)), rules))
+}
 
-    let name = metadata
-        .get_str("general.name")
-        .unwrap_or("")
-        .to_lowercase();
-    let arch = metadata.get_str("general.architecture").unwrap_or("");
-    let pre = pre.unwrap_or("");
-    if ["jina-v2-de", "jina-v2-es", "jina-v2-code"]
-        .iter()
-        .any(|p| pre.contains(p))
-        || ["nomic-bert-moe", "jina-bert-v3"]
-            .iter()
-            .any(|a| arch.contains(a))
-    {
-        set(vocab, "<mask>", &|a| a | ATTR_LSTRIP);
-    } else if name.contains("phi-3") || name.contains("phi3") {
-        for i in 0..vocab.attrs.len() {
-            if vocab.attrs[i] & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN) != 0 {
-                vocab.attrs[i] |= ATTR_RSTRIP;
-            }
-        }
-        set(vocab, "</s>", &|a| a | ATTR_RSTRIP);
-        for t in ["<unk>", "<s>", "<|endoftext|>"] {
-            set(vocab, t, &|a| a & !ATTR_RSTRIP);
-        }
-    } else if name.contains("modern-bert") {
-        set(vocab, "[MASK]", &|a| a | ATTR_LSTRIP);
+/// SentencePiece with byte fallback to `<0xXX>` tokens (or the bare byte's token); BOS 1, EOS 2,
+/// BOS added and a space prefixed by default.
+fn spm_model(vocab: &Vocab) -> (Model, SpecialRules) {
+    let mut byte_tokens = Box::new([None; 256]);
+    for (b, slot) in byte_tokens.iter_mut().enumerate() {
+        *slot = vocab
+            .id(format!("<0x{b:02X}>").as_bytes())
+            .or_else(|| vocab.id(&[b as u8]));
     }
+    let rules = SpecialRules {
+        bos: Some(1),
+        eos: Some(2),
+        add_bos: true,
+        add_eos: false,
+        add_space_prefix: true,
+    };
+    (Model::Spm { byte_tokens }, rules)
+}
+
+/// Control, user-defined and unknown tokens with UTF-8 texts, longest first (stable: equal
+/// lengths keep id order), and a finder over their texts (none when there are none).
+fn special_tokens(vocab: &Vocab) -> Result<(Vec<u32>, Option<AhoCorasick>)> {
+    let mut specials: Vec<u32> = (0..vocab.texts.len() as u32)
+        .filter(|&i| {
+            vocab.attrs[i as usize] & (ATTR_CONTROL | ATTR_USER_DEFINED | ATTR_UNKNOWN) != 0
+        })
+        .filter(|&i| std::str::from_utf8(&vocab.texts[i as usize]).is_ok())
+        .collect();
+    specials.sort_by_key(|&i| std::cmp::Reverse(vocab.texts[i as usize].len()));
+    if specials.is_empty() {
+        return Ok((specials, None));
+    }
+    let finder =
+        AhoCorasick::new(specials.iter().map(|&i| &vocab.texts[i as usize])).map_err(|e| {
+            Error::Tokenize {
+                what: format!("cannot index {} special tokens: {e}", specials.len()),
+            }
+        })?;
+    Ok((specials, Some(finder)))
 }

@@ -6,12 +6,17 @@
 //! regexes (GPT-2's, Llama 3's, Qwen2's, Qwen3.5's) and the newline split run as hand-written
 //! scanners there, with small departures from the regexes (for example `\s+(?!\S)` never
 //! looks past the end of a piece); [`Step::Gpt2`] and [`Step::Llama3`] reproduce those
-//! scanners' behaviour. Every other regex runs as an ordinary regex (`fancy-regex`, for the
-//! look-arounds) over a text where each non-ASCII code point stands in for its Unicode class,
-//! which is how llama.cpp evaluates `\p{..}` with `std::regex`.
+//! scanners' behaviour (`scan.rs`). Every other regex runs as an ordinary regex (`fancy-regex`,
+//! for the look-arounds) over a text where each non-ASCII code point stands in for its Unicode
+//! class, which is how llama.cpp evaluates `\p{..}` with `std::regex`.
+//!
+//! This file is a little over 600 lines because of its table: [`KINDS`] (every kind's names,
+//! regexes and flags) and the regex sources it names take half of it. The rest is the compiled
+//! pre-tokenizer and the regex translation that the table's entries need.
 
 use std::ops::Range;
 
+use super::scan::{pieces, split_gpt2, split_llama3, split_newlines};
 use super::unicode::{self, Flags};
 use crate::error::{Error, Result};
 
@@ -72,216 +77,236 @@ const EXAONE_MOE: &str = r##"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|
 const GRANITE_MULTI: &str = r##"[^\r\n\p{L}\p{N}]?((?=[\p{L}\p{M}])([^a-z]))*((?=[\p{L}\p{M}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?((?=[\p{L}\p{M}])([^a-z]))+((?=[\p{L}\p{M}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"##;
 const CHAMELEON_PUNCT: &str = r##"[\p{P}!-/:-@\[-`{-~]"##;
 
-/// The regex list and flags for a `tokenizer.ggml.pre` value, as llama.cpp's vocabulary
-/// loader maps them (`None` = a type this tokenizer does not know). Long on purpose: a table,
-/// one arm per pre-tokenizer type, in llama.cpp's order.
-fn spec(pre: &str) -> Option<(Vec<StepSpec>, PreFlags)> {
-    let plain = PreFlags::default();
-    let ignore = PreFlags {
-        ignore_merges: true,
-        ..plain
-    };
-    Some(match pre {
-        "default" => (
-            vec![Re(DEFAULT_PUNCT), Gpt2, Re(r"\p{N}+"), Re(THREE_DIGITS)],
-            plain,
-        ),
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
-        | "lfm2" | "jina-v5-nano" => (
-            vec![Llama3],
-            PreFlags {
-                ignore_merges: true,
-                add_bos: true,
-                no_bos: false,
-            },
-        ),
-        "dbrx" | "smaug-bpe" => (vec![Llama3], plain),
-        "deepseek-llm" => (
-            vec![
-                Re("[\r\n]"),
-                Re(DEEPSEEK_LETTERS),
-                Re(DEEPSEEK_PUNCT),
-                Re(r"\s+$"),
-                Re(CJK),
-                Re(r"\p{N}+"),
-            ],
-            plain,
-        ),
-        "deepseek-coder" => (
-            vec![
-                Re("[\r\n]"),
-                Re(r"\s?\p{L}+"),
-                Re(r"\s?\p{P}+"),
-                Re(CJK),
-                Re(r"\p{N}"),
-            ],
-            plain,
-        ),
-        "deepseek-v3" | "hunyuan-dense" | "joyai-llm" | "hy_v4" => (
-            vec![Re(r"\p{N}{1,3}"), Re(DEEPSEEK3_CJK), Re(DEEPSEEK3_MAIN)],
-            plain,
-        ),
-        "falcon" => (
-            vec![Re(r"[\p{P}\$\+<=>\^~\|`]+"), Gpt2, Re(THREE_DIGITS)],
-            plain,
-        ),
-        "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone" | "minerva-7b"
-        | "mellum2" => (vec![Re(r"\p{N}"), Gpt2], plain),
-        "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es" | "jina-v2-de"
-        | "a.x-4.0" | "mellum" | "modern-bert" | "mpt" | "olmo" | "jais" | "trillion"
-        | "granite-docling" | "exaone4" | "jina-v1-en" | "jina-v2-code" | "roberta-bpe" => {
-            (vec![Gpt2], plain)
-        }
-        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "stablelm2" | "hunyuan"
-        | "solar-open" | "megrez" | "grok-2" => (vec![Qwen2], plain),
-        "qwen35" => (vec![Qwen35], plain),
-        "poro-chat" | "bloom" | "gpt3-finnish" => (vec![Re(PORO)], plain),
-        "viking" => (vec![Re(PORO), Re(r"\p{N}")], plain),
-        "chatglm-bpe" => (
-            vec![Llama3],
-            PreFlags {
-                no_bos: true,
-                ..plain
-            },
-        ),
-        "glm4" | "glm5" => (
-            vec![Llama3],
-            PreFlags {
-                no_bos: true,
-                ignore_merges: true,
-                add_bos: false,
-            },
-        ),
-        "tekken" => (
-            vec![Re(TEKKEN)],
-            PreFlags {
-                ignore_merges: true,
-                add_bos: true,
-                no_bos: false,
-            },
-        ),
-        "gpt-4o" | "llama4" | "kanana2" | "talkie" | "minimax-m2" => (vec![Re(GPT4O)], plain),
-        "seed-coder" => (vec![Re(SEED_CODER)], plain),
-        "bailingmoe" | "bailingmoe2" | "llada-moe" => (vec![Re(BAILING)], plain),
-        "ufakzeka" => (vec![Re(UFAKZEKA)], plain),
-        "minicpm5" => (vec![Re(r"\p{N}{1,3}"), Re(MINICPM5)], ignore),
-        "laguna" => (vec![Newlines, Qwen2], plain),
-        "jais-2" => (vec![Re(JAIS2)], plain),
-        "spark2_5" => (
-            vec![
-                Re(r"\p{N}{1,3}"),
-                Re(DEEPSEEK3_CJK),
-                Re(SPARK_MAIN),
-                Re(r"\p{N}"),
-            ],
-            plain,
-        ),
-        "youtu" => (vec![Re(YOUTU_CJK), Re(YOUTU)], ignore),
-        "exaone-moe" => (vec![Re(EXAONE_MOE)], plain),
-        "granite-embed-multi-97m" => (vec![Re(GRANITE_MULTI)], ignore),
-        "chameleon" => (
-            vec![
-                Re(r"<sentinel:[0-9]+>"),
-                Re(r"(IMGIMG)((A|B|C|D|E|F|G|H|I){1,4})Z"),
-                Re(r"([\t\n]|    |  )"),
-                Re(r"\p{N}"),
-                Re(CHAMELEON_PUNCT),
-                Gpt2,
-            ],
-            PreFlags {
-                add_bos: true,
-                ..plain
-            },
-        ),
-        _ => return None,
-    })
+/// A pre-tokenizer's flags with none set.
+const PLAIN: PreFlags = PreFlags {
+    ignore_merges: false,
+    add_bos: false,
+    no_bos: false,
+};
+const IGNORE_MERGES: PreFlags = PreFlags {
+    ignore_merges: true,
+    ..PLAIN
+};
+const ADD_BOS: PreFlags = PreFlags {
+    add_bos: true,
+    ..PLAIN
+};
+const IGNORE_MERGES_ADD_BOS: PreFlags = PreFlags {
+    ignore_merges: true,
+    add_bos: true,
+    ..PLAIN
+};
+const NO_BOS: PreFlags = PreFlags {
+    no_bos: true,
+    ..PLAIN
+};
+const IGNORE_MERGES_NO_BOS: PreFlags = PreFlags {
+    ignore_merges: true,
+    no_bos: true,
+    ..PLAIN
+};
+
+/// One kind of pre-tokenizer: the `tokenizer.ggml.pre` values that select it, its regex list
+/// and its flags.
+struct Kind {
+    /// The first is the one a test of the kind uses.
+    names: &'static [&'static str],
+    steps: &'static [StepSpec],
+    flags: PreFlags,
+}
+
+const fn kind(names: &'static [&'static str], steps: &'static [StepSpec], flags: PreFlags) -> Kind {
+    Kind {
+        names,
+        steps,
+        flags,
+    }
+}
+
+/// Every pre-tokenizer kind, as llama.cpp's vocabulary loader maps `tokenizer.ggml.pre` values
+/// to regex lists and flags, in llama.cpp's order (the Llama 3 row names "llama-bpe" first, the
+/// value `convert_hf_to_gguf.py` writes). The one place the names are listed: [`known`] and
+/// [`one_of_each_kind`] read it. Long on purpose: a table, one row per kind.
+const KINDS: &[Kind] = &[
+    kind(
+        &["default"],
+        &[Re(DEFAULT_PUNCT), Gpt2, Re(r"\p{N}+"), Re(THREE_DIGITS)],
+        PLAIN,
+    ),
+    kind(
+        &[
+            "llama-bpe",
+            "llama3",
+            "llama-v3",
+            "falcon3",
+            "falcon-h1",
+            "pixtral",
+            "midm-2.0",
+            "lfm2",
+            "jina-v5-nano",
+        ],
+        &[Llama3],
+        IGNORE_MERGES_ADD_BOS,
+    ),
+    kind(&["dbrx", "smaug-bpe"], &[Llama3], PLAIN),
+    kind(
+        &["deepseek-llm"],
+        &[
+            Re("[\r\n]"),
+            Re(DEEPSEEK_LETTERS),
+            Re(DEEPSEEK_PUNCT),
+            Re(r"\s+$"),
+            Re(CJK),
+            Re(r"\p{N}+"),
+        ],
+        PLAIN,
+    ),
+    kind(
+        &["deepseek-coder"],
+        &[
+            Re("[\r\n]"),
+            Re(r"\s?\p{L}+"),
+            Re(r"\s?\p{P}+"),
+            Re(CJK),
+            Re(r"\p{N}"),
+        ],
+        PLAIN,
+    ),
+    kind(
+        &["deepseek-v3", "hunyuan-dense", "joyai-llm", "hy_v4"],
+        &[Re(r"\p{N}{1,3}"), Re(DEEPSEEK3_CJK), Re(DEEPSEEK3_MAIN)],
+        PLAIN,
+    ),
+    kind(
+        &["falcon"],
+        &[Re(r"[\p{P}\$\+<=>\^~\|`]+"), Gpt2, Re(THREE_DIGITS)],
+        PLAIN,
+    ),
+    kind(
+        &[
+            "starcoder",
+            "refact",
+            "command-r",
+            "smollm",
+            "codeshell",
+            "exaone",
+            "minerva-7b",
+            "mellum2",
+        ],
+        &[Re(r"\p{N}"), Gpt2],
+        PLAIN,
+    ),
+    kind(
+        &[
+            "gpt-2",
+            "phi-2",
+            "jina-es",
+            "jina-de",
+            "gigachat",
+            "jina-v2-es",
+            "jina-v2-de",
+            "a.x-4.0",
+            "mellum",
+            "modern-bert",
+            "mpt",
+            "olmo",
+            "jais",
+            "trillion",
+            "granite-docling",
+            "exaone4",
+            "jina-v1-en",
+            "jina-v2-code",
+            "roberta-bpe",
+        ],
+        &[Gpt2],
+        PLAIN,
+    ),
+    kind(
+        &[
+            "qwen2",
+            "deepseek-r1-qwen",
+            "kormo",
+            "f2llmv2",
+            "stablelm2",
+            "hunyuan",
+            "solar-open",
+            "megrez",
+            "grok-2",
+        ],
+        &[Qwen2],
+        PLAIN,
+    ),
+    kind(&["qwen35"], &[Qwen35], PLAIN),
+    kind(&["poro-chat", "bloom", "gpt3-finnish"], &[Re(PORO)], PLAIN),
+    kind(&["viking"], &[Re(PORO), Re(r"\p{N}")], PLAIN),
+    kind(&["chatglm-bpe"], &[Llama3], NO_BOS),
+    kind(&["glm4", "glm5"], &[Llama3], IGNORE_MERGES_NO_BOS),
+    kind(&["tekken"], &[Re(TEKKEN)], IGNORE_MERGES_ADD_BOS),
+    kind(
+        &["gpt-4o", "llama4", "kanana2", "talkie", "minimax-m2"],
+        &[Re(GPT4O)],
+        PLAIN,
+    ),
+    kind(&["seed-coder"], &[Re(SEED_CODER)], PLAIN),
+    kind(
+        &["bailingmoe", "bailingmoe2", "llada-moe"],
+        &[Re(BAILING)],
+        PLAIN,
+    ),
+    kind(&["ufakzeka"], &[Re(UFAKZEKA)], PLAIN),
+    kind(
+        &["minicpm5"],
+        &[Re(r"\p{N}{1,3}"), Re(MINICPM5)],
+        IGNORE_MERGES,
+    ),
+    kind(&["laguna"], &[Newlines, Qwen2], PLAIN),
+    kind(&["jais-2"], &[Re(JAIS2)], PLAIN),
+    kind(
+        &["spark2_5"],
+        &[
+            Re(r"\p{N}{1,3}"),
+            Re(DEEPSEEK3_CJK),
+            Re(SPARK_MAIN),
+            Re(r"\p{N}"),
+        ],
+        PLAIN,
+    ),
+    kind(&["youtu"], &[Re(YOUTU_CJK), Re(YOUTU)], IGNORE_MERGES),
+    kind(&["exaone-moe"], &[Re(EXAONE_MOE)], PLAIN),
+    kind(
+        &["granite-embed-multi-97m"],
+        &[Re(GRANITE_MULTI)],
+        IGNORE_MERGES,
+    ),
+    kind(
+        &["chameleon"],
+        &[
+            Re(r"<sentinel:[0-9]+>"),
+            Re(r"(IMGIMG)((A|B|C|D|E|F|G|H|I){1,4})Z"),
+            Re(r"([\t\n]|    |  )"),
+            Re(r"\p{N}"),
+            Re(CHAMELEON_PUNCT),
+            Gpt2,
+        ],
+        ADD_BOS,
+    ),
+];
+
+/// The kind a `tokenizer.ggml.pre` value selects (`None` = a type this tokenizer does not know).
+fn find(pre: &str) -> Option<&'static Kind> {
+    KINDS.iter().find(|k| k.names.contains(&pre))
 }
 
 /// Every `tokenizer.ggml.pre` value this tokenizer accepts.
-pub const KNOWN: &[&str] = &[
-    "default",
-    "llama3",
-    "llama-v3",
-    "llama-bpe",
-    "falcon3",
-    "falcon-h1",
-    "pixtral",
-    "midm-2.0",
-    "lfm2",
-    "jina-v5-nano",
-    "dbrx",
-    "smaug-bpe",
-    "deepseek-llm",
-    "deepseek-coder",
-    "deepseek-v3",
-    "hunyuan-dense",
-    "joyai-llm",
-    "hy_v4",
-    "falcon",
-    "starcoder",
-    "refact",
-    "command-r",
-    "smollm",
-    "codeshell",
-    "exaone",
-    "minerva-7b",
-    "mellum2",
-    "gpt-2",
-    "phi-2",
-    "jina-es",
-    "jina-de",
-    "gigachat",
-    "jina-v2-es",
-    "jina-v2-de",
-    "a.x-4.0",
-    "mellum",
-    "modern-bert",
-    "mpt",
-    "olmo",
-    "jais",
-    "trillion",
-    "granite-docling",
-    "exaone4",
-    "jina-v1-en",
-    "jina-v2-code",
-    "roberta-bpe",
-    "qwen2",
-    "deepseek-r1-qwen",
-    "kormo",
-    "f2llmv2",
-    "stablelm2",
-    "hunyuan",
-    "solar-open",
-    "megrez",
-    "grok-2",
-    "qwen35",
-    "poro-chat",
-    "bloom",
-    "gpt3-finnish",
-    "viking",
-    "chatglm-bpe",
-    "glm4",
-    "glm5",
-    "tekken",
-    "gpt-4o",
-    "llama4",
-    "kanana2",
-    "talkie",
-    "minimax-m2",
-    "seed-coder",
-    "bailingmoe",
-    "bailingmoe2",
-    "llada-moe",
-    "ufakzeka",
-    "minicpm5",
-    "laguna",
-    "jais-2",
-    "spark2_5",
-    "youtu",
-    "exaone-moe",
-    "granite-embed-multi-97m",
-    "chameleon",
-];
+pub fn known() -> impl Iterator<Item = &'static str> {
+    KINDS.iter().flat_map(|k| k.names.iter().copied())
+}
+
+/// One `tokenizer.ggml.pre` value of each kind llama.cpp distinguishes (a distinct regex list
+/// or flags): what a test needs to cover every kind.
+pub fn one_of_each_kind() -> impl Iterator<Item = &'static str> {
+    KINDS.iter().map(|k| k.names[0])
+}
 
 enum Step {
     Gpt2,
@@ -309,11 +334,11 @@ impl PreTokenizer {
     /// llama.cpp treats as "default").
     pub fn new(pre: Option<&str>) -> Result<(PreTokenizer, PreFlags)> {
         let name = pre.unwrap_or("default");
-        let (specs, flags) = spec(name).ok_or_else(|| Error::UnknownPreTokenizer {
+        let kind = find(name).ok_or_else(|| Error::UnknownPreTokenizer {
             pre: name.to_string(),
         })?;
-        let mut steps = Vec::with_capacity(specs.len());
-        for s in specs {
+        let mut steps = Vec::with_capacity(kind.steps.len());
+        for &s in kind.steps {
             steps.push(match s {
                 StepSpec::Gpt2 => Step::Gpt2,
                 StepSpec::Llama3 => Step::Llama3 {
@@ -347,7 +372,7 @@ impl PreTokenizer {
         let needs_flags = steps
             .iter()
             .any(|s| matches!(s, Step::Gpt2 | Step::Llama3 { .. }));
-        Ok((PreTokenizer { steps, needs_flags }, flags))
+        Ok((PreTokenizer { steps, needs_flags }, kind.flags))
     }
 
     /// Cuts `text` into words; returns their byte ranges in order, covering all of `text`.
@@ -489,229 +514,6 @@ fn translate(source: &str) -> (String, bool) {
     (out, collapsed)
 }
 
-/// One piece of the text at a time: `ini..end` in code points.
-fn pieces(lengths: &[usize]) -> impl Iterator<Item = (usize, usize)> + '_ {
-    let mut start = 0;
-    lengths.iter().map(move |&len| {
-        let r = (start, start + len);
-        start += len;
-        r
-    })
-}
-
-/// Collects word lengths inside one piece.
-struct Cutter<'a> {
-    out: &'a mut Vec<usize>,
-    prev_end: usize,
-}
-
-impl Cutter<'_> {
-    /// Ends a word at `end`; returns its length (0 when empty, and nothing is recorded).
-    fn cut(&mut self, end: usize) -> usize {
-        let len = end - self.prev_end;
-        if len > 0 {
-            self.out.push(len);
-        }
-        self.prev_end = end;
-        len
-    }
-}
-
-/// The length (2 or 3) of the contraction `'s|'t|'m|'d|'re|'ve|'ll` starting at `pos`, if one
-/// ends by `end`; `fold_case` matches upper case letters too (Llama 3's `(?i:...)`).
-fn contraction_at(cpts: &[char], pos: usize, end: usize, fold_case: bool) -> Option<usize> {
-    if cpts[pos] != '\'' || pos + 1 >= end {
-        return None;
-    }
-    let low = |c: char| if fold_case { unicode::to_lower(c) } else { c };
-    let n = low(cpts[pos + 1]);
-    if matches!(n, 's' | 't' | 'm' | 'd') {
-        return Some(2);
-    }
-    if pos + 2 < end
-        && matches!(
-            (n, low(cpts[pos + 2])),
-            ('r', 'e') | ('v', 'e') | ('l', 'l')
-        )
-    {
-        return Some(3);
-    }
-    None
-}
-
-/// Where the last rules of both scanners end the word at `pos`, given the `n_ws` spaces that
-/// start there: `\s+(?!\S)` leaves the last space to the next word when text follows, `\s+`
-/// takes them all at the end of the piece, and otherwise one code point stands alone.
-fn after_spaces(pos: usize, n_ws: usize, end: usize) -> usize {
-    if n_ws > 1 && pos + n_ws < end {
-        pos + n_ws - 1
-    } else if n_ws > 0 {
-        pos + n_ws
-    } else {
-        pos + 1
-    }
-}
-
-/// GPT-2's split as llama.cpp's scanner does it.
-fn split_gpt2(cpts: &[char], flags: &[Flags], lengths: &[usize]) -> Vec<usize> {
-    let mut out = Vec::with_capacity(lengths.len());
-    for (ini, end) in pieces(lengths) {
-        let fl = |p: usize| if p < end { flags[p] } else { Flags::OUTSIDE };
-        let mut w = Cutter {
-            out: &mut out,
-            prev_end: ini,
-        };
-        let mut pos = ini;
-        while pos < end {
-            let c = cpts[pos];
-            let f = flags[pos];
-            if let Some(n) = contraction_at(cpts, pos, end, false) {
-                pos += w.cut(pos + n);
-                continue;
-            }
-            let space = usize::from(c == ' ');
-            let mut f2 = if c == ' ' { fl(pos + 1) } else { f };
-            if f2.letter() {
-                pos += space;
-                while f2.letter() {
-                    pos += 1;
-                    f2 = fl(pos);
-                }
-                w.cut(pos);
-                continue;
-            }
-            if f2.number() {
-                pos += space;
-                while f2.number() {
-                    pos += 1;
-                    f2 = fl(pos);
-                }
-                w.cut(pos);
-                continue;
-            }
-            let other = |f: Flags| f.valid && !(f.whitespace || f.letter() || f.number());
-            if other(f2) {
-                pos += space;
-                while other(f2) {
-                    pos += 1;
-                    f2 = fl(pos);
-                }
-                w.cut(pos);
-                continue;
-            }
-            let mut n_ws = 0;
-            while fl(pos + n_ws).space() {
-                n_ws += 1;
-            }
-            pos = after_spaces(pos, n_ws, end);
-            w.cut(pos);
-        }
-    }
-    out
-}
-
-/// Llama 3's split (and Qwen2's with `max_digits` 1, Qwen3.5's with `marks`) as llama.cpp's
-/// scanner does it.
-fn split_llama3(
-    cpts: &[char],
-    flags: &[Flags],
-    lengths: &[usize],
-    max_digits: usize,
-    marks: bool,
-) -> Vec<usize> {
-    let mut out = Vec::with_capacity(lengths.len());
-    for (ini, end) in pieces(lengths) {
-        let get = |p: usize| if p < end { Some(cpts[p]) } else { None };
-        let fl = |p: usize| if p < end { flags[p] } else { Flags::OUTSIDE };
-        let wordy = |f: Flags| f.letter() || (marks && f.mark());
-        let mut w = Cutter {
-            out: &mut out,
-            prev_end: ini,
-        };
-        let mut pos = ini;
-        while pos < end {
-            let c = cpts[pos];
-            let f = flags[pos];
-            if let Some(n) = contraction_at(cpts, pos, end, true) {
-                pos += w.cut(pos + n);
-                continue;
-            }
-            // [^\r\n\p{L}\p{N}]?\p{L}+
-            if !(c == '\r' || c == '\n' || f.number()) && (wordy(f) || wordy(fl(pos + 1))) {
-                pos += 1;
-                while wordy(fl(pos)) {
-                    pos += 1;
-                }
-                w.cut(pos);
-                continue;
-            }
-            // \p{N}{1,max_digits}
-            if f.number() {
-                let mut group = pos;
-                while fl(pos).number() {
-                    pos += 1;
-                    if pos - group >= max_digits {
-                        w.cut(pos);
-                        group = pos;
-                    }
-                }
-                w.cut(pos);
-                continue;
-            }
-            // <space>?[^\s\p{L}\p{N}]+[\r\n]*
-            let mut f2 = if c == ' ' { fl(pos + 1) } else { f };
-            let other =
-                |f: Flags| !(f.whitespace || f.letter() || f.number() || (marks && f.mark()));
-            if other(f2) && f.valid {
-                pos += usize::from(c == ' ');
-                while other(f2) && f2.valid {
-                    pos += 1;
-                    f2 = fl(pos);
-                }
-                while matches!(get(pos), Some('\r' | '\n')) {
-                    pos += 1;
-                }
-                w.cut(pos);
-                continue;
-            }
-            let mut n_ws = 0;
-            let mut last_newline_end = 0;
-            while fl(pos + n_ws).space() {
-                if matches!(get(pos + n_ws), Some('\r' | '\n')) {
-                    last_newline_end = pos + n_ws + 1;
-                }
-                n_ws += 1;
-            }
-            // \s*[\r\n]+
-            if last_newline_end > 0 {
-                pos = last_newline_end;
-                w.cut(pos);
-                continue;
-            }
-            pos = after_spaces(pos, n_ws, end);
-            w.cut(pos);
-        }
-    }
-    out
-}
-
-/// `[^\n]+|[\n]+`: runs of newlines and runs of everything else.
-fn split_newlines(cpts: &[char], lengths: &[usize]) -> Vec<usize> {
-    let mut out = Vec::with_capacity(lengths.len());
-    for (ini, end) in pieces(lengths) {
-        let mut pos = ini;
-        while pos < end {
-            let newline = cpts[pos] == '\n';
-            let start = pos;
-            while pos < end && (cpts[pos] == '\n') == newline {
-                pos += 1;
-            }
-            out.push(pos - start);
-        }
-    }
-    out
-}
-
 /// Runs a general regex over each piece of `view` (the text as the regex sees it): matches and
 /// the gaps between them become words.
 fn split_regex(
@@ -775,7 +577,9 @@ mod tests {
 
     #[test]
     fn every_known_type_compiles() {
-        for name in KNOWN {
+        let names: Vec<&str> = known().collect();
+        for (i, name) in names.iter().enumerate() {
+            assert!(!names[..i].contains(name), "{name} is in two kinds");
             PreTokenizer::new(Some(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
         }
         assert!(matches!(
