@@ -96,16 +96,20 @@ pub fn check_blocks(model: &Model, n_layers: usize) -> Result<()> {
             match seen.get_mut(i) {
                 Some(s) => *s = true,
                 None => {
-                    return Err(Error::Invalid(format!(
-                        "tensor {:?} belongs to block {i}, but block_count is {n_layers}",
-                        t.info.name
-                    )))
+                    return Err(Error::BlockPastCount {
+                        name: t.info.name.clone(),
+                        block: i,
+                        block_count: n_layers,
+                    })
                 }
             }
         }
     }
     if let Some(missing) = seen.iter().position(|s| !s) {
-        return Err(Error::Invalid(format!("block {missing} has no tensors (block_count is {n_layers}): the file is missing blocks")));
+        return Err(Error::MissingBlock {
+            block: missing,
+            block_count: n_layers,
+        });
     }
     Ok(())
 }

@@ -225,6 +225,50 @@ pub enum Error {
     /// or put in place; the command line names the option that asked for it.
     #[error("the importance matrix output: {source}")]
     ImatrixOutput { source: Box<Error> },
+    // model, score, tokenizer, tasks
+    /// Occurs when a tensor's `blk.N` name places it at or past `{arch}.block_count`.
+    #[error("tensor {name:?} belongs to block {block}, but block_count is {block_count}")]
+    BlockPastCount {
+        name: String,
+        block: usize,
+        block_count: usize,
+    },
+    /// Occurs when a block below `{arch}.block_count` has no tensors at all.
+    #[error(
+        "block {block} has no tensors (block_count is {block_count}): the file is missing blocks"
+    )]
+    MissingBlock { block: usize, block_count: usize },
+    /// Occurs when `{arch}.nextn_predict_layers` counts more multi-token-prediction heads than
+    /// the model has blocks.
+    #[error("{key} = {nextn} exceeds block_count {block_count}")]
+    NextnPastCount {
+        key: String,
+        nextn: usize,
+        block_count: usize,
+    },
+    /// Occurs when a metadata list of layer indices (such as `{arch}.ple.layers`) holds
+    /// something other than non-negative integers.
+    #[error("{key}: {what}")]
+    LayerIndexList { key: String, what: String },
+    /// Occurs when a task file (HellaSwag, WinoGrande, multiple-choice) is not in its format;
+    /// `line` (from 1) when one line is at fault.
+    #[error("{}{what}", line.map_or(String::new(), |l| format!("line {l}: ")))]
+    TaskFile { line: Option<usize>, what: String },
+    /// Occurs when a task's choices cannot be scored the way llama-perplexity scores them
+    /// (no shared context, a choice that adds no token, inconsistent tokenization).
+    #[error("task {index}: {why}")]
+    UnscorableTask { index: usize, why: String },
+    /// Occurs when a task needs more tokens than llama-perplexity's context for tasks holds
+    /// (`max`: 4 sequences of the context size).
+    #[error("task {index} needs {need} tokens, more than the {max} of the context (4 x the context size, as llama-perplexity runs tasks)")]
+    TaskTooLong {
+        index: usize,
+        need: usize,
+        max: usize,
+    },
+    /// Occurs when a perplexity or KL evaluation is asked for zero chunks.
+    #[error("the number of chunks must be at least 1")]
+    NoChunks,
 }
 
 impl Error {

@@ -131,11 +131,11 @@ fn renumber_list(ctx: &Ctx, key: &str, value: &Value) -> Result<Value> {
     };
     let mut out = Vec::with_capacity(a.len());
     for i in 0..a.len() {
-        let v = a.int_at(i).ok_or_else(|| {
-            Error::Invalid(format!("{key}: entry {i} is not an integer layer index"))
-        })?;
+        let v = a
+            .int_at(i)
+            .ok_or_else(|| list_error(key, format!("entry {i} is not an integer layer index")))?;
         let il = usize::try_from(v)
-            .map_err(|_| Error::Invalid(format!("{key}: layer index {v} is negative")))?;
+            .map_err(|_| list_error(key, format!("layer index {v} is negative")))?;
         let Some(j) = ctx.set.new_index(il) else {
             return Err(ctx.conflict(format!(
                 "{key} names layer {il}, which would be removed; keep layer {il}"
@@ -145,7 +145,14 @@ fn renumber_list(ctx: &Ctx, key: &str, value: &Value) -> Result<Value> {
     }
     int_array_like(a, &out)
         .map(Value::Array)
-        .ok_or_else(|| Error::Invalid(format!("{key}: not an integer array")))
+        .ok_or_else(|| list_error(key, "not an integer array".into()))
+}
+
+fn list_error(key: &str, what: String) -> Error {
+    Error::LayerIndexList {
+        key: key.to_string(),
+        what,
+    }
 }
 
 /// 8. Pinned defaults: a value llama.cpp derives from the depth when its key is absent is

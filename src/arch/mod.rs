@@ -115,9 +115,11 @@ impl<'a> Ctx<'a> {
             None => 0,
         };
         if nextn > n {
-            return Err(Error::Invalid(format!(
-                "{nextn_key} = {nextn} exceeds block_count {n}"
-            )));
+            return Err(Error::NextnPastCount {
+                key: nextn_key,
+                nextn,
+                block_count: n,
+            });
         }
         let n_main = n - nextn;
         Ok(Ctx {

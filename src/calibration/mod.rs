@@ -172,9 +172,7 @@ fn perplexity_layout(
         });
     }
     if max_chunks == Some(0) {
-        return Err(Error::Invalid(
-            "the number of chunks must be at least 1".into(),
-        ));
+        return Err(Error::NoChunks);
     }
     let fit = stream.len() / n_ctx;
     let n_chunk = max_chunks.map_or(fit, |c| c.min(fit));

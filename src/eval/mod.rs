@@ -463,9 +463,7 @@ pub fn kl_divergence_vs_base(
         )));
     }
     if max_chunks == Some(0) {
-        return Err(Error::Invalid(
-            "the number of chunks must be at least 1".into(),
-        ));
+        return Err(Error::NoChunks);
     }
     let n_chunks = max_chunks.map_or(base.n_chunks(), |c| c.min(base.n_chunks()));
     let n_ctx = base.n_ctx();

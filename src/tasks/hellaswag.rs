@@ -31,10 +31,13 @@ pub struct Entry {
 pub fn parse(text: &str) -> Result<Vec<Entry>> {
     let lines = prompt_lines(text);
     if lines.is_empty() || !lines.len().is_multiple_of(LINES_PER_TASK) {
-        return Err(Error::Invalid(format!(
-            "{} lines, not a positive multiple of {LINES_PER_TASK} (context, label, 4 endings per task)",
-            lines.len()
-        )));
+        return Err(Error::TaskFile {
+            line: None,
+            what: format!(
+                "{} lines, not a positive multiple of {LINES_PER_TASK} (context, label, 4 endings per task)",
+                lines.len()
+            ),
+        });
     }
     lines
         .chunks_exact(LINES_PER_TASK)
@@ -45,12 +48,9 @@ pub fn parse(text: &str) -> Result<Vec<Entry>> {
                 .parse::<usize>()
                 .ok()
                 .filter(|&g| g < ENDINGS)
-                .ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "line {}: task {i}'s label {:?} is not an ending index 0-3",
-                        i * LINES_PER_TASK + 2,
-                        l[1]
-                    ))
+                .ok_or_else(|| Error::TaskFile {
+                    line: Some(i * LINES_PER_TASK + 2),
+                    what: format!("task {i}'s label {:?} is not an ending index 0-3", l[1]),
                 })?;
             Ok(Entry {
                 context: l[0].to_string(),

@@ -99,18 +99,24 @@ pub fn common_prefix(seqs: &[Vec<u32>]) -> usize {
 /// The HellaSwag and multiple-choice scoring of a task whose choices are `seqs`: per choice, the
 /// probability of its first token after the shared prefix (from the prefix's last row, the first
 /// choice's), then the log-probability of each next token to the end; the score is their mean.
-/// `what` names the task in errors.
-pub fn prefix_requests(seqs: &[Vec<u32>], what: &str) -> Result<(Vec<Request>, Vec<Range<usize>>)> {
+/// `index` names the task in errors.
+pub fn prefix_requests(
+    seqs: &[Vec<u32>],
+    index: usize,
+) -> Result<(Vec<Request>, Vec<Range<usize>>)> {
     let cp = common_prefix(seqs);
     if cp == 0 {
-        return Err(Error::Invalid(format!(
-            "{what}: the choices share no first token, so there is no context to score them after"
-        )));
+        return Err(Error::UnscorableTask {
+            index,
+            why: "the choices share no first token, so there is no context to score them after"
+                .into(),
+        });
     }
     if let Some(s) = seqs.iter().position(|s| s.len() == cp) {
-        return Err(Error::Invalid(format!(
-            "{what}: choice {s} adds no token that the other choices do not share"
-        )));
+        return Err(Error::UnscorableTask {
+            index,
+            why: format!("choice {s} adds no token that the other choices do not share"),
+        });
     }
     let mut requests = Vec::new();
     let mut spans = Vec::with_capacity(seqs.len());
@@ -150,7 +156,7 @@ pub fn prefix_task(
         .iter()
         .map(|c| tok.encode(&format!("{context} {c}"), true))
         .collect::<Result<Vec<_>>>()?;
-    let (requests, spans) = prefix_requests(&seqs, &format!("task {index}"))?;
+    let (requests, spans) = prefix_requests(&seqs, index)?;
     let task = Task {
         index,
         correct,
@@ -557,10 +563,11 @@ pub fn prompt_lines(text: &str) -> Vec<&str> {
 pub fn check_fits(task: &Task, max: usize) -> Result<()> {
     let need = task.required_tokens();
     if need > max {
-        return Err(Error::Invalid(format!(
-            "task {} needs {need} tokens, more than the {max} of the context (4 x the context size, as llama-perplexity runs tasks)",
-            task.index
-        )));
+        return Err(Error::TaskTooLong {
+            index: task.index,
+            need,
+            max,
+        });
     }
     Ok(())
 }

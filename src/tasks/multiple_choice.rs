@@ -92,17 +92,17 @@ impl Reader<'_> {
         let (answers, labels) = self.answers(&format!("{what} mc1"))?;
         self.answers(&format!("{what} mc2"))?;
         if question.is_empty() || answers.is_empty() || answers.iter().any(String::is_empty) {
-            return Err(Error::Invalid(format!(
+            return Err(task_error(format!(
                 "{what}: an empty question, no answers or an empty answer"
             )));
         }
         if let Some((k, l)) = labels.iter().enumerate().find(|(_, &l)| l != 0 && l != 1) {
-            return Err(Error::Invalid(format!(
+            return Err(task_error(format!(
                 "{what}: label {l} of answer {k} is out of range (0 = wrong, 1 = right)"
             )));
         }
         if !labels.contains(&1) {
-            return Err(Error::Invalid(format!(
+            return Err(task_error(format!(
                 "{what}: no answer is labelled right (1)"
             )));
         }
@@ -114,6 +114,11 @@ impl Reader<'_> {
     }
 }
 
+/// A fault in the file's tasks (a binary file: no line to name).
+fn task_error(what: String) -> Error {
+    Error::TaskFile { line: None, what }
+}
+
 /// Reads the tasks llama-perplexity scores: all in file order when `count` is `None` or not below
 /// the file's task count, else `count` drawn at random, each read at its offset. Returns the
 /// tasks with their file indices, and the file's task count.
@@ -121,7 +126,7 @@ pub fn read(bytes: &[u8], count: Option<usize>) -> Result<(Vec<(usize, Entry)>, 
     let mut r = Reader { bytes, at: 0 };
     let n_task = r.u32("the task count")? as usize;
     if n_task == 0 {
-        return Err(Error::Invalid("the file holds no tasks".into()));
+        return Err(task_error("the file holds no tasks".into()));
     }
     let offsets = (0..n_task)
         .map(|i| r.u32(&format!("task {i}'s offset")))

@@ -26,7 +26,7 @@ impl LogitsSource for Successor {
 }
 
 fn task(seqs: Vec<Vec<u32>>, gold: usize) -> Task {
-    let (requests, spans) = prefix_requests(&seqs, "t").unwrap();
+    let (requests, spans) = prefix_requests(&seqs, 0).unwrap();
     Task {
         index: 0,
         correct: (0..seqs.len()).map(|k| k == gold).collect(),
@@ -78,8 +78,8 @@ fn the_choice_that_follows_the_model_wins() {
 
 #[test]
 fn prefix_scoring_refuses_unscorable_tasks() {
-    assert!(prefix_requests(&[vec![1, 2], vec![3, 4]], "t").is_err());
-    assert!(prefix_requests(&[vec![1, 2], vec![1, 2, 3]], "t").is_err());
+    assert!(prefix_requests(&[vec![1, 2], vec![3, 4]], 0).is_err());
+    assert!(prefix_requests(&[vec![1, 2], vec![1, 2, 3]], 0).is_err());
 }
 
 #[test]

@@ -51,15 +51,19 @@ pub fn parse(text: &str) -> Result<Parsed> {
             Ok(e) => entries.push(e),
             Err(_) if i == 0 => {} // a header
             Err(why) => {
-                return Err(Error::Invalid(format!("line {}: {why}", i + 1)));
+                return Err(Error::TaskFile {
+                    line: Some(i + 1),
+                    what: why,
+                });
             }
         }
     }
     if entries.is_empty() {
-        return Err(Error::Invalid(
-            "no tasks (rows: index,sentence with _,choice1,choice2,answer 1 or 2; the last line is not read)"
+        return Err(Error::TaskFile {
+            line: None,
+            what: "no tasks (rows: index,sentence with _,choice1,choice2,answer 1 or 2; the last line is not read)"
                 .into(),
-        ));
+        });
     }
     Ok(Parsed {
         entries,
@@ -146,7 +150,7 @@ fn task(index: usize, e: &Entry, tok: &Tokenizer) -> Result<Task> {
         encode(&e.choices[1], "")?.len(),
     ];
     let (requests, spans) =
-        requests(&seqs, n_base).map_err(|why| Error::Invalid(format!("task {index}: {why}")))?;
+        requests(&seqs, n_base).map_err(|why| Error::UnscorableTask { index, why })?;
     Ok(Task {
         index,
         correct: vec![e.gold == 0, e.gold == 1],
