@@ -1,6 +1,11 @@
 //! The tokenizer against llama.cpp's own: every id must equal `llama-tokenize`'s, on the whole
 //! of both project-written texts (tests/data/eval.txt, the calibration text) for both real models, on awkward strings, and for each pre-tokenizer type
 //! (run on SmolLM2's vocabulary with `tokenizer.ggml.pre` swapped in a vocabulary-only GGUF).
+//!
+//! Over 600 lines on purpose: one test target, in three sections (ids against llama-tokenize,
+//! the BOS rule, malformed vocabularies), that share the llama-tokenize runner, the comparison
+//! that names the first differing token, and the vocabulary-only GGUF builders; as separate
+//! files each would be another test binary linking the whole library.
 
 pub mod common;
 

@@ -19,6 +19,7 @@
 //!   comparison (unless refining); with a single window there is no comparison either and the
 //!   default takes iterative BI's set. First and last blocks are kept by default.
 
+mod compare;
 pub mod select;
 
 use crate::error::Result;
