@@ -8,8 +8,8 @@ use super::{Ctx, Plan};
 use crate::error::{Error, Result};
 use crate::gguf::{Array, Value};
 
-/// 5. Per-layer arrays: each array of one entry per layer (or per main layer) is sliced to the
-/// kept layers; any other length is [`Error::PerLayerLength`].
+/// Rule 5, per-layer arrays: each array of one entry per layer (or per main layer) is sliced
+/// to the kept layers; any other length is [`Error::PerLayerLength`].
 pub(super) fn slice_per_layer(ctx: &Ctx, plan: &mut Plan) -> Result<()> {
     for table in ctx.tables() {
         for (templates, expected, keep) in [
@@ -43,8 +43,8 @@ pub(super) fn check_len(key: &str, a: &Array, expected: usize) -> Result<()> {
     Ok(())
 }
 
-/// 5 (continued), 6. Layers other layers or inputs depend on: a layer with an extra input may not
-/// go (the rest of its array is sliced), nor a layer whose state a kept layer reuses.
+/// Rules 5 and 6, layers other layers or inputs depend on: a layer with an extra input may
+/// not go (the rest of its array is sliced), nor a layer whose state a kept layer reuses.
 pub(super) fn slice_inputs(ctx: &Ctx, plan: &mut Plan) -> Result<()> {
     for table in ctx.tables() {
         for t in &table.per_layer_inputs {
@@ -110,7 +110,7 @@ fn check_reuse(ctx: &Ctx, key: &str, a: &Array) -> Result<()> {
     Ok(())
 }
 
-/// 6. Layer-index lists: every listed layer stays and gets its new index.
+/// Rule 6, layer-index lists: every listed layer stays and gets its new index.
 pub(super) fn renumber_lists(ctx: &Ctx, plan: &mut Plan) -> Result<()> {
     for table in ctx.tables() {
         for t in &table.layer_lists {
@@ -155,8 +155,8 @@ fn list_error(key: &str, what: String) -> Error {
     }
 }
 
-/// 8. Pinned defaults: a value llama.cpp derives from the depth when its key is absent is
-/// written with the original depth.
+/// Rule 8, pinned defaults: a value llama.cpp derives from the depth when its key is absent
+/// is written with the original depth.
 pub(super) fn pin_defaults(ctx: &Ctx, plan: &mut Plan) {
     for table in ctx.tables() {
         for pin in &table.pins {
@@ -170,8 +170,8 @@ pub(super) fn pin_defaults(ctx: &Ctx, plan: &mut Plan) {
     }
 }
 
-/// 9. Unknown positions: a `position_keys` scalar no position rule read, or an unlisted
-/// `{arch}.*` array of `block_count` entries, is refused rather than guessed at.
+/// Rule 9, unknown positions: a `position_keys` scalar no position rule read, or an
+/// unlisted `{arch}.*` array of `block_count` entries, is refused rather than guessed at.
 pub(super) fn check_unknown(ctx: &Ctx, generic: &Layers, plan: &Plan) -> Result<()> {
     for t in &generic.position_keys {
         let key = ctx.key(t);

@@ -216,7 +216,7 @@ fn plan(
     Ok(plan.edits)
 }
 
-/// 2. MTP heads: only main layers may go, and at least one of them stays.
+/// Rule 2, MTP heads: only main layers may go, and at least one of them stays.
 fn check_heads(ctx: &Ctx) -> Result<()> {
     let (n, n_main) = (ctx.n, ctx.n_main);
     if let Some(&r) = ctx.set.removed.iter().find(|&&r| r >= n_main) {
@@ -236,7 +236,7 @@ fn check_heads(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// 3. Global tensors packing per-layer data: no layer set can be removed.
+/// Rule 3, global tensors packing per-layer data: no layer set can be removed.
 fn check_global_tensors(ctx: &Ctx) -> Result<()> {
     for table in ctx.tables() {
         for name in &table.global_tensors {
@@ -252,8 +252,8 @@ fn check_global_tensors(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// 4. Depth-detected behaviour: neither the original nor the new depth may be one llama.cpp
-/// detects.
+/// Rule 4, depth-detected behaviour: neither the original nor the new depth may be one
+/// llama.cpp detects.
 fn check_depth(ctx: &Ctx) -> Result<()> {
     let n_main = ctx.n_main;
     for table in ctx.tables() {
