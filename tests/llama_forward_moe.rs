@@ -1,0 +1,191 @@
+//! The forward pass on mixture-of-experts blocks (qwen3moe, and llama with experts: Mixtral's
+//! layout), checked against real llama.cpp.
+//!
+//! No real MoE model is on this machine, so each test builds one from SmolLM2's real weights
+//! ([`support::moe`]): six of its blocks, each FFN cut into 8 experts of 192, a seeded random
+//! router, top-2 routing, F32 throughout so that the only difference between llama.cpp and us is
+//! the code. llama-perplexity writes its logits (`--kl-divergence-base`, -c 512, 2 chunks of an
+//! excerpt of the evaluation text) and `gguf-prune eval --kl-base` compares ours with them: mean
+//! KL below [`KL_BOUND`], perplexity within [`PPL_TOL`].
+//!
+//! Negative controls change one routing rule in the library's forward pass (the recipe and
+//! hyper-parameters a [`ModelLogits`] holds are public) and are compared with the same llama.cpp
+//! logits: each must exceed the bound. "Softmax over the selected experts instead of before
+//! top-k" is not among them: with normalized weights it computes the same weights
+//! (`forward::moe` tests), so it cannot fail; sigmoid gating stands for a wrong router function.
+
+pub mod common;
+pub mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use gguf_prune::arch::forward::Gating;
+use gguf_prune::eval;
+use gguf_prune::forward::ModelLogits;
+use gguf_prune::gguf::{GgmlType, Model};
+use support::moe::{Layout, MoeBuild};
+
+/// SmolLM2's blocks kept (as `tests/llama_forward_archs.rs`: the first and last ones keep a model
+/// that predicts text).
+const BLOCKS: &[usize] = &[0, 1, 2, 27, 28, 29];
+const CTX: &str = "512";
+const CHUNKS: &str = "2";
+/// Mean KL(llama.cpp || gguf-prune) every MoE model must stay below.
+const KL_BOUND: f64 = 1e-4;
+/// Our perplexity within this fraction of llama-perplexity's.
+const PPL_TOL: f64 = 0.001;
+
+fn moe(layout: Layout) -> MoeBuild {
+    MoeBuild {
+        layout,
+        blocks: BLOCKS.to_vec(),
+        n_expert: 8,
+        n_used: 2,
+        router_scale: 0.3,
+        expert_type: GgmlType::F32,
+    }
+}
+
+fn write(build: &MoeBuild, dir: &Path, file: &str) -> PathBuf {
+    let src = Model::open(common::smollm2()).unwrap();
+    let (meta, tensors) = build.build(&src);
+    let path = dir.join(file);
+    common::write_gguf(&path, 3, &meta, tensors);
+    path
+}
+
+/// llama-perplexity on `model`, saving its logits to `base`; returns its final PPL.
+fn llama_base(model: &Path, text: &Path, base: &Path) -> f64 {
+    common::final_ppl(&common::llama_log(
+        Command::new(common::llama_tool("llama-perplexity"))
+            .arg("-m")
+            .arg(model)
+            .arg("-f")
+            .arg(text)
+            .args(["-c", CTX, "-b", CTX, "--chunks", CHUNKS, "-t", "2"])
+            .arg("--kl-divergence-base")
+            .arg(base),
+    ))
+}
+
+/// `gguf-prune eval MODEL --kl-base BASE --json`: (kl_mean, top1, ppl).
+fn ours_vs(model: &Path, base: &Path) -> (f64, f64, f64) {
+    let out = common::run_ok(
+        common::gguf_prune()
+            .arg("eval")
+            .arg(model)
+            .arg("--kl-base")
+            .arg(base)
+            .args(["-t", "2", "--json"]),
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"));
+    let f = |k: &str| j[k].as_f64().unwrap_or_else(|| panic!("no {k} in {j}"));
+    (f("kl_mean"), f("top1"), f("ppl"))
+}
+
+/// One deliberate routing mistake, made in the loaded model's hyper-parameters.
+type Control = (&'static str, fn(&mut ModelLogits));
+
+/// Mean KL of our pass on `model`, changed by `break_it`, against llama.cpp's `base`.
+fn kl_with(model: &Path, base: &Path, break_it: fn(&mut ModelLogits)) -> f64 {
+    let m = Model::open(model).unwrap();
+    let mut logits = ModelLogits::new(&m).unwrap();
+    break_it(&mut logits);
+    let base = eval::KlBase::open(base).unwrap();
+    let bos = gguf_prune::calibration::bos(&m).unwrap();
+    eval::kl_divergence_vs_base(&mut logits, &base, bos, None, 2, &mut |_| {})
+        .unwrap()
+        .kl_mean
+}
+
+fn moe_hparams<'a>(l: &'a mut ModelLogits) -> &'a mut gguf_prune::forward::moe::MoeHparams {
+    l.forward.hp.moe.as_mut().expect("an MoE model")
+}
+
+const CONTROLS: &[Control] = &[
+    ("top-3 instead of top-2", |l| moe_hparams(l).n_used = 3),
+    ("top-1 instead of top-2", |l| moe_hparams(l).n_used = 1),
+    ("weights not normalized", |l| {
+        moe_hparams(l).spec.normalize = false
+    }),
+    ("sigmoid router instead of softmax", |l| {
+        moe_hparams(l).spec.gating = Gating::Sigmoid
+    }),
+];
+
+/// Builds `build`, checks llama.cpp against us, then each control against the same logits.
+fn check(build: &MoeBuild) {
+    let name = build.layout.arch();
+    let dir = common::workdir();
+    let text = common::eval_excerpt(dir.path(), 12_000);
+    let model = write(build, dir.path(), "model.gguf");
+    let base = dir.path().join("base.logits");
+    let llama_ppl = llama_base(&model, &text, &base);
+    let (kl, top1, ppl) = ours_vs(&model, &base);
+    eprintln!(
+        "{name} MoE: KL {kl:.3e}, top-1 {top1:.4}, PPL ours {ppl:.4} vs llama.cpp {llama_ppl:.4}"
+    );
+    assert!(
+        llama_ppl.is_finite() && llama_ppl > 1.0,
+        "{name}: PPL {llama_ppl}"
+    );
+    assert!((-1e-4..KL_BOUND).contains(&kl), "{name}: KL {kl}");
+    assert!(top1 > 0.98, "{name}: top-1 agreement {top1}");
+    assert!(
+        (ppl / llama_ppl - 1.0).abs() < PPL_TOL,
+        "{name}: PPL ours {ppl} vs llama-perplexity {llama_ppl}"
+    );
+    for (what, break_it) in CONTROLS {
+        let kl_wrong = kl_with(&model, &base, *break_it);
+        eprintln!("{name} control ({what}): KL {kl_wrong:.3e}");
+        assert!(
+            kl_wrong > KL_BOUND,
+            "{name} control ({what}) matches llama.cpp: KL {kl_wrong}"
+        );
+    }
+}
+
+#[test]
+fn qwen3moe_matches_llama_cpp() {
+    check(&moe(Layout::Qwen3Moe));
+}
+
+#[test]
+fn mixtral_layout_matches_llama_cpp() {
+    check(&moe(Layout::Mixtral));
+}
+
+/// The builder's construction, through our pass alone: every expert selected under a zero router
+/// (weights 1/8 each, `ffn_down` times 8) is SmolLM2's dense FFN, so the MoE file's logits are
+/// SmolLM2's with the other 24 blocks skipped.
+#[test]
+fn all_experts_under_a_zero_router_are_the_dense_block() {
+    let dir = common::workdir();
+    let build = MoeBuild {
+        n_used: 8,
+        router_scale: 0.0,
+        ..moe(Layout::Mixtral)
+    };
+    let model = write(&build, dir.path(), "dense-equivalent.gguf");
+    let m = Model::open(&model).unwrap();
+    let smol = Model::open(common::smollm2()).unwrap();
+    let mut ours = ModelLogits::new(&m).unwrap();
+    let mut dense = ModelLogits::new(&smol).unwrap();
+    dense.skip = (0..30).filter(|b| !BLOCKS.contains(b)).collect();
+    let windows: Vec<Vec<u32>> = (0..2)
+        .map(|w| {
+            support::noise(w, 128, 1.0)
+                .iter()
+                .map(|x| ((x + 1.0) * 20_000.0) as u32)
+                .collect()
+        })
+        .collect();
+    let kl = eval::kl_divergence_vs_model(&mut ours, &mut dense, &windows, 2, &mut |_| {}).unwrap();
+    eprintln!(
+        "all experts vs dense: KL {:.3e}, top-1 {:.4}",
+        kl.kl_mean, kl.top1
+    );
+    assert!(kl.kl_mean.abs() < 1e-5 && kl.top1 > 0.99, "{kl:?}");
+}
