@@ -200,3 +200,55 @@ fn all_experts_under_a_zero_router_are_the_dense_block() {
     );
     assert!(kl.kl_mean.abs() < 1e-5 && kl.top1 > 0.99, "{kl:?}");
 }
+
+/// `score` and `--remove N` on an MoE model: every block scored, two removed, and llama.cpp
+/// loads the pruned file and computes the perplexity our pass computes on it.
+#[test]
+fn moe_model_scores_and_prunes() {
+    let dir = common::workdir();
+    let model = write(&moe(Layout::Qwen3Moe), dir.path(), "moe.gguf");
+    let calib = ["--ctx", "256", "--max-tokens", "1024", "-t", "2", "--json"];
+    let out = common::run_ok(
+        common::gguf_prune()
+            .arg("score")
+            .arg(&model)
+            .arg("--calib")
+            .arg(common::eval_text())
+            .args(calib),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    let layers = v["layers"].as_array().expect("a layers array");
+    assert_eq!(layers.len(), BLOCKS.len(), "{out}");
+    assert!(
+        layers
+            .iter()
+            .all(|l| l["bi"].as_f64().is_some_and(|b| b > 0.0)),
+        "{out}"
+    );
+
+    let pruned = dir.path().join("pruned.gguf");
+    let report = common::run_ok(
+        common::gguf_prune()
+            .arg(&model)
+            .args(["--remove", "2"])
+            .args(calib)
+            .arg("-o")
+            .arg(&pruned),
+    );
+    let v: serde_json::Value = serde_json::from_str(&report).expect("one JSON object");
+    assert_eq!(v["layers_after"].as_u64(), Some(4), "{report}");
+    let m = Model::open(&pruned).unwrap();
+    assert_eq!(m.metadata().get_u64("qwen3moe.block_count").unwrap(), 4);
+    assert_eq!(m.metadata().get_u64("qwen3moe.expert_count").unwrap(), 8);
+
+    let text = common::eval_excerpt(dir.path(), 12_000);
+    let base = dir.path().join("pruned.logits");
+    let llama_ppl = llama_base(&pruned, &text, &base);
+    let (kl, _, ppl) = ours_vs(&pruned, &base);
+    eprintln!("pruned MoE: KL {kl:.3e}, PPL ours {ppl:.4} vs llama.cpp {llama_ppl:.4}");
+    assert!(kl < KL_BOUND, "pruned: KL {kl}");
+    assert!(
+        (ppl / llama_ppl - 1.0).abs() < PPL_TOL,
+        "pruned: PPL {ppl} vs {llama_ppl}"
+    );
+}
