@@ -19,8 +19,8 @@ use crate::error::{Error, Result};
 use crate::gguf::{arch_key, Metadata};
 
 /// The sum of the selected weights is clamped to at least this before normalizing (llama.cpp:
-/// the smallest normal F16, against a division by zero).
-const MIN_WEIGHT_SUM: f32 = 6.103515625e-5;
+/// 6.103515625e-5 = 2^-14, the smallest normal F16, against a division by zero).
+const MIN_WEIGHT_SUM: f32 = 1.0 / 16384.0;
 
 /// The experts of a mixture-of-experts model and how tokens are routed to them.
 #[derive(Clone, Debug)]
