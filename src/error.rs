@@ -126,6 +126,10 @@ pub enum Error {
     ArchConflict { arch: String, why: String },
     #[error("architecture {arch:?}: {what}")]
     Unsupported { arch: String, what: String },
+    /// Occurs when expert saliency or expert pruning is asked of a model whose blocks are not
+    /// mixtures of experts.
+    #[error("the {arch} model has no mixture-of-experts blocks")]
+    NoExperts { arch: String },
 
     // === Verification ===
     #[error("verification failed: {0}")]

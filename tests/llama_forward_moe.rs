@@ -53,6 +53,7 @@ fn moe(layout: Layout) -> MoeBuild {
         n_used: 2,
         router_scale: 0.3,
         expert_type: GgmlType::F32,
+        quiet_expert: None,
     }
 }
 
@@ -250,5 +251,65 @@ fn moe_model_scores_and_prunes() {
     assert!(
         (ppl / llama_ppl - 1.0).abs() < PPL_TOL,
         "pruned: PPL {ppl} vs {llama_ppl}"
+    );
+}
+
+/// `score --experts`: REAP saliency finds, in every block, the expert whose output was scaled
+/// down, where routing frequency (the baseline) does not always; frequencies add up to top-k. A dense model is
+/// refused with a clear reason.
+#[test]
+fn score_experts_finds_the_quiet_expert() {
+    const QUIET: usize = 5;
+    let dir = common::workdir();
+    let build = MoeBuild {
+        quiet_expert: Some(QUIET),
+        ..moe(Layout::Qwen3Moe)
+    };
+    let model = write(&build, dir.path(), "quiet.gguf");
+    let score = |model: &Path| {
+        let mut cmd = common::gguf_prune();
+        cmd.arg("score").arg(model).arg("--experts").arg("--calib");
+        cmd.arg(common::eval_text());
+        cmd.args(["--ctx", "256", "--max-tokens", "1024", "-t", "2"]);
+        cmd
+    };
+    let out = common::run_ok(score(&model).arg("--json"));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    let blocks = v["experts"]["blocks"].as_array().expect("experts.blocks");
+    assert_eq!(blocks.len(), BLOCKS.len(), "{out}");
+    let floats = |x: &serde_json::Value| -> Vec<f64> {
+        x.as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_f64().unwrap())
+            .collect()
+    };
+    let mut frequency_misses = 0;
+    for b in blocks {
+        let (reap, freq) = (floats(&b["reap"]), floats(&b["frequency"]));
+        assert_eq!((reap.len(), &b["tokens"]), (8, &v["tokens"]), "{b}");
+        assert!((freq.iter().sum::<f64>() - 2.0).abs() < 1e-9, "{b}");
+        let least = (0..8).min_by(|&i, &j| reap[i].total_cmp(&reap[j])).unwrap();
+        assert_eq!(least, QUIET, "block {}: REAP {reap:?}", b["index"]);
+        assert!(
+            freq[QUIET] > 0.0,
+            "block {}: frequency {freq:?}",
+            b["index"]
+        );
+        let rarest = (0..8).min_by(|&i, &j| freq[i].total_cmp(&freq[j])).unwrap();
+        frequency_misses += usize::from(rarest != QUIET);
+    }
+    // The baseline does not see it: somewhere another expert is routed to less often.
+    assert!(frequency_misses > 0, "{out}");
+    let text = common::run_ok(&mut score(&model));
+    assert!(text.contains("Expert saliency per block"), "{text}");
+
+    let dense = score(&common::smollm2()).output().unwrap();
+    let err = String::from_utf8_lossy(&dense.stderr);
+    assert!(
+        !dense.status.success()
+            && err.contains("--experts")
+            && err.contains("no mixture-of-experts"),
+        "{err}"
     );
 }

@@ -41,6 +41,20 @@ pub trait BlockObserver {
     /// (and its bias) and after the post-FFN norm where the architecture has one (gemma2/3's
     /// `post_ffw_norm`). n rows of `n_embd`.
     fn ffn_output(&mut self, _il: usize, _f: &[f32], _n: usize) {}
+    /// Mixture-of-experts block `il`'s routing of its tokens: `routes` holds, token after token,
+    /// each token's selected experts in slot order (`routes.len() / n` per token), with their
+    /// weights and the L2 norms of their outputs (REAP's saliency, before weighting).
+    fn expert_routing(&mut self, _il: usize, _routes: &[ExpertRoute], _n: usize) {}
+}
+
+/// One token's use of one expert in a mixture-of-experts block.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ExpertRoute {
+    pub expert: usize,
+    /// The router's weight (after gating and normalization).
+    pub weight: f32,
+    /// L2 norm of the expert's output for the token (its `ffn_down` row, unweighted).
+    pub norm: f32,
 }
 
 /// A [`BlockObserver`] that looks at nothing: what a block shows when no one watches.

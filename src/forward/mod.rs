@@ -29,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Model, ModelTensor};
 use crate::kernels;
 use attention::RopeFactors;
-pub use block::{BlockObserver, BlockWeights};
+pub use block::{BlockObserver, BlockWeights, ExpertRoute};
 use candle_core::{Device, Tensor};
 pub use config::{ForwardSpec, Hparams};
 pub use head::{ModelLogits, OutputHead, SlicedHead};

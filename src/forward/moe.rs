@@ -9,7 +9,7 @@
 //! rows of its tokens, so the cost follows the active parameters rather than the total.
 
 use super::config::per_layer;
-use super::{BlockObserver, Forward, Linear};
+use super::{BlockObserver, ExpertRoute, Forward, Linear};
 use crate::arch::forward::{
     ExpertWidth, Experts, ForwardSpec, Gating, MoeSpec, EXPERT_COUNT, EXPERT_FEED_FORWARD_LENGTH,
     EXPERT_USED_COUNT,
@@ -167,7 +167,7 @@ impl Forward<'_> {
     }
 
     /// The experts' FFN output for `n` rows `h` of block `il`: each token's selected experts'
-    /// outputs times their weights, summed. `obs` sees the router's input.
+    /// outputs times their weights, summed. `obs` sees the router's input and the routing.
     pub(super) fn moe_ffn(
         &self,
         il: usize,
@@ -184,11 +184,18 @@ impl Forward<'_> {
         let d = self.hp.n_embd;
         obs.matmul_input(il, FFN_GATE_INP, h, n);
         let logits = w.router.forward(h, n)?;
-        // Per expert, the tokens routed to it and their weights.
-        let mut tokens: Vec<Vec<(usize, f32)>> = vec![Vec::new(); moe.n_expert];
+        let k = moe.n_used;
+        let mut routes = vec![ExpertRoute::default(); n * k];
+        // Per expert, its (token, slot) pairs.
+        let mut tokens: Vec<Vec<(usize, usize)>> = vec![Vec::new(); moe.n_expert];
         for (t, row) in logits.chunks_exact(moe.n_expert).enumerate() {
-            for (e, weight) in route(row, moe.n_used, &moe.spec) {
-                tokens[e].push((t, weight));
+            for (slot, (e, weight)) in route(row, k, &moe.spec).into_iter().enumerate() {
+                tokens[e].push((t, slot));
+                routes[t * k + slot] = ExpertRoute {
+                    expert: e,
+                    weight,
+                    norm: 0.0,
+                };
             }
         }
         let mut out = vec![0f32; n * d];
@@ -204,11 +211,16 @@ impl Forward<'_> {
             let up = self.expert(il, FFN_UP_EXPS, e)?;
             let g = self.gated(&gate, &up, &x, m)?;
             let y = self.expert(il, FFN_DOWN_EXPS, e)?.forward(&g, m)?;
-            for (&(t, weight), y) in routed.iter().zip(y.chunks_exact(d)) {
+            for (&(t, slot), y) in routed.iter().zip(y.chunks_exact(d)) {
+                let route = &mut routes[t * k + slot];
+                route.norm = y.iter().map(|v| v * v).sum::<f32>().sqrt();
                 let o = &mut out[t * d..(t + 1) * d];
-                o.iter_mut().zip(y).for_each(|(o, y)| *o += weight * y);
+                o.iter_mut()
+                    .zip(y)
+                    .for_each(|(o, y)| *o += route.weight * y);
             }
         }
+        obs.expert_routing(il, &routes, n);
         Ok(out)
     }
 }

@@ -19,10 +19,12 @@
 //!   comparison (unless refining); with a single window there is no comparison either and the
 //!   default takes iterative BI's set. First and last blocks are kept by default.
 
+pub mod experts;
 pub mod select;
 
 use crate::error::Result;
 use crate::forward::{ops, Batch, BlockObserver, Forward, RunOptions, StateCache};
+pub use experts::{ExpertSaliency, ExpertScores};
 use rayon::prelude::*;
 pub use select::{select_layers, Candidate, Metric, SelectOptions, Selection};
 

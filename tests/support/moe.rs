@@ -37,6 +37,9 @@ pub struct MoeBuild {
     pub router_scale: f32,
     /// Type of the 3-D expert tensors (F32, F16 or Q8_0); everything else is F32.
     pub expert_type: GgmlType,
+    /// An expert whose `ffn_down` is scaled by 0.01 in every block: routed as often as before,
+    /// but its output barely matters (what REAP saliency should find).
+    pub quiet_expert: Option<usize>,
 }
 
 impl Layout {
@@ -98,11 +101,17 @@ fn neox_order(w: &[f32], n_in: usize, n_heads: usize, head_dim: usize) -> Vec<f3
 }
 
 /// `ffn_down` (`n_embd` rows of `n_ff`) as `n_expert` experts of `n_embd` rows of
-/// `n_ff / n_expert`: expert j takes columns `j*w..(j+1)*w`, times `scale`.
-fn split_down(down: &[f32], n_ff: usize, n_expert: usize, scale: f32) -> Vec<f32> {
+/// `n_ff / n_expert`: expert j takes columns `j*w..(j+1)*w`, times `scale(j)`.
+fn split_down(
+    down: &[f32],
+    n_ff: usize,
+    n_expert: usize,
+    scale: impl Fn(usize) -> f32,
+) -> Vec<f32> {
     let w = n_ff / n_expert;
     let mut out = Vec::with_capacity(down.len());
     for j in 0..n_expert {
+        let scale = scale(j);
         for row in down.chunks_exact(n_ff) {
             out.extend(row[j * w..(j + 1) * w].iter().map(|v| v * scale));
         }
@@ -221,7 +230,9 @@ impl MoeBuild {
             let name = format!("blk.{il}.{n}_exps.weight");
             out.push(tensor(name, &in_dims, self.expert_type, &t[&src(n)].data));
         }
-        let down = split_down(&t[&src("ffn_down")].data, n_ff, e, e as f32);
+        let quiet = self.quiet_expert;
+        let scale = |j| e as f32 * if Some(j) == quiet { 0.01 } else { 1.0 };
+        let down = split_down(&t[&src("ffn_down")].data, n_ff, e, scale);
         let down_dims = [width, n_embd as u64, e as u64];
         let name = format!("blk.{il}.ffn_down_exps.weight");
         out.push(tensor(name, &down_dims, self.expert_type, &down));
