@@ -205,27 +205,25 @@ impl ForwardSpec {
     /// `attn_q`, `attn_k`, `attn_v`, and the FFN dense or experts: the caller passes which the
     /// block holds ([`ForwardSpec::has_experts`]).
     pub fn block_weights(&self, fused_qkv: bool, experts: bool) -> Vec<&'static str> {
+        // In this order: the first missing one is the one an error names.
+        let moe = self.moe.as_ref().filter(|_| experts);
         let mut names = vec![ATTN_NORM, ATTN_OUTPUT, FFN_NORM];
+        match moe {
+            Some(_) => names.extend([FFN_GATE_INP, FFN_UP_EXPS, FFN_DOWN_EXPS]),
+            None => names.extend([FFN_UP, FFN_DOWN]),
+        }
         if fused_qkv {
             names.push(ATTN_QKV);
         } else {
             names.extend([ATTN_Q, ATTN_K, ATTN_V]);
         }
-        match &self.moe {
-            Some(moe) if experts => {
-                names.extend([FFN_GATE_INP, FFN_UP_EXPS, FFN_DOWN_EXPS]);
-                // llama.cpp's llama creates ffn_gate_exps TENSOR_NOT_REQUIRED; qwen3moe, whose
-                // blocks are always experts, requires it.
-                if moe.experts == Experts::Required {
-                    names.push(FFN_GATE_EXPS);
-                }
-            }
-            _ => {
-                names.extend([FFN_UP, FFN_DOWN]);
-                if !self.fused_gate_up {
-                    names.push(FFN_GATE);
-                }
-            }
+        match moe {
+            // llama.cpp's llama creates ffn_gate_exps TENSOR_NOT_REQUIRED; qwen3moe, whose
+            // blocks are always experts, requires it.
+            Some(moe) if moe.experts == Experts::Required => names.push(FFN_GATE_EXPS),
+            Some(_) => {}
+            None if !self.fused_gate_up => names.push(FFN_GATE),
+            None => {}
         }
         if self.qk_norm == QkNorm::Required {
             names.extend([ATTN_Q_NORM, ATTN_K_NORM]);
@@ -234,5 +232,40 @@ impl ForwardSpec {
             names.extend([POST_ATTN_NORM, POST_FFN_NORM]);
         }
         names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_weights_dense_and_experts() {
+        let llama = ForwardSpec::for_arch("llama").unwrap();
+        let dense = [ATTN_NORM, ATTN_OUTPUT, FFN_NORM, FFN_UP, FFN_DOWN];
+        let attn = [ATTN_Q, ATTN_K, ATTN_V];
+        let want: Vec<&str> = dense
+            .iter()
+            .chain(&attn)
+            .chain(&[FFN_GATE])
+            .copied()
+            .collect();
+        assert_eq!(llama.block_weights(false, false), want);
+        let experts = [FFN_GATE_INP, FFN_UP_EXPS, FFN_DOWN_EXPS];
+        let want: Vec<&str> = dense[..3]
+            .iter()
+            .chain(&experts)
+            .chain(&attn)
+            .copied()
+            .collect();
+        assert_eq!(llama.block_weights(false, true), want);
+        let qwen3moe = ForwardSpec::for_arch("qwen3moe").unwrap();
+        assert!(qwen3moe.block_weights(false, true).contains(&FFN_GATE_EXPS));
+
+        let mut meta = Metadata::new();
+        assert!(!llama.has_experts("llama", &meta));
+        assert!(qwen3moe.has_experts("qwen3moe", &meta));
+        meta.set(&arch_key("llama", EXPERT_COUNT), Value::U32(8));
+        assert!(llama.has_experts("llama", &meta));
     }
 }

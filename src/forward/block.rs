@@ -207,7 +207,7 @@ impl Forward<'_> {
         })
     }
 
-    /// Block `il`'s dense FFN, split out of phi3's fused `ffn_up`.
+    /// Block `il`'s dense FFN (gate and up split out of phi3's fused `ffn_up`).
     fn load_dense_ffn(&self, il: usize) -> Result<Ffn> {
         let p = |s: &str| block_weight(il, s);
         let up_full = self.linear(&p(FFN_UP))?;
