@@ -126,6 +126,15 @@ pub enum Error {
     ArchConflict { arch: String, why: String },
     #[error("architecture {arch:?}: {what}")]
     Unsupported { arch: String, what: String },
+    /// Occurs when expert saliency or expert pruning is asked of a model whose blocks are not
+    /// mixtures of experts.
+    #[error("the {arch} model has no mixture-of-experts blocks")]
+    NoExperts { arch: String },
+    /// Occurs when the number of experts to keep is 0 or not below the model's expert count.
+    #[error(
+        "cannot keep {keep} of {n_expert} experts per block: keep at least 1 and fewer than all"
+    )]
+    ExpertKeep { keep: usize, n_expert: usize },
 
     // === Verification ===
     #[error("verification failed: {0}")]

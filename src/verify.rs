@@ -97,11 +97,12 @@ pub fn check_block_weights(model: &Model, n_layers: usize) -> Result<()> {
     };
     let present: std::collections::HashSet<&str> =
         model.tensors.iter().map(|t| t.info.name.as_str()).collect();
+    let experts = spec.has_experts(arch, model.metadata());
     for il in 0..n_layers {
         let name = |w: &str| names::block_weight(il, w);
         let fused = present.contains(name(names::ATTN_QKV).as_str());
         if let Some(w) = spec
-            .block_weights(fused)
+            .block_weights(fused, experts)
             .into_iter()
             .find(|w| !present.contains(name(w).as_str()))
         {

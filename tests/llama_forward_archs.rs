@@ -43,7 +43,6 @@ pub mod support;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use gguf_prune::gguf::{self, Metadata, Model, Value};
@@ -54,6 +53,8 @@ const BLOCKS: &[usize] = &[0, 1, 2, 27, 28, 29];
 const N_BLOCKS: usize = BLOCKS.len();
 const CTX: &str = "512";
 const CHUNKS: &str = "2";
+/// llama-perplexity's context and chunks.
+const LLAMA_ARGS: [&str; 6] = ["-c", CTX, "-b", CTX, "--chunks", CHUNKS];
 /// Mean KL(llama.cpp || gguf-prune) every architecture must stay below.
 const KL_BOUND: f64 = 0.01;
 /// Our perplexity within this fraction of llama-perplexity's.
@@ -512,36 +513,6 @@ fn excerpt(dir: &Path) -> PathBuf {
     common::eval_excerpt(dir, 12_000)
 }
 
-/// llama-perplexity on `model`, saving its logits to `base`; returns its final PPL.
-fn llama_base(model: &Path, text: &Path, base: &Path) -> f64 {
-    common::final_ppl(&common::llama_log(
-        Command::new(common::llama_tool("llama-perplexity"))
-            .arg("-m")
-            .arg(model)
-            .arg("-f")
-            .arg(text)
-            .args(["-c", CTX, "-b", CTX, "--chunks", CHUNKS, "-t", "2"])
-            .arg("--kl-divergence-base")
-            .arg(base),
-    ))
-}
-
-/// `gguf-prune eval MODEL --kl-base BASE --json`: (kl_mean, top1, ppl).
-fn ours_vs(model: &Path, base: &Path) -> (f64, f64, f64) {
-    let out = common::run_ok(
-        common::gguf_prune()
-            .arg("eval")
-            .arg(model)
-            .arg("--kl-base")
-            .arg(base)
-            .args(["-t", "2", "--json"]),
-    );
-    let j: serde_json::Value =
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"));
-    let f = |k: &str| j[k].as_f64().unwrap_or_else(|| panic!("no {k} in {j}"));
-    (f("kl_mean"), f("top1"), f("ppl"))
-}
-
 /// Builds `arch`, checks llama.cpp against us, then each negative control against the same
 /// llama.cpp logits.
 fn check(arch: Arch, variant: Variant, controls: &[(&str, Variant)]) {
@@ -549,8 +520,8 @@ fn check(arch: Arch, variant: Variant, controls: &[(&str, Variant)]) {
     let text = excerpt(dir.path());
     let model = arch.write(variant, dir.path(), "model.gguf");
     let base = dir.path().join("base.logits");
-    let llama_ppl = llama_base(&model, &text, &base);
-    let (kl, top1, ppl) = ours_vs(&model, &base);
+    let llama_ppl = common::llama_kl_base(&model, &text, &base, &LLAMA_ARGS);
+    let (kl, top1, ppl) = common::eval_vs_base(&model, &base);
     eprintln!(
         "{}: KL {kl:.6}, top-1 {top1:.4}, PPL ours {ppl:.4} vs llama.cpp {llama_ppl:.4}",
         arch.name()
@@ -573,7 +544,7 @@ fn check(arch: Arch, variant: Variant, controls: &[(&str, Variant)]) {
     );
     for (what, v) in controls {
         let wrong = arch.write(*v, dir.path(), "wrong.gguf");
-        let (kl_wrong, top1_wrong, ppl_wrong) = ours_vs(&wrong, &base);
+        let (kl_wrong, top1_wrong, ppl_wrong) = common::eval_vs_base(&wrong, &base);
         eprintln!(
             "{} control ({what}): KL {kl_wrong:.6}, top-1 {top1_wrong:.4}, PPL {ppl_wrong:.4}",
             arch.name()

@@ -77,6 +77,7 @@ pub const FILES: &[(&str, &str)] = &[
     ("plamo3.toml", include_str!("../../formats/plamo3.toml")),
     ("qwen2.toml", include_str!("../../formats/qwen2.toml")),
     ("qwen3.toml", include_str!("../../formats/qwen3.toml")),
+    ("qwen3moe.toml", include_str!("../../formats/qwen3moe.toml")),
     (
         "qwen3next.toml",
         include_str!("../../formats/qwen3next.toml"),

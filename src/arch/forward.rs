@@ -11,6 +11,14 @@ use serde::Deserialize;
 use super::format::Role;
 use super::names::*;
 use crate::error::{Error, Result};
+use crate::gguf::{arch_key, Metadata, Value};
+
+/// `{arch}.expert_count`: experts per MoE block.
+pub const EXPERT_COUNT: &str = "expert_count";
+/// `{arch}.expert_used_count`: experts each token is routed to (top-k).
+pub const EXPERT_USED_COUNT: &str = "expert_used_count";
+/// `{arch}.expert_feed_forward_length`: the width of each expert's FFN.
+pub const EXPERT_FEED_FORWARD_LENGTH: &str = "expert_feed_forward_length";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -54,6 +62,56 @@ pub enum RopeStyle {
     Neox,
 }
 
+/// Whether an architecture's blocks are mixtures of experts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Experts {
+    /// Every block routes to experts; llama.cpp refuses `expert_count` 0 (qwen3moe).
+    Required,
+    /// Every block routes to experts when `{arch}.expert_count` is above 0, else every block is
+    /// dense (llama: Mixtral's layout).
+    Optional,
+}
+
+/// How the router's logits become the experts' weights (llama.cpp
+/// `llama_expert_gating_func_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gating {
+    /// Softmax over every expert's logit; the top-k probabilities are the weights (`SOFTMAX`).
+    Softmax,
+    /// Top-k by logit, then softmax over the selected logits (`SOFTMAX_WEIGHT`, gpt-oss). The
+    /// same weights as `softmax` followed by `normalize`.
+    SoftmaxSelected,
+    /// An independent sigmoid per expert's logit (`SIGMOID`, DeepSeek-V3 style).
+    Sigmoid,
+}
+
+/// Which key gives the width of each expert's FFN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpertWidth {
+    /// `{arch}.expert_feed_forward_length`; without it `feed_forward_length /
+    /// expert_used_count` (qwen3moe).
+    ExpertFeedForwardLength,
+    /// `{arch}.feed_forward_length` (llama with experts).
+    FeedForwardLength,
+}
+
+/// The `[forward.moe]` table: how a mixture-of-experts FFN routes each token (llama.cpp
+/// `build_moe_ffn`): router logits, gating, top-k (`{arch}.expert_used_count`), optional
+/// normalization of the selected weights, then the weighted sum of the selected experts' gated
+/// FFNs (with the block's `activation`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoeSpec {
+    pub experts: Experts,
+    pub gating: Gating,
+    /// Divide the selected experts' weights by their sum (llama.cpp's `norm_w`).
+    pub normalize: bool,
+    pub expert_width: ExpertWidth,
+}
+
 /// How one architecture's decoder block is computed.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,6 +136,9 @@ pub struct ForwardSpec {
     /// RoPE base of sliding layers without `{arch}.rope.freq_base_swa`: "global" or a number.
     #[serde(default)]
     pub swa_rope_base: Option<String>,
+    /// Mixture-of-experts FFN; `None`: every block's FFN is dense.
+    #[serde(default)]
+    pub moe: Option<MoeSpec>,
     /// From `[layers]`: the sliding-window role (the one llama.cpp reads from
     /// `{arch}.attention.sliding_window_pattern`); None when no layer slides.
     #[serde(skip)]
@@ -126,18 +187,43 @@ impl ForwardSpec {
             .flat_map(|f| f.layers.architectures.iter().map(String::as_str))
     }
 
+    /// Whether a model of this architecture (`arch`, with metadata `meta`) has
+    /// mixture-of-experts blocks: always where they are required, else when
+    /// `{arch}.expert_count` is above 0.
+    pub fn has_experts(&self, arch: &str, meta: &Metadata) -> bool {
+        match &self.moe {
+            None => false,
+            Some(moe) => {
+                let count = meta.get(&arch_key(arch, EXPERT_COUNT));
+                moe.experts == Experts::Required || count.and_then(Value::to_u64).unwrap_or(0) > 0
+            }
+        }
+    }
+
     /// The weights every block must have (`blk.N.{name}.weight`), as llama.cpp's loader creates
     /// them without `TENSOR_NOT_REQUIRED`. Attention is either the fused `attn_qkv` or all of
-    /// `attn_q`, `attn_k`, `attn_v`: the caller passes which the block holds.
-    pub fn block_weights(&self, fused_qkv: bool) -> Vec<&'static str> {
-        let mut names = vec![ATTN_NORM, ATTN_OUTPUT, FFN_NORM, FFN_UP, FFN_DOWN];
+    /// `attn_q`, `attn_k`, `attn_v`, and the FFN dense or experts: the caller passes which the
+    /// block holds ([`ForwardSpec::has_experts`]).
+    pub fn block_weights(&self, fused_qkv: bool, experts: bool) -> Vec<&'static str> {
+        // In this order: the first missing one is the one an error names.
+        let moe = self.moe.as_ref().filter(|_| experts);
+        let mut names = vec![ATTN_NORM, ATTN_OUTPUT, FFN_NORM];
+        match moe {
+            Some(_) => names.extend([FFN_GATE_INP, FFN_UP_EXPS, FFN_DOWN_EXPS]),
+            None => names.extend([FFN_UP, FFN_DOWN]),
+        }
         if fused_qkv {
             names.push(ATTN_QKV);
         } else {
             names.extend([ATTN_Q, ATTN_K, ATTN_V]);
         }
-        if !self.fused_gate_up {
-            names.push(FFN_GATE);
+        match moe {
+            // llama.cpp's llama creates ffn_gate_exps TENSOR_NOT_REQUIRED; qwen3moe, whose
+            // blocks are always experts, requires it.
+            Some(moe) if moe.experts == Experts::Required => names.push(FFN_GATE_EXPS),
+            Some(_) => {}
+            None if !self.fused_gate_up => names.push(FFN_GATE),
+            None => {}
         }
         if self.qk_norm == QkNorm::Required {
             names.extend([ATTN_Q_NORM, ATTN_K_NORM]);
@@ -146,5 +232,40 @@ impl ForwardSpec {
             names.extend([POST_ATTN_NORM, POST_FFN_NORM]);
         }
         names
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_weights_dense_and_experts() {
+        let llama = ForwardSpec::for_arch("llama").unwrap();
+        let dense = [ATTN_NORM, ATTN_OUTPUT, FFN_NORM, FFN_UP, FFN_DOWN];
+        let attn = [ATTN_Q, ATTN_K, ATTN_V];
+        let want: Vec<&str> = dense
+            .iter()
+            .chain(&attn)
+            .chain(&[FFN_GATE])
+            .copied()
+            .collect();
+        assert_eq!(llama.block_weights(false, false), want);
+        let experts = [FFN_GATE_INP, FFN_UP_EXPS, FFN_DOWN_EXPS];
+        let want: Vec<&str> = dense[..3]
+            .iter()
+            .chain(&experts)
+            .chain(&attn)
+            .copied()
+            .collect();
+        assert_eq!(llama.block_weights(false, true), want);
+        let qwen3moe = ForwardSpec::for_arch("qwen3moe").unwrap();
+        assert!(qwen3moe.block_weights(false, true).contains(&FFN_GATE_EXPS));
+
+        let mut meta = Metadata::new();
+        assert!(!llama.has_experts("llama", &meta));
+        assert!(qwen3moe.has_experts("qwen3moe", &meta));
+        meta.set(&arch_key("llama", EXPERT_COUNT), Value::U32(8));
+        assert!(llama.has_experts("llama", &meta));
     }
 }

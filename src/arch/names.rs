@@ -45,6 +45,17 @@ pub const FFN_DOWN: &str = "ffn_down";
 /// gemma2/3's norm of the FFN output.
 pub const POST_FFN_NORM: &str = "post_ffw_norm";
 
+// === Mixture-of-experts block tensors ===
+/// The router: one row of `n_embd` per expert, whose products with a token are the logits
+/// that pick its experts.
+pub const FFN_GATE_INP: &str = "ffn_gate_inp";
+/// Every expert's gate projection stacked in one 3-D tensor `[n_embd, n_ff_exp, n_expert]`.
+pub const FFN_GATE_EXPS: &str = "ffn_gate_exps";
+/// Every expert's up projection, `[n_embd, n_ff_exp, n_expert]`.
+pub const FFN_UP_EXPS: &str = "ffn_up_exps";
+/// Every expert's down projection, `[n_ff_exp, n_embd, n_expert]`.
+pub const FFN_DOWN_EXPS: &str = "ffn_down_exps";
+
 /// `blk.{il}.{name}`: the weight and the bias without their suffix, as messages name them.
 pub fn block_tensor(il: usize, name: &str) -> String {
     format!("{BLOCK_PREFIX}{il}.{name}")

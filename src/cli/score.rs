@@ -2,9 +2,10 @@
 
 use super::select::SelectArgs;
 use anyhow::Context;
+use gguf_prune::forward::{BlockObserver, Forward};
 use gguf_prune::gguf::Model;
 use gguf_prune::output;
-use gguf_prune::score::{select_layers, Selection};
+use gguf_prune::score::{select_layers, ExpertSaliency, ExpertScores, Selection};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,11 @@ pub struct ScoreArgs {
     /// Replace the plot file if it exists.
     #[arg(long, requires = "plot")]
     pub force: bool,
+    /// Also score every expert of a mixture-of-experts model in the same pass: REAP saliency
+    /// (mean router weight x expert output norm over the tokens routed to it) and routing
+    /// frequency, per block (JSON: an `experts` object).
+    #[arg(long)]
+    pub experts: bool,
     #[command(flatten)]
     pub select: SelectArgs,
 }
@@ -35,8 +41,13 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         output::check(path, &rule)?;
     }
     let options = args.select.options(args.select.remove.unwrap_or(0));
+    let mut saliency = match args.experts {
+        true => Some(ExpertSaliency::new(&Forward::new(&model)?).context("--experts")?),
+        false => None,
+    };
+    let observer = saliency.as_mut().map(|s| s as &mut dyn BlockObserver);
     let bar = super::progress::StageProgress::new(true);
-    let sel = select_layers(&model, &options, None, &mut |stage, done, total| {
+    let sel = select_layers(&model, &options, observer, &mut |stage, done, total| {
         bar.update(stage, done, total)
     })
     .map_err(super::name_flags)
@@ -57,7 +68,7 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
                 })
             })
             .collect();
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "model": args.model.display().to_string(),
             "architecture": model.metadata().architecture()?,
             "tokens": sel.n_tokens,
@@ -66,11 +77,43 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
             "order": order,
             "selection": if options.remove > 0 { serde_json::to_value(&sel)? } else { serde_json::Value::Null },
         });
+        if let Some(s) = &saliency {
+            out["experts"] = serde_json::to_value(s.scores())?;
+        }
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
     print!("{}", table(&sel, &order));
+    if let Some(s) = &saliency {
+        print!("{}", expert_table(&s.scores()));
+    }
     Ok(())
+}
+
+/// Per block, each expert's REAP saliency and routing frequency, experts in index order.
+fn expert_table(scores: &ExpertScores) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "\nExpert saliency per block (REAP: mean router weight x output norm over the tokens routed to the expert; freq: share of the block's tokens)");
+    let _ = write!(s, "{:>5} {:>6}", "block", "");
+    for e in 0..scores.n_expert {
+        let _ = write!(s, " {e:>7}");
+    }
+    let _ = writeln!(s);
+    for b in &scores.blocks {
+        for (what, values) in [("reap", &b.reap), ("freq", &b.frequency)] {
+            let label = if what == "reap" {
+                b.index.to_string()
+            } else {
+                String::new()
+            };
+            let _ = write!(s, "{label:>5} {what:>6}");
+            for v in values {
+                let _ = write!(s, " {v:>7.4}");
+            }
+            let _ = writeln!(s);
+        }
+    }
+    s
 }
 
 /// Writes the plot through a temporary file beside `path` (the rule of every output).

@@ -1,6 +1,7 @@
 //! One decoder block: its weights, dequantized and checked against the hyper-parameters, and
 //! its forward over a batch.
 
+use super::moe::MoeWeights;
 use super::{config, ops, Batch, Forward, Linear};
 use crate::arch::names::*;
 use crate::error::{Error, Result};
@@ -16,10 +17,18 @@ pub struct BlockWeights {
     pub(super) k_norm: Option<Vec<f32>>,
     pub(super) post_attn_norm: Option<Vec<f32>>,
     pub(super) ffn_norm: Vec<f32>,
-    pub(super) gate: Linear,
-    pub(super) up: Linear,
-    pub(super) down: Linear,
+    pub(super) ffn: Ffn,
     pub(super) post_ffn_norm: Option<Vec<f32>>,
+}
+
+/// A block's FFN: one gated FFN, or a router and its experts.
+pub(super) enum Ffn {
+    Dense {
+        gate: Linear,
+        up: Linear,
+        down: Linear,
+    },
+    Moe(MoeWeights),
 }
 
 /// Sees intermediate activations of a block during [`Forward::block_forward`].
@@ -32,6 +41,20 @@ pub trait BlockObserver {
     /// (and its bias) and after the post-FFN norm where the architecture has one (gemma2/3's
     /// `post_ffw_norm`). n rows of `n_embd`.
     fn ffn_output(&mut self, _il: usize, _f: &[f32], _n: usize) {}
+    /// Mixture-of-experts block `il`'s routing of its tokens: `routes` holds, token after token,
+    /// each token's selected experts in slot order (`routes.len() / n` per token), with their
+    /// weights and the L2 norms of their outputs (REAP's saliency, before weighting).
+    fn expert_routing(&mut self, _il: usize, _routes: &[ExpertRoute], _n: usize) {}
+}
+
+/// One token's use of one expert in a mixture-of-experts block.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ExpertRoute {
+    pub expert: usize,
+    /// The router's weight (after gating and normalization).
+    pub weight: f32,
+    /// L2 norm of the expert's output for the token (its `ffn_down` row, unweighted).
+    pub norm: f32,
 }
 
 /// A [`BlockObserver`] that looks at nothing: what a block shows when no one watches.
@@ -55,7 +78,8 @@ impl Forward<'_> {
         for il in 0..hp.n_layer {
             n_ff_max = n_ff_max.max(self.check_block_shapes(il)?);
         }
-        if hp.n_ff != 0 && hp.n_ff as u64 != n_ff_max {
+        // With experts, `feed_forward_length` is checked against them (`moe`), or is not used.
+        if hp.moe.is_none() && hp.n_ff != 0 && hp.n_ff as u64 != n_ff_max {
             let key =
                 crate::gguf::arch_key(self.model.metadata().architecture()?, "feed_forward_length");
             return Err(Error::Hparam {
@@ -67,7 +91,7 @@ impl Forward<'_> {
         Ok(())
     }
 
-    /// Checks block `il`'s weights and returns its FFN width.
+    /// Checks block `il`'s weights and returns its FFN width (0 for experts).
     fn check_block_shapes(&self, il: usize) -> Result<u64> {
         let hp = &self.hp;
         let p = |s: &str| block_weight(il, s);
@@ -100,6 +124,10 @@ impl Forward<'_> {
             &p(ATTN_OUTPUT),
             &[prod(hp.n_head, hdv).or(Some(u64::MAX)), d],
         )?;
+        if let Some(moe) = &hp.moe {
+            self.check_expert_shapes(il, moe)?;
+            return Ok(0);
+        }
         let up = self.shape(&p(FFN_UP), &[d, None])?[1];
         let n_ff = if self.has(&p(FFN_GATE)) {
             self.shape(&p(FFN_GATE), &[d, Some(up)])?;
@@ -113,7 +141,7 @@ impl Forward<'_> {
 
     /// The dims of tensor `name`, which must have as many dimensions as `want` and each
     /// dimension given there (None: any non-zero size).
-    fn shape(&self, name: &str, want: &[Option<u64>]) -> Result<Vec<u64>> {
+    pub(super) fn shape(&self, name: &str, want: &[Option<u64>]) -> Result<Vec<u64>> {
         let dims = &self.tensor(name)?.info.dims;
         let fits = dims.len() == want.len()
             && dims
@@ -141,18 +169,10 @@ impl Forward<'_> {
         let p = |s: &str| block_weight(il, s);
         let (q, k, v) = self.load_qkv(il)?;
         let o = self.linear(&p(ATTN_OUTPUT))?;
-        let up_full = self.linear(&p(FFN_UP))?;
-        let (gate, up) = if self.has(&p(FFN_GATE)) {
-            (self.linear(&p(FFN_GATE))?, up_full)
-        } else {
-            // phi3: ffn_up holds [gate; up] (llama.cpp LLM_FFN_SWIGLU splits it in halves).
-            let half = up_full.n_out / 2;
-            (
-                up_full.slice_rows(0, half)?,
-                up_full.slice_rows(half, half)?,
-            )
+        let ffn = match self.hp.moe {
+            Some(_) => Ffn::Moe(self.load_experts(il)?),
+            None => self.load_dense_ffn(il)?,
         };
-        let down = self.linear(&p(FFN_DOWN))?;
         let (q_norm, k_norm) = match self.spec.qk_norm {
             config::QkNorm::None => (None, None),
             config::QkNorm::Optional => (
@@ -182,11 +202,27 @@ impl Forward<'_> {
             k_norm,
             post_attn_norm,
             ffn_norm: self.vector(&p(FFN_NORM))?,
-            gate,
-            up,
-            down,
+            ffn,
             post_ffn_norm,
         })
+    }
+
+    /// Block `il`'s dense FFN (gate and up split out of phi3's fused `ffn_up`).
+    fn load_dense_ffn(&self, il: usize) -> Result<Ffn> {
+        let p = |s: &str| block_weight(il, s);
+        let up_full = self.linear(&p(FFN_UP))?;
+        let (gate, up) = if self.has(&p(FFN_GATE)) {
+            (self.linear(&p(FFN_GATE))?, up_full)
+        } else {
+            // phi3: ffn_up holds [gate; up] (llama.cpp LLM_FFN_SWIGLU splits it in halves).
+            let half = up_full.n_out / 2;
+            (
+                up_full.slice_rows(0, half)?,
+                up_full.slice_rows(half, half)?,
+            )
+        };
+        let down = self.linear(&p(FFN_DOWN))?;
+        Ok(Ffn::Dense { gate, up, down })
     }
 
     /// Block `il`'s q, k and v projections, split out of `attn_qkv` where the file fuses them.
@@ -270,12 +306,36 @@ impl Forward<'_> {
         let hp = &self.hp;
         let (d, n) = (hp.n_embd, x.n_tokens());
         let h = self.normed(x, &w.ffn_norm);
-        if self.has(&block_weight(il, FFN_GATE)) {
-            obs.matmul_input(il, FFN_GATE, &h, n);
+        let mut f = match &w.ffn {
+            Ffn::Dense { gate, up, down } => {
+                if self.has(&block_weight(il, FFN_GATE)) {
+                    obs.matmul_input(il, FFN_GATE, &h, n);
+                }
+                obs.matmul_input(il, FFN_UP, &h, n);
+                let g = self.gated(gate, up, &h, n)?;
+                obs.matmul_input(il, FFN_DOWN, &g, n);
+                down.forward(&g, n)?
+            }
+            Ffn::Moe(experts) => self.moe_ffn(il, experts, &h, n, obs)?,
+        };
+        if let Some(pn) = &w.post_ffn_norm {
+            ops::rms_norm(&mut f, d, Some(pn), hp.eps);
         }
-        obs.matmul_input(il, FFN_UP, &h, n);
-        let mut g = w.gate.forward(&h, n)?;
-        let u = w.up.forward(&h, n)?;
+        obs.ffn_output(il, &f, n);
+        x.data.iter_mut().zip(&f).for_each(|(x, f)| *x += f);
+        Ok(())
+    }
+
+    /// `act(x gate^T) * (x up^T)` for `n` rows `x`: the input of an FFN's down projection.
+    pub(super) fn gated(
+        &self,
+        gate: &Linear,
+        up: &Linear,
+        x: &[f32],
+        n: usize,
+    ) -> Result<Vec<f32>> {
+        let mut g = gate.forward(x, n)?;
+        let u = up.forward(x, n)?;
         crate::interrupt::check()?;
         let act: fn(f32) -> f32 = match self.spec.activation {
             config::Activation::Silu => ops::silu,
@@ -287,13 +347,6 @@ impl Forward<'_> {
                 .zip(u.par_iter())
                 .for_each(|(g, u)| *g = act(*g) * u);
         }
-        obs.matmul_input(il, FFN_DOWN, &g, n);
-        let mut f = w.down.forward(&g, n)?;
-        if let Some(pn) = &w.post_ffn_norm {
-            ops::rms_norm(&mut f, d, Some(pn), hp.eps);
-        }
-        obs.ffn_output(il, &f, n);
-        x.data.iter_mut().zip(&f).for_each(|(x, f)| *x += f);
-        Ok(())
+        Ok(g)
     }
 }

@@ -36,6 +36,8 @@ pub struct Hparams {
     pub attn_softcap: Option<f32>,
     pub final_softcap: Option<f32>,
     pub embedding_scale: f32,
+    /// The experts of mixture-of-experts blocks; `None`: dense blocks.
+    pub moe: Option<super::moe::MoeHparams>,
 }
 
 fn scalar(meta: &Metadata, key: &str) -> Result<Option<f64>> {
@@ -50,7 +52,7 @@ fn scalar(meta: &Metadata, key: &str) -> Result<Option<f64>> {
 }
 
 /// A key that is either one number for every layer or a per-layer array (llama.cpp `get_key_or_arr`).
-fn per_layer(meta: &Metadata, key: &str, n_layer: usize) -> Result<Option<Vec<usize>>> {
+pub(super) fn per_layer(meta: &Metadata, key: &str, n_layer: usize) -> Result<Option<Vec<usize>>> {
     match meta.get(key) {
         None => Ok(None),
         Some(Value::Array(a)) => {
@@ -216,6 +218,7 @@ impl Hparams {
             attn_softcap,
             final_softcap,
             embedding_scale,
+            moe: super::moe::MoeHparams::read(arch, meta, spec, n_layer)?,
         };
         hp.check_ranges(arch, spec)?;
         Ok(hp)
@@ -434,7 +437,7 @@ mod tests {
         let supported: Vec<&str> = ForwardSpec::supported().collect();
         assert_eq!(
             supported,
-            ["gemma2", "gemma3", "llama", "phi3", "qwen2", "qwen3"]
+            ["gemma2", "gemma3", "llama", "phi3", "qwen2", "qwen3", "qwen3moe"]
         );
         for arch in supported {
             ForwardSpec::for_arch(arch).unwrap();

@@ -19,6 +19,7 @@ mod attention;
 mod block;
 pub mod config;
 mod head;
+pub mod moe;
 pub mod ops;
 mod pass;
 mod state;
@@ -28,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Model, ModelTensor};
 use crate::kernels;
 use attention::RopeFactors;
-pub use block::{BlockObserver, BlockWeights};
+pub use block::{BlockObserver, BlockWeights, ExpertRoute};
 use candle_core::{Device, Tensor};
 pub use config::{ForwardSpec, Hparams};
 pub use head::{ModelLogits, OutputHead, SlicedHead};
@@ -95,6 +96,25 @@ impl Linear {
                 .for_each(|r| r.iter_mut().zip(b).for_each(|(v, b)| *v += b));
         }
         Ok(y)
+    }
+
+    /// The layer of weight `name` (for messages), `n_out` rows of `n_in` values stored as
+    /// `ty` in `bytes`, without a bias.
+    fn dequantized(
+        name: &str,
+        ty: GgmlType,
+        bytes: &[u8],
+        n_in: usize,
+        n_out: usize,
+    ) -> Result<Linear> {
+        let w = dequantize(name, ty, bytes, n_out, n_in)?;
+        let w_t = w.t().map_err(candle(format!("transposing {name}")))?;
+        Ok(Linear {
+            w_t,
+            bias: None,
+            n_in,
+            n_out,
+        })
     }
 
     /// Splits the output rows `[start, start + len)` into their own layer (fused q/k/v, gate/up).
@@ -215,8 +235,8 @@ impl<'m> Forward<'m> {
     /// The 2-D weight `name` as a linear layer (bias `*.bias` if present).
     fn linear(&self, name: &str) -> Result<Linear> {
         let (t, n_in, n_out) = self.matrix(name)?;
-        let w = dequantize(name, t.info.ggml_type, self.model.data(t), n_out, n_in)?;
-        let w_t = w.t().map_err(candle(format!("transposing {name}")))?;
+        let mut layer =
+            Linear::dequantized(name, t.info.ggml_type, self.model.data(t), n_in, n_out)?;
         let bias = self.opt_vector(&name.replace(".weight", ".bias"))?;
         if let Some(b) = &bias {
             if b.len() != n_out {
@@ -226,11 +246,7 @@ impl<'m> Forward<'m> {
                 )));
             }
         }
-        Ok(Linear {
-            w_t,
-            bias,
-            n_in,
-            n_out,
-        })
+        layer.bias = bias;
+        Ok(layer)
     }
 }

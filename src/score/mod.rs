@@ -20,10 +20,12 @@
 //!   default takes iterative BI's set. First and last blocks are kept by default.
 
 mod compare;
+pub mod experts;
 pub mod select;
 
 use crate::error::Result;
 use crate::forward::{ops, Batch, BlockObserver, Forward, RunOptions, StateCache};
+pub use experts::{ExpertSaliency, ExpertScores};
 use rayon::prelude::*;
 pub use select::{select_layers, Candidate, Metric, SelectOptions, Selection};
 

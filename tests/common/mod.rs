@@ -204,6 +204,38 @@ pub fn final_ppl(log: &str) -> f64 {
         .unwrap_or_else(|| panic!("no PPL in {line:?}"))
 }
 
+/// llama-perplexity on `model` over `text` with `args` (context, chunks, ...) and 2 threads,
+/// saving its logits to `base` (`--kl-divergence-base`); returns its final PPL.
+pub fn llama_kl_base(model: &Path, text: &Path, base: &Path, args: &[&str]) -> f64 {
+    final_ppl(&llama_log(
+        Command::new(llama_tool("llama-perplexity"))
+            .arg("-m")
+            .arg(model)
+            .arg("-f")
+            .arg(text)
+            .args(args)
+            .args(["-t", "2"])
+            .arg("--kl-divergence-base")
+            .arg(base),
+    ))
+}
+
+/// `gguf-prune eval MODEL --kl-base BASE --json`: (kl_mean, top1, ppl).
+pub fn eval_vs_base(model: &Path, base: &Path) -> (f64, f64, f64) {
+    let out = run_ok(
+        gguf_prune()
+            .arg("eval")
+            .arg(model)
+            .arg("--kl-base")
+            .arg(base)
+            .args(["-t", "2", "--json"]),
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"));
+    let f = |k: &str| j[k].as_f64().unwrap_or_else(|| panic!("no {k} in {j}"));
+    (f("kl_mean"), f("top1"), f("ppl"))
+}
+
 /// Every tensor of `model`, copied by byte range under its own name, dims and type.
 pub fn copied_tensors(model: &gguf_prune::gguf::Model) -> Vec<gguf_prune::gguf::OutTensor<'_>> {
     model

@@ -11,6 +11,7 @@
 //! private items here are still reported (so no `allow(dead_code)`).
 
 pub mod failure;
+pub mod moe;
 pub mod tiny;
 
 pub use tiny::{counting, noise, tiny_gemma3, tiny_llama, TinyModel, Weight, LLAMA_REST};
