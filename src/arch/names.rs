@@ -24,6 +24,15 @@ pub const ROPE_FREQS: &str = "rope_freqs.weight";
 pub const ROPE_FACTORS_SHORT: &str = "rope_factors_short.weight";
 /// phi3's RoPE divisors above the original context length.
 pub const ROPE_FACTORS_LONG: &str = "rope_factors_long.weight";
+/// gemma3n/gemma4's per-layer token embeddings (a global tensor packing per-layer rows).
+pub const PER_LAYER_TOKEN_EMBD: &str = "per_layer_token_embd.weight";
+/// Learned absolute positions (gpt2-style models); never quantized by llama-quantize.
+pub const POSITION_EMBD: &str = "position_embd.weight";
+/// BERT-style token-type embeddings; never quantized by llama-quantize.
+pub const TOKEN_TYPES: &str = "token_types.weight";
+
+/// The suffix of a weight (as opposed to a bias): `blk.{bid}.{name}.weight`, `output.weight`.
+pub const WEIGHT_SUFFIX: &str = ".weight";
 
 // === Block tensors (the `{name}` of `blk.{bid}.{name}.weight`) ===
 pub const ATTN_NORM: &str = "attn_norm";
@@ -32,6 +41,10 @@ pub const ATTN_K: &str = "attn_k";
 pub const ATTN_V: &str = "attn_v";
 /// q, k and v stacked in one matrix (phi3).
 pub const ATTN_QKV: &str = "attn_qkv";
+/// MLA's stacked k and v up-projection (deepseek2).
+pub const ATTN_KV_B: &str = "attn_kv_b";
+/// T5's relative position bias.
+pub const ATTN_REL_B: &str = "attn_rel_b";
 pub const ATTN_Q_NORM: &str = "attn_q_norm";
 pub const ATTN_K_NORM: &str = "attn_k_norm";
 pub const ATTN_OUTPUT: &str = "attn_output";
@@ -42,6 +55,10 @@ pub const FFN_GATE: &str = "ffn_gate";
 /// The up projection; phi3's holds the gate and up projections stacked.
 pub const FFN_UP: &str = "ffn_up";
 pub const FFN_DOWN: &str = "ffn_down";
+/// The MoE router (expert gate input).
+pub const FFN_GATE_INP: &str = "ffn_gate_inp";
+/// The MoE router's token-to-expert table of hash-routed layers.
+pub const FFN_GATE_TID2EID: &str = "ffn_gate_tid2eid";
 /// gemma2/3's norm of the FFN output.
 pub const POST_FFN_NORM: &str = "post_ffw_norm";
 
@@ -52,7 +69,7 @@ pub fn block_tensor(il: usize, name: &str) -> String {
 
 /// `blk.{il}.{name}.weight`.
 pub fn block_weight(il: usize, name: &str) -> String {
-    format!("{BLOCK_PREFIX}{il}.{name}.weight")
+    format!("{BLOCK_PREFIX}{il}.{name}{WEIGHT_SUFFIX}")
 }
 
 /// `blk.{il}.{name}.bias`.

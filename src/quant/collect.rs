@@ -81,7 +81,7 @@ impl BlockObserver for ImatrixCollector {
             return;
         }
         let cols = x.len() / n;
-        let name = format!("blk.{il}.{weight}.weight");
+        let name = crate::arch::names::block_weight(il, weight);
         let (sums, count) = self
             .sums
             .entry(name.clone())

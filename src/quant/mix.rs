@@ -8,6 +8,7 @@
 
 use std::cmp::Ordering;
 
+use crate::arch::names;
 use crate::blocks::block_index;
 use crate::error::{Error, Result};
 use crate::gguf::{arch_key, GgmlType, Metadata, Value};
@@ -218,29 +219,51 @@ pub enum Category {
     Other,
 }
 
+/// How llama.cpp's `tensor_get_category` matches a block name: followed by `.weight` (the
+/// attention tensors), or anywhere (the FFN names, so that `ffn_up_exps` counts too).
+#[derive(Debug, Clone, Copy)]
+enum Pattern {
+    Weight(&'static str),
+    Anywhere(&'static str),
+}
+
+impl Pattern {
+    fn matches(self, name: &str) -> bool {
+        match self {
+            Pattern::Weight(stem) => contains_weight(name, stem),
+            Pattern::Anywhere(stem) => name.contains(stem),
+        }
+    }
+}
+
+/// Whether `name` contains `{stem}.weight` anywhere.
+fn contains_weight(name: &str, stem: &str) -> bool {
+    name.contains(&format!("{stem}{}", names::WEIGHT_SUFFIX))
+}
+
 impl Category {
     pub fn of(name: &str) -> Category {
-        if name == "output.weight" {
+        if name == names::OUTPUT {
             return Category::Output;
         }
-        if name == "token_embd.weight" || name == "per_layer_token_embd.weight" {
+        if name == names::TOKEN_EMBD || name == names::PER_LAYER_TOKEN_EMBD {
             return Category::TokenEmbd;
         }
         // Substring tests in llama.cpp's order: the first that matches wins.
-        const BY_SUBSTRING: &[(&str, Category)] = &[
-            ("attn_qkv.weight", Category::AttnQkv),
-            ("attn_kv_b.weight", Category::AttnKvB),
-            ("attn_v.weight", Category::AttnV),
-            ("attn_k.weight", Category::AttnK),
-            ("attn_q.weight", Category::AttnQ),
-            ("attn_output.weight", Category::AttnOutput),
-            ("ffn_up", Category::FfnUp),
-            ("ffn_gate", Category::FfnGate),
-            ("ffn_down", Category::FfnDown),
+        const BY_SUBSTRING: &[(Pattern, Category)] = &[
+            (Pattern::Weight(names::ATTN_QKV), Category::AttnQkv),
+            (Pattern::Weight(names::ATTN_KV_B), Category::AttnKvB),
+            (Pattern::Weight(names::ATTN_V), Category::AttnV),
+            (Pattern::Weight(names::ATTN_K), Category::AttnK),
+            (Pattern::Weight(names::ATTN_Q), Category::AttnQ),
+            (Pattern::Weight(names::ATTN_OUTPUT), Category::AttnOutput),
+            (Pattern::Anywhere(names::FFN_UP), Category::FfnUp),
+            (Pattern::Anywhere(names::FFN_GATE), Category::FfnGate),
+            (Pattern::Anywhere(names::FFN_DOWN), Category::FfnDown),
         ];
         BY_SUBSTRING
             .iter()
-            .find(|(s, _)| name.contains(s))
+            .find(|(p, _)| p.matches(name))
             .map_or(Category::Other, |&(_, c)| c)
     }
 
@@ -322,11 +345,19 @@ pub struct Choice {
     pub fallback_from: Option<GgmlType>,
 }
 
-/// Substrings of names llama.cpp never quantizes (`tensor_allows_quantization`).
+/// Block weights llama.cpp never quantizes (`tensor_allows_quantization`): the MoE router and
+/// T5's relative position bias, matched as `{name}.weight` anywhere.
+const NEVER_QUANTIZED_WEIGHTS: &[&str] = &[
+    names::FFN_GATE_INP,
+    names::FFN_GATE_TID2EID,
+    names::ATTN_REL_B,
+];
+
+/// The rest of that list: fragments matched anywhere (every norm, whole families such as
+/// gemma3n's `altup`) and the names of architectures only this table meets (RWKV's
+/// `time_mix_*`, vision and audio encoders), kept as llama.cpp spells them.
 const NEVER_QUANTIZED: &[&str] = &[
     "_norm.weight",
-    "ffn_gate_inp.weight",
-    "ffn_gate_tid2eid.weight",
     "altup",
     "laurel",
     "per_layer_model_proj",
@@ -349,7 +380,6 @@ const NEVER_QUANTIZED: &[&str] = &[
     "time_mix_decay_w1.weight",
     "time_mix_decay_w2.weight",
     "time_mix_lerp_fused.weight",
-    "attn_rel_b.weight",
     ".position_embd",
     "sam.pos_embd",
     "sam.neck.",
@@ -371,8 +401,11 @@ fn n_dims(dims: &[u64]) -> usize {
 pub fn allows_quantization(name: &str, dims: &[u64]) -> bool {
     n_dims(dims) >= 2
         && name.ends_with("weight")
-        && name != "position_embd.weight"
-        && name != "token_types.weight"
+        && name != names::POSITION_EMBD
+        && name != names::TOKEN_TYPES
+        && !NEVER_QUANTIZED_WEIGHTS
+            .iter()
+            .any(|stem| contains_weight(name, stem))
         && !NEVER_QUANTIZED.iter().any(|s| name.contains(s))
 }
 

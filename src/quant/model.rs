@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 
+use crate::arch::names;
 use crate::error::{Error, Result};
 use crate::gguf::{GgmlType, Metadata, Model, OutTensor, TensorData, Value};
 
@@ -190,7 +191,7 @@ pub fn quantize_tensors<'a>(
             let want = info.dims[0] * info.dims.get(2).copied().unwrap_or(1);
             match im.get(&info.name) {
                 None => report.missing_imatrix.push(info.name.clone()),
-                Some(w) if w.len() as u64 != want && info.name != "token_embd.weight" => {
+                Some(w) if w.len() as u64 != want && info.name != names::TOKEN_EMBD => {
                     return Err(Error::Invalid(format!(
                         "importance vector of {:?} has {} values, the tensor needs {want}",
                         info.name,
@@ -311,7 +312,7 @@ pub fn quantize_rewrite<'a>(
                 }
                 Some(w) if w.len() as u64 == want => Some(w.to_vec()),
                 // llama-quantize tolerates a mismatched token_embd entry (it never uses one).
-                Some(_) if t.name == "token_embd.weight" => None,
+                Some(_) if t.name == names::TOKEN_EMBD => None,
                 Some(w) => {
                     return Err(Error::Invalid(format!(
                         "importance vector of {:?} has {} values, the tensor needs {want}",
