@@ -185,13 +185,15 @@ fn position(
         return Ok((cnt.i_ffn_down, ctx.n_layer));
     }
     // MoE experts are not stored in layer order: llama.cpp reads the layer from the name.
-    let l = block_index(t.name)
-        .ok_or_else(|| Error::Invalid(format!("cannot tell the layer of tensor {:?}", t.name)))?;
+    let l = block_index(t.name).ok_or_else(|| Error::NoLayer {
+        name: t.name.to_string(),
+    })?;
     if l >= ctx.n_layer {
-        return Err(Error::Invalid(format!(
-            "tensor {:?} is in layer {l}, but the model has {} layers",
-            t.name, ctx.n_layer
-        )));
+        return Err(Error::LayerBeyondCount {
+            name: t.name.to_string(),
+            layer: l,
+            n_layer: ctx.n_layer,
+        });
     }
     Ok((l, ctx.n_layer))
 }
