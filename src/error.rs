@@ -278,6 +278,139 @@ pub enum Error {
     /// Occurs when a perplexity or KL evaluation is asked for zero chunks.
     #[error("the number of chunks must be at least 1")]
     NoChunks,
+
+    // quant, kernels, gguf writer
+    // === Kernels ===
+    /// Occurs when a row length is not a whole number of the type's blocks.
+    #[error("a row of {n_per_row} elements cannot be stored as {ty} (blocks of {block})")]
+    RowNotWholeBlocks {
+        n_per_row: usize,
+        ty: crate::gguf::GgmlType,
+        block: usize,
+    },
+    /// Occurs when the values given to quantize are not whole rows.
+    #[error("{len} values do not make whole rows of {n_per_row}")]
+    NotWholeRows { len: usize, n_per_row: usize },
+    /// Occurs when an importance vector's length is not the row length.
+    #[error("importance vector has {got} entries, rows have {n_per_row}")]
+    ImportanceWidth { got: usize, n_per_row: usize },
+    /// Occurs when the elements asked for from dequantization are not whole blocks.
+    #[error("{n} elements are not whole {ty} blocks of {block}")]
+    NotWholeBlocks {
+        n: usize,
+        ty: crate::gguf::GgmlType,
+        block: usize,
+    },
+    /// Occurs when the bytes given to dequantize are not what the elements take.
+    #[error("{n} elements of {ty} take {need} bytes, got {got}")]
+    QuantDataLength {
+        n: usize,
+        ty: crate::gguf::GgmlType,
+        need: usize,
+        got: usize,
+    },
+    // === Quantization of a model ===
+    /// Wraps an error with the tensor it concerns.
+    #[error("tensor {name:?}: {source}")]
+    InTensor { name: String, source: Box<Error> },
+    /// Occurs when a tensor's element count is not a whole number of the new type's blocks.
+    #[error("tensor {name:?}: {n_el} elements do not fit {ty}")]
+    ElementsDoNotFit {
+        name: String,
+        n_el: u64,
+        ty: crate::gguf::GgmlType,
+    },
+    /// Occurs when an importance-matrix entry's length is not the tensor's columns times its
+    /// expert matrices.
+    #[error("importance vector of {name:?} has {got} values, the tensor needs {want}")]
+    ImportanceLength { name: String, got: usize, want: u64 },
+    /// Occurs when an importance matrix holds NaN or Inf (llama-quantize refuses it too).
+    #[error("importance matrix entry {name:?} holds a non-finite value ({value})")]
+    ImatrixNonFinite { name: String, value: f32 },
+    /// Occurs when a collected weight's input width changed during the forward pass (a bug of
+    /// the pass, reported instead of a panic).
+    #[error("importance matrix: the inputs of {name:?} changed width during the pass")]
+    ImatrixWidthChanged { name: String },
+    /// Occurs when an expert model's ffn_down tensor has no layer in its name: the mix rules
+    /// need it.
+    #[error("cannot tell the layer of tensor {name:?}")]
+    NoLayer { name: String },
+    /// Occurs when a tensor's layer is beyond the model's block count.
+    #[error("tensor {name:?} is in layer {layer}, but the model has {n_layer} layers")]
+    LayerBeyondCount {
+        name: String,
+        layer: usize,
+        n_layer: usize,
+    },
+    // === GGUF writer ===
+    /// Occurs when asked to write a GGUF version llama.cpp does not read.
+    #[error("cannot write GGUF version {version} (only 2 and 3)")]
+    WriteVersion { version: u32 },
+    /// Occurs when `general.alignment` is not a power of two stored as u32.
+    #[error("{key} is {shown} ({value_type:?}), expected a power of two as u32")]
+    WriteAlignment {
+        key: &'static str,
+        shown: String,
+        value_type: crate::gguf::ValueType,
+    },
+    /// Occurs when two tensors to write have one name.
+    #[error("two output tensors are named {name:?}")]
+    DuplicateTensor { name: String },
+    /// Occurs when a tensor to write has more dimensions than ggml allows.
+    #[error("tensor {name:?} has {n_dims} dimensions, at most {max} allowed")]
+    TooManyDims {
+        name: String,
+        n_dims: usize,
+        max: u32,
+    },
+    /// Occurs when a tensor's data is not the size its type and dimensions take (`takes` is
+    /// `None` when they make no whole number of bytes).
+    #[error("tensor {name:?}: {len} bytes of data, but {ty} {dims:?} takes {}", takes_text(*.takes))]
+    DataLength {
+        name: String,
+        len: u64,
+        ty: crate::gguf::GgmlType,
+        dims: Vec<u64>,
+        takes: Option<u64>,
+    },
+    /// Occurs when data made while writing is not the length announced in the header.
+    #[error("tensor {name:?}: made {got} bytes, expected {want}")]
+    MadeLength { name: String, got: usize, want: u64 },
+    // === Split models ===
+    /// Occurs when `split.count` is not an integer.
+    #[error("{key} is {shown}, expected an integer")]
+    SplitCountType { key: &'static str, shown: String },
+    /// Occurs when a split model is opened at a shard other than the first.
+    #[error("is shard {} of {count}; open the first shard (…-00001-of-{count:05}.gguf)", .no + 1)]
+    NotFirstShard { no: u64, count: u64 },
+    /// Occurs when a split model's first shard is not named the way its shards are found.
+    #[error("has {key} = {count} but its name does not end in -00001-of-{count:05}.gguf")]
+    SplitName { key: &'static str, count: u64 },
+    /// Occurs when a shard's `split.no` is not its place in the split.
+    #[error("expected {key} = {expected}, found {found:?}")]
+    ShardNumber {
+        key: &'static str,
+        expected: u64,
+        found: Option<u64>,
+    },
+    /// Occurs when two shards hold a tensor of one name.
+    #[error("tensor {name:?} appears in more than one shard")]
+    TensorInTwoShards { name: String },
+    /// Occurs when `split.tensors.count` is not the number of tensors the shards hold.
+    #[error("{key} is {shown}, but the shards hold {held} tensors")]
+    SplitTensorCount {
+        key: &'static str,
+        shown: String,
+        held: usize,
+    },
+    /// Occurs when a split would make more shards than llama.cpp counts.
+    #[error("the split would make {n_shards} shards, but llama.cpp counts them in a u16 (at most {}): use a larger split size", u16::MAX)]
+    TooManyShards { n_shards: u64 },
+}
+
+/// [`Error::DataLength`]'s `takes`, as its message shows it.
+fn takes_text(takes: Option<u64>) -> String {
+    takes.map_or("no whole number of bytes".into(), |e| e.to_string())
 }
 
 impl Error {

@@ -24,6 +24,15 @@ pub const ROPE_FREQS: &str = "rope_freqs.weight";
 pub const ROPE_FACTORS_SHORT: &str = "rope_factors_short.weight";
 /// phi3's RoPE divisors above the original context length.
 pub const ROPE_FACTORS_LONG: &str = "rope_factors_long.weight";
+/// gemma3n/gemma4's per-layer token embeddings (a global tensor packing per-layer rows).
+pub const PER_LAYER_TOKEN_EMBD: &str = "per_layer_token_embd.weight";
+/// Learned absolute positions (gpt2-style models); never quantized by llama-quantize.
+pub const POSITION_EMBD: &str = "position_embd.weight";
+/// BERT-style token-type embeddings; never quantized by llama-quantize.
+pub const TOKEN_TYPES: &str = "token_types.weight";
+
+/// The suffix of a weight (as opposed to a bias): `blk.{bid}.{name}.weight`, `output.weight`.
+pub const WEIGHT_SUFFIX: &str = ".weight";
 
 // === Block tensors (the `{name}` of `blk.{bid}.{name}.weight`) ===
 pub const ATTN_NORM: &str = "attn_norm";
@@ -32,6 +41,10 @@ pub const ATTN_K: &str = "attn_k";
 pub const ATTN_V: &str = "attn_v";
 /// q, k and v stacked in one matrix (phi3).
 pub const ATTN_QKV: &str = "attn_qkv";
+/// MLA's stacked k and v up-projection (deepseek2).
+pub const ATTN_KV_B: &str = "attn_kv_b";
+/// T5's relative position bias.
+pub const ATTN_REL_B: &str = "attn_rel_b";
 pub const ATTN_Q_NORM: &str = "attn_q_norm";
 pub const ATTN_K_NORM: &str = "attn_k_norm";
 pub const ATTN_OUTPUT: &str = "attn_output";
@@ -49,6 +62,8 @@ pub const POST_FFN_NORM: &str = "post_ffw_norm";
 /// The router: one row of `n_embd` per expert, whose products with a token are the logits
 /// that pick its experts.
 pub const FFN_GATE_INP: &str = "ffn_gate_inp";
+/// The router's token-to-expert table of hash-routed layers.
+pub const FFN_GATE_TID2EID: &str = "ffn_gate_tid2eid";
 /// Every expert's gate projection stacked in one 3-D tensor `[n_embd, n_ff_exp, n_expert]`.
 pub const FFN_GATE_EXPS: &str = "ffn_gate_exps";
 /// Every expert's up projection, `[n_embd, n_ff_exp, n_expert]`.
@@ -63,7 +78,7 @@ pub fn block_tensor(il: usize, name: &str) -> String {
 
 /// `blk.{il}.{name}.weight`.
 pub fn block_weight(il: usize, name: &str) -> String {
-    format!("{BLOCK_PREFIX}{il}.{name}.weight")
+    format!("{BLOCK_PREFIX}{il}.{name}{WEIGHT_SUFFIX}")
 }
 
 /// `blk.{il}.{name}.bias`.

@@ -99,9 +99,30 @@ fn evaluate(args: EvalArgs, line_open: &std::cell::Cell<bool>) -> anyhow::Result
     };
     // Model::open's errors name the file already.
     let model = Model::open(&args.model)?;
+    let rule = check_outputs(&args, &model, base.as_ref())?;
+    let text = match &args.text {
+        Some(path) => Some(gguf_prune::limits::read_text(path).context("--text")?),
+        None => None,
+    };
+    let mut progress = chunk_progress(line_open);
+    if let Some(base) = base {
+        let kl = evaluate_vs_base(&args, &model, &base, &mut progress)?;
+        return report(&args, None, Some(&kl), started);
+    }
+    let text = text.expect("clap requires --text without --kl-base");
+    evaluate_text(&args, &model, &rule, &text, &mut progress, started)
+}
+
+/// The rule for the `--save-logits` file (checked here, before any work), and the context
+/// checked against what the model allows: the `--kl-base` file's, else `-c/--ctx-size`.
+fn check_outputs(
+    args: &EvalArgs,
+    model: &Model,
+    base: Option<&KlBase>,
+) -> anyhow::Result<OutputRule> {
     let rule = super::output_rule(
         args.force,
-        &[&model],
+        &[model],
         &[
             args.text.as_ref(),
             args.kl_base.as_ref(),
@@ -111,18 +132,18 @@ fn evaluate(args: EvalArgs, line_open: &std::cell::Cell<bool>) -> anyhow::Result
     if let Some(path) = &args.save_logits {
         gguf_prune::output::check(path, &rule)?;
     }
-    match &base {
-        Some(base) => gguf_prune::limits::check_context(&model, base.n_ctx())
+    match base {
+        Some(base) => gguf_prune::limits::check_context(model, base.n_ctx())
             .with_context(|| format!("{}: n_ctx", base.path().display()))?,
-        None => {
-            gguf_prune::limits::check_context(&model, args.ctx_size).context("-c/--ctx-size")?
-        }
+        None => gguf_prune::limits::check_context(model, args.ctx_size).context("-c/--ctx-size")?,
     }
-    let text = match &args.text {
-        Some(path) => Some(gguf_prune::limits::read_text(path).context("--text")?),
-        None => None,
-    };
-    let mut progress = |d: &ChunkDone| {
+    Ok(rule)
+}
+
+/// llama-perplexity's running line on stderr, `[1]12.3456,[2]...` (with `kld` when comparing),
+/// ended after the last chunk; `line_open` tells whether it is unfinished.
+fn chunk_progress(line_open: &std::cell::Cell<bool>) -> impl FnMut(&ChunkDone) + '_ {
+    move |d: &ChunkDone| {
         match d.kld {
             None => eprint!("[{}]{:.4},", d.chunk, d.ppl),
             Some(k) => eprint!("[{}]{:.4} kld {:.5},", d.chunk, d.ppl, k),
@@ -132,42 +153,56 @@ fn evaluate(args: EvalArgs, line_open: &std::cell::Cell<bool>) -> anyhow::Result
         }
         line_open.set(d.chunk != d.n_chunks);
         let _ = std::io::stderr().flush();
-    };
-    let per_pass = args.chunks_per_pass.max(1);
-
-    if let Some(base) = base {
-        let bos = calibration::bos(&model)?;
-        eprintln!(
-            "eval: {}: {} chunks of {} tokens, n_vocab {}",
-            base.path().display(),
-            base.n_chunks(),
-            base.n_ctx(),
-            base.n_vocab()
-        );
-        let mut source = open_logits_source(&model)?;
-        let kl = eval::kl_divergence_vs_base(
-            &mut *source,
-            &base,
-            bos,
-            args.chunks,
-            per_pass,
-            &mut progress,
-        )?;
-        return report(&args, None, Some(&kl), started);
     }
+}
 
-    let text = text.expect("clap requires --text without --kl-base");
+/// `eval --kl-base`: KL divergence from llama.cpp's stored distributions, on their tokens.
+fn evaluate_vs_base(
+    args: &EvalArgs,
+    model: &Model,
+    base: &KlBase,
+    progress: &mut dyn FnMut(&ChunkDone),
+) -> anyhow::Result<KlDivergence> {
+    let bos = calibration::bos(model)?;
+    eprintln!(
+        "eval: {}: {} chunks of {} tokens, n_vocab {}",
+        base.path().display(),
+        base.n_chunks(),
+        base.n_ctx(),
+        base.n_vocab()
+    );
+    let mut source = open_logits_source(model)?;
+    Ok(eval::kl_divergence_vs_base(
+        &mut *source,
+        base,
+        bos,
+        args.chunks,
+        args.chunks_per_pass.max(1),
+        progress,
+    )?)
+}
+
+/// `eval --text`: perplexity (saving the logits if asked), or with `--ref` KL divergence from
+/// the reference model, over llama-perplexity's chunks of the text.
+fn evaluate_text(
+    args: &EvalArgs,
+    model: &Model,
+    rule: &OutputRule,
+    text: &str,
+    progress: &mut dyn FnMut(&ChunkDone),
+    started: std::time::Instant,
+) -> anyhow::Result<()> {
     // llama.cpp's `-f` drops one trailing newline and processes escapes; so do we, for the same ids.
-    let text = gguf_prune::tokenizer::prompt_from_file(&text);
+    let text = gguf_prune::tokenizer::prompt_from_file(text);
     let layout = Layout::Perplexity {
         max_chunks: args.chunks,
     };
-    let tokens = calibration::tokenize(&model, &text, layout)?;
+    let tokens = calibration::tokenize(model, &text, layout)?;
     let windows = calibration::split(&tokens, args.ctx_size, layout)
         .with_context(|| format!("{}", args.model.display()))?;
     // Opened (and the model validated) before anything is printed: a model the forward pass
     // cannot run is a one-line error.
-    let mut source = open_logits_source(&model)?;
+    let mut source = open_logits_source(model)?;
     eprintln!(
         "eval: {} tokens, {} chunks of {}, scoring {} tokens per chunk",
         tokens.ids.len(),
@@ -175,36 +210,28 @@ fn evaluate(args: EvalArgs, line_open: &std::cell::Cell<bool>) -> anyhow::Result
         args.ctx_size,
         eval::kl_base::rows_per_window(args.ctx_size)
     );
-    match &args.reference {
-        None => {
-            let ppl = match &args.save_logits {
-                None => eval::perplexity(&mut *source, &windows, per_pass, &mut progress)?,
-                Some(path) => save_logits(
-                    path,
-                    &rule,
-                    &mut *source,
-                    &tokens.ids,
-                    &windows,
-                    per_pass,
-                    &mut progress,
-                )?,
-            };
-            report(&args, Some(&ppl), None, started)
-        }
-        Some(ref_path) => {
-            let reference = Model::open(ref_path).context("the reference model")?;
-            check_same_vocab(&model, &reference)?;
-            let mut ref_source = open_logits_source(&reference)?;
-            let kl = eval::kl_divergence_vs_model(
+    let per_pass = args.chunks_per_pass.max(1);
+    let Some(ref_path) = &args.reference else {
+        let ppl = match &args.save_logits {
+            None => eval::perplexity(&mut *source, &windows, per_pass, progress)?,
+            Some(path) => save_logits(
+                path,
+                rule,
                 &mut *source,
-                &mut *ref_source,
+                &tokens.ids,
                 &windows,
                 per_pass,
-                &mut progress,
-            )?;
-            report(&args, None, Some(&kl), started)
-        }
-    }
+                progress,
+            )?,
+        };
+        return report(args, Some(&ppl), None, started);
+    };
+    let reference = Model::open(ref_path).context("the reference model")?;
+    check_same_vocab(model, &reference)?;
+    let mut ref_source = open_logits_source(&reference)?;
+    let kl =
+        eval::kl_divergence_vs_model(&mut *source, &mut *ref_source, &windows, per_pass, progress)?;
+    report(args, None, Some(&kl), started)
 }
 
 /// The task file given, its kind, and the flag that named it.
@@ -311,12 +338,7 @@ fn report_tasks(
         obj.insert("model".into(), args.model.display().to_string().into());
         obj.insert("file".into(), file.path.display().to_string().into());
         obj.insert("in_file".into(), file.in_file().into());
-        let v = serde_json::to_value(acc)?;
-        obj.extend(
-            v.as_object()
-                .expect("a struct serializes to an object")
-                .clone(),
-        );
+        extend_with(&mut obj, acc)?;
         if let (Some(r), Some(path)) = (reference, &args.reference) {
             obj.insert("reference".into(), path.display().to_string().into());
             obj.insert("reference_result".into(), serde_json::to_value(r)?);
@@ -399,6 +421,8 @@ fn check_same_vocab(model: &Model, reference: &Model) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints the perplexity or KL report of a text or `--kl-base` run: one JSON object, or
+/// llama-perplexity's text.
 fn report(
     args: &EvalArgs,
     ppl: Option<&Perplexity>,
@@ -407,95 +431,125 @@ fn report(
 ) -> anyhow::Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     if args.json {
-        let mut obj = serde_json::Map::new();
-        obj.insert("model".into(), args.model.display().to_string().into());
-        if let Some(p) = ppl {
-            let v = serde_json::to_value(p)?;
-            obj.extend(
-                v.as_object()
-                    .expect("a struct serializes to an object")
-                    .clone(),
-            );
-        }
-        if let Some(k) = kl {
-            let v = serde_json::to_value(k)?;
-            obj.extend(
-                v.as_object()
-                    .expect("a struct serializes to an object")
-                    .clone(),
-            );
-            if let Some(r) = &args.reference {
-                obj.insert("reference".into(), r.display().to_string().into());
-            }
-            if let Some(b) = &args.kl_base {
-                obj.insert("kl_base".into(), b.display().to_string().into());
-            }
-        }
-        obj.insert("seconds".into(), seconds.into());
-        println!("{}", serde_json::Value::Object(obj));
-        return Ok(());
+        return print_json(args, ppl, kl, seconds);
     }
     let mut out = std::io::stdout().lock();
     if let Some(p) = ppl {
-        writeln!(out, "{}", per_chunk_line(&p.per_chunk))?;
-        writeln!(
-            out,
-            "Final estimate: PPL = {:.4} +/- {:.5}",
-            p.ppl, p.ppl_err
-        )?;
-        writeln!(
-            out,
-            "({} chunks of {} tokens, {} tokens scored, {:.1} s)",
-            p.chunks, p.n_ctx, p.n_tokens, seconds
-        )?;
+        print_perplexity(&mut out, p, seconds)?;
     }
     if let Some(k) = kl {
-        writeln!(out, "====== Perplexity statistics ======")?;
-        writeln!(
-            out,
-            "Mean PPL(Q)                   : {:10.6} ± {:10.6}",
-            k.ppl, k.ppl_err
-        )?;
-        writeln!(
-            out,
-            "Mean PPL(base)                : {:10.6} ± {:10.6}",
-            k.ppl_base, k.ppl_base_err
-        )?;
-        writeln!(
-            out,
-            "Mean ln(PPL(Q)/PPL(base))     : {:10.6} ± {:10.6}",
-            k.ln_ppl_ratio, k.ln_ppl_ratio_err
-        )?;
-        writeln!(out)?;
-        writeln!(out, "====== KL divergence statistics ======")?;
-        writeln!(out, "Mean    KLD: {:10.6} ± {:10.6}", k.kl_mean, k.kl_err)?;
-        writeln!(out, "Maximum KLD: {:10.6}", k.kl_max)?;
-        writeln!(out, "99.0%   KLD: {:10.6}", k.kl_p99)?;
-        writeln!(out, "90.0%   KLD: {:10.6}", k.kl_p90)?;
-        writeln!(out, "Median  KLD: {:10.6}", k.kl_median)?;
-        writeln!(out)?;
-        writeln!(out, "====== Token probability statistics ======")?;
-        writeln!(out, "Mean    Δp: {:6.3} %", 100.0 * k.p_diff_mean)?;
-        writeln!(out, "Maximum Δp: {:6.3}%", 100.0 * k.p_diff_max)?;
-        writeln!(
-            out,
-            "RMS Δp    : {:6.3} ± {:5.3} %",
-            100.0 * k.p_diff_rms,
-            100.0 * k.p_diff_rms_err
-        )?;
-        writeln!(
-            out,
-            "Same top p: {:6.3} ± {:5.3} %",
-            100.0 * k.top1,
-            100.0 * k.top1_err
-        )?;
-        writeln!(
-            out,
-            "({} chunks of {} tokens, {} tokens scored, {:.1} s)",
-            k.chunks, k.n_ctx, k.n_tokens, seconds
-        )?;
+        print_kl(&mut out, k, seconds)?;
     }
     Ok(())
+}
+
+/// The report as one JSON object: the model, the result's fields, what it was compared with,
+/// and the time taken.
+fn print_json(
+    args: &EvalArgs,
+    ppl: Option<&Perplexity>,
+    kl: Option<&KlDivergence>,
+    seconds: f64,
+) -> anyhow::Result<()> {
+    let mut obj = serde_json::Map::new();
+    obj.insert("model".into(), args.model.display().to_string().into());
+    if let Some(p) = ppl {
+        extend_with(&mut obj, p)?;
+    }
+    if let Some(k) = kl {
+        extend_with(&mut obj, k)?;
+        if let Some(r) = &args.reference {
+            obj.insert("reference".into(), r.display().to_string().into());
+        }
+        if let Some(b) = &args.kl_base {
+            obj.insert("kl_base".into(), b.display().to_string().into());
+        }
+    }
+    obj.insert("seconds".into(), seconds.into());
+    println!("{}", serde_json::Value::Object(obj));
+    Ok(())
+}
+
+/// Adds the fields of a result struct to a JSON object.
+fn extend_with(
+    obj: &mut serde_json::Map<String, serde_json::Value>,
+    result: &impl serde::Serialize,
+) -> anyhow::Result<()> {
+    let v = serde_json::to_value(result)?;
+    obj.extend(
+        v.as_object()
+            .expect("a struct serializes to an object")
+            .clone(),
+    );
+    Ok(())
+}
+
+/// llama-perplexity's running estimates and final line, then what was scored.
+fn print_perplexity(out: &mut impl Write, p: &Perplexity, seconds: f64) -> std::io::Result<()> {
+    writeln!(out, "{}", per_chunk_line(&p.per_chunk))?;
+    writeln!(
+        out,
+        "Final estimate: PPL = {:.4} +/- {:.5}",
+        p.ppl, p.ppl_err
+    )?;
+    writeln!(
+        out,
+        "({} chunks of {} tokens, {} tokens scored, {:.1} s)",
+        p.chunks, p.n_ctx, p.n_tokens, seconds
+    )
+}
+
+/// llama-perplexity's `--kl-divergence` statistics, section by section, then what was scored.
+fn print_kl(out: &mut impl Write, k: &KlDivergence, seconds: f64) -> std::io::Result<()> {
+    writeln!(out, "====== Perplexity statistics ======")?;
+    writeln!(
+        out,
+        "Mean PPL(Q)                   : {:10.6} ± {:10.6}",
+        k.ppl, k.ppl_err
+    )?;
+    writeln!(
+        out,
+        "Mean PPL(base)                : {:10.6} ± {:10.6}",
+        k.ppl_base, k.ppl_base_err
+    )?;
+    writeln!(
+        out,
+        "Mean ln(PPL(Q)/PPL(base))     : {:10.6} ± {:10.6}",
+        k.ln_ppl_ratio, k.ln_ppl_ratio_err
+    )?;
+    writeln!(out)?;
+    writeln!(out, "====== KL divergence statistics ======")?;
+    writeln!(out, "Mean    KLD: {:10.6} ± {:10.6}", k.kl_mean, k.kl_err)?;
+    writeln!(out, "Maximum KLD: {:10.6}", k.kl_max)?;
+    writeln!(out, "99.0%   KLD: {:10.6}", k.kl_p99)?;
+    writeln!(out, "90.0%   KLD: {:10.6}", k.kl_p90)?;
+    writeln!(out, "Median  KLD: {:10.6}", k.kl_median)?;
+    writeln!(out)?;
+    print_token_probabilities(out, k)?;
+    writeln!(
+        out,
+        "({} chunks of {} tokens, {} tokens scored, {:.1} s)",
+        k.chunks, k.n_ctx, k.n_tokens, seconds
+    )
+}
+
+/// llama-perplexity's token probability section, percentages as it prints them.
+fn print_token_probabilities(out: &mut impl Write, k: &KlDivergence) -> std::io::Result<()> {
+    writeln!(out, "====== Token probability statistics ======")?;
+    writeln!(out, "Mean    Δp: {:6.3} %", 100.0 * k.p_diff_mean)?;
+    writeln!(out, "Maximum Δp: {:6.3}%", 100.0 * k.p_diff_max)?;
+    writeln!(
+        out,
+        "RMS Δp    : {:6.3} ± {:5.3} %",
+        100.0 * k.p_diff_rms,
+        100.0 * k.p_diff_rms_err
+    )?;
+    writeln!(
+        out,
+        "Same top p: {:6.3} ± {:5.3} %",
+        100.0 * k.top1,
+        100.0 * k.top1_err
+    )
 }
 
 /// llama-perplexity's running estimates: `[1]12.3456,[2]...`.

@@ -7,11 +7,11 @@ use gguf_prune::gguf::{Model, WriteOptions};
 use gguf_prune::jobs::prune::{
     layer_count, prune, ImatrixSource, PruneJobReport, PruneOptions, PruneQuantize, Removal,
 };
-use gguf_prune::jobs::Notice;
+use gguf_prune::jobs::{Notice, PruneReport};
 use gguf_prune::output::{self, OutputRule};
 use gguf_prune::prune::{parse_layer_list, PrunePlan};
 use gguf_prune::quant::{FileType, ImatrixData};
-use gguf_prune::score::SelectOptions;
+use gguf_prune::score::{SelectOptions, Selection};
 
 use super::progress::JobBars;
 use super::select::SelectArgs;
@@ -278,75 +278,97 @@ fn check_outputs(
     Ok(())
 }
 
+/// Prints what the prune did: pretty JSON, or lines of text.
 fn print_report(job: &PruneJobReport, select: &SelectArgs, json: bool) -> anyhow::Result<()> {
-    let report = &job.prune;
-    let (selection, heal) = (job.selection.as_ref(), job.heal.as_ref());
-    let quant = job
-        .quantize
-        .as_ref()
-        .map(|q| (q.ftype, q.with_imatrix, &q.report));
     if json {
-        let mut value = serde_json::to_value(report)?;
-        if let Some(h) = heal {
-            value["heal"] = serde_json::to_value(h)?;
-        }
-        if let Some((ftype, with_imatrix, q)) = quant {
-            value["quantize"] = serde_json::json!({
-                "type": ftype.name(),
-                "imatrix": with_imatrix,
-                "converted": q.n_converted,
-                "requantized": q.requantized.len(),
-            });
-        }
-        if let Some(sel) = selection {
-            value["selection"] = serde_json::json!({
-                "method": sel.method,
-                "order": sel.order,
-                "bi": sel.scores.bi.iter().map(|&x| if x.is_finite() { Some(x) } else { None }).collect::<Vec<_>>(),
-                "candidates": sel.candidates,
-                "tokens": sel.n_tokens,
-                "held_out_tokens": sel.held_out_tokens,
-            });
-        }
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(());
+        return print_json(job);
     }
-    if let Some(h) = heal {
+    let report = &job.prune;
+    if let Some(h) = &job.heal {
         super::heal::print_report(h);
     }
-    if let Some(sel) = selection {
-        let how = if sel.held_out_tokens > 0 {
-            format!("candidates compared on {}", sel.held_out_tokens)
-        } else if select.metric.is_some() {
-            "one metric asked for, no comparison".to_string()
-        } else {
-            format!(
-                "not compared with the other metrics: the text gives a single window of {} tokens; \
-                 a longer --calib or a smaller --ctx lets the default compare them",
-                select.ctx
-            )
-        };
-        println!(
-            "chosen by {} on {} calibration tokens ({how})",
-            sel.method, sel.n_tokens
-        );
-        for c in &sel.candidates {
-            let layers: Vec<String> = c.removed.iter().map(usize::to_string).collect();
-            let kl = c
-                .held_out_kl
-                .map_or(String::new(), |k| format!("  KL {k:.4}"));
-            let ppl = c
-                .held_out_ppl
-                .map_or(String::new(), |p| format!("  PPL {p:.2}"));
-            println!("  candidate {:<12} {}{kl}{ppl}", c.method, layers.join(","));
-        }
-        let scores: Vec<String> = report
-            .removed
-            .iter()
-            .map(|&i| format!("{i}: BI {:.4}", sel.scores.bi[i]))
-            .collect();
-        println!("  scores of the removed blocks: {}", scores.join(", "));
+    if let Some(sel) = &job.selection {
+        print_selection(sel, &report.removed, select);
     }
+    print_outcome(report);
+    if let Some(q) = &job.quantize {
+        println!(
+            "quantized to {} ({} of {} tensors converted, {}importance matrix)",
+            q.ftype.name(),
+            q.report.n_converted,
+            q.report.n_tensors,
+            if q.with_imatrix { "" } else { "no " }
+        );
+    }
+    print_verified(report);
+    Ok(())
+}
+
+/// The report as pretty JSON: the prune's fields, then healing, quantization and selection.
+fn print_json(job: &PruneJobReport) -> anyhow::Result<()> {
+    let mut value = serde_json::to_value(&job.prune)?;
+    if let Some(h) = &job.heal {
+        value["heal"] = serde_json::to_value(h)?;
+    }
+    if let Some(q) = &job.quantize {
+        value["quantize"] = serde_json::json!({
+            "type": q.ftype.name(),
+            "imatrix": q.with_imatrix,
+            "converted": q.report.n_converted,
+            "requantized": q.report.requantized.len(),
+        });
+    }
+    if let Some(sel) = &job.selection {
+        value["selection"] = serde_json::json!({
+            "method": sel.method,
+            "order": sel.order,
+            "bi": sel.scores.bi.iter().map(|&x| if x.is_finite() { Some(x) } else { None }).collect::<Vec<_>>(),
+            "candidates": sel.candidates,
+            "tokens": sel.n_tokens,
+            "held_out_tokens": sel.held_out_tokens,
+        });
+    }
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(())
+}
+
+/// How the layers were chosen: the method and how candidates were compared, every candidate
+/// with its held-out divergence, and the BI of each removed block.
+fn print_selection(sel: &Selection, removed: &[usize], select: &SelectArgs) {
+    let how = if sel.held_out_tokens > 0 {
+        format!("candidates compared on {}", sel.held_out_tokens)
+    } else if select.metric.is_some() {
+        "one metric asked for, no comparison".to_string()
+    } else {
+        format!(
+            "not compared with the other metrics: the text gives a single window of {} tokens; \
+             a longer --calib or a smaller --ctx lets the default compare them",
+            select.ctx
+        )
+    };
+    println!(
+        "chosen by {} on {} calibration tokens ({how})",
+        sel.method, sel.n_tokens
+    );
+    for c in &sel.candidates {
+        let layers: Vec<String> = c.removed.iter().map(usize::to_string).collect();
+        let kl = c
+            .held_out_kl
+            .map_or(String::new(), |k| format!("  KL {k:.4}"));
+        let ppl = c
+            .held_out_ppl
+            .map_or(String::new(), |p| format!("  PPL {p:.2}"));
+        println!("  candidate {:<12} {}{kl}{ppl}", c.method, layers.join(","));
+    }
+    let scores: Vec<String> = removed
+        .iter()
+        .map(|&i| format!("{i}: BI {:.4}", sel.scores.bi[i]))
+        .collect();
+    println!("  scores of the removed blocks: {}", scores.join(", "));
+}
+
+/// What was removed, the sizes before and after, and the files written.
+fn print_outcome(report: &PruneReport) {
     let list: Vec<String> = report.removed.iter().map(usize::to_string).collect();
     println!(
         "removed {} of {} layers: {}",
@@ -365,15 +387,10 @@ fn print_report(job: &PruneJobReport, select: &SelectArgs, json: bool) -> anyhow
     for out in &report.outputs {
         println!("wrote {}", out.display());
     }
-    if let Some((ftype, with_imatrix, q)) = quant {
-        println!(
-            "quantized to {} ({} of {} tensors converted, {}importance matrix)",
-            ftype.name(),
-            q.n_converted,
-            q.n_tensors,
-            if with_imatrix { "" } else { "no " }
-        );
-    }
+}
+
+/// How far the output was checked against the source.
+fn print_verified(report: &PruneReport) {
     if !report.bytes_compared {
         println!("verified: structure (tensors not compared byte for byte: --no-verify)");
     } else if report.verified {
@@ -381,7 +398,6 @@ fn print_report(job: &PruneJobReport, select: &SelectArgs, json: bool) -> anyhow
     } else {
         println!("verified: structure, and every copied tensor byte for byte against the source");
     }
-    Ok(())
 }
 
 pub fn human_bytes(n: u64) -> String {

@@ -45,10 +45,7 @@ impl GgufFile {
             path: path.clone(),
             source,
         })?;
-        let content = Content::parse(&map).map_err(|e| Error::InFile {
-            path: path.clone(),
-            source: Box::new(e),
-        })?;
+        let content = parse_in(&path, &map)?;
         Ok(GgufFile {
             path,
             file,
@@ -96,9 +93,23 @@ impl GgufFile {
 
     /// A tensor's bytes (the range was checked when the file was parsed).
     pub fn data(&self, info: &TensorInfo) -> &[u8] {
-        let start = self.data_start(info) as usize;
-        &self.map[start..start + info.size as usize]
+        tensor_bytes(&self.map, &self.content, info)
     }
+}
+
+/// Parses the GGUF header held in `bytes`, the whole file at `path`; errors name the file.
+pub fn parse_in(path: &Path, bytes: &[u8]) -> Result<Content> {
+    Content::parse(bytes).map_err(|e| Error::InFile {
+        path: path.to_path_buf(),
+        source: Box::new(e),
+    })
+}
+
+/// A tensor's bytes within `bytes`, the whole file `content` was parsed from (which checked the
+/// range).
+pub fn tensor_bytes<'b>(bytes: &'b [u8], content: &Content, info: &TensorInfo) -> &'b [u8] {
+    let start = (content.data_offset + info.offset) as usize;
+    &bytes[start..start + info.size as usize]
 }
 
 /// A tensor of a [`Model`]: its header entry and the shard that holds it.
@@ -123,71 +134,24 @@ impl Model {
             Some(v) => v.to_u64().ok_or_else(|| {
                 in_file(
                     &first,
-                    format!("{SPLIT_COUNT_KEY} is {}, expected an integer", v.display(4)),
+                    Error::SplitCountType {
+                        key: SPLIT_COUNT_KEY,
+                        shown: v.display(4),
+                    },
                 )
             })?,
         };
-        let mut shards = vec![first];
-        if count > 1 {
-            let no = shards[0]
-                .content
-                .metadata
-                .get(SPLIT_NO_KEY)
-                .and_then(|v| v.to_u64())
-                .unwrap_or(0);
-            if no != 0 {
-                return Err(in_file(
-                    &shards[0],
-                    format!(
-                        "is shard {} of {count}; open the first shard (…-00001-of-{count:05}.gguf)",
-                        no + 1
-                    ),
-                ));
-            }
-            let prefix = split_prefix(shards[0].path(), 0, count).ok_or_else(|| {
-                in_file(&shards[0], format!("has {SPLIT_COUNT_KEY} = {count} but its name does not end in -00001-of-{count:05}.gguf"))
-            })?;
-            for i in 1..count {
-                let shard = GgufFile::open(split_path(&prefix, i, count))?;
-                let shard_no = shard
-                    .content
-                    .metadata
-                    .get(SPLIT_NO_KEY)
-                    .and_then(|v| v.to_u64());
-                if shard_no != Some(i) {
-                    return Err(in_file(
-                        &shard,
-                        format!("expected {SPLIT_NO_KEY} = {i}, found {shard_no:?}"),
-                    ));
-                }
-                shards.push(shard);
-            }
-        }
-        let mut tensors = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for (i, shard) in shards.iter().enumerate() {
-            for info in &shard.content.tensors {
-                if !seen.insert(info.name.clone()) {
-                    return Err(in_file(
-                        shard,
-                        format!("tensor {:?} appears in more than one shard", info.name),
-                    ));
-                }
-                tensors.push(ModelTensor {
-                    shard: i,
-                    info: info.clone(),
-                });
-            }
-        }
+        let shards = open_shards(first, count)?;
+        let tensors = index_tensors(&shards)?;
         if let Some(v) = shards[0].content.metadata.get(SPLIT_TENSORS_COUNT_KEY) {
             if v.to_u64() != Some(tensors.len() as u64) {
                 return Err(in_file(
                     &shards[0],
-                    format!(
-                        "{SPLIT_TENSORS_COUNT_KEY} is {}, but the shards hold {} tensors",
-                        v.display(4),
-                        tensors.len()
-                    ),
+                    Error::SplitTensorCount {
+                        key: SPLIT_TENSORS_COUNT_KEY,
+                        shown: v.display(4),
+                        held: tensors.len(),
+                    },
                 ));
             }
         }
@@ -223,10 +187,80 @@ impl Model {
     }
 }
 
-fn in_file(file: &GgufFile, what: String) -> Error {
+/// The shards of a model whose first file is `first` and whose `split.count` is `count`: the
+/// first must be shard 0 and named so that the others can be found, each with its number.
+fn open_shards(first: GgufFile, count: u64) -> Result<Vec<GgufFile>> {
+    let mut shards = vec![first];
+    if count > 1 {
+        let no = shards[0]
+            .content
+            .metadata
+            .get(SPLIT_NO_KEY)
+            .and_then(|v| v.to_u64())
+            .unwrap_or(0);
+        if no != 0 {
+            return Err(in_file(&shards[0], Error::NotFirstShard { no, count }));
+        }
+        let prefix = split_prefix(shards[0].path(), 0, count).ok_or_else(|| {
+            in_file(
+                &shards[0],
+                Error::SplitName {
+                    key: SPLIT_COUNT_KEY,
+                    count,
+                },
+            )
+        })?;
+        for i in 1..count {
+            let shard = GgufFile::open(split_path(&prefix, i, count))?;
+            let shard_no = shard
+                .content
+                .metadata
+                .get(SPLIT_NO_KEY)
+                .and_then(|v| v.to_u64());
+            if shard_no != Some(i) {
+                return Err(in_file(
+                    &shard,
+                    Error::ShardNumber {
+                        key: SPLIT_NO_KEY,
+                        expected: i,
+                        found: shard_no,
+                    },
+                ));
+            }
+            shards.push(shard);
+        }
+    }
+    Ok(shards)
+}
+
+/// Every tensor of the shards, in order, each name once.
+fn index_tensors(shards: &[GgufFile]) -> Result<Vec<ModelTensor>> {
+    let mut tensors = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, shard) in shards.iter().enumerate() {
+        for info in &shard.content.tensors {
+            if !seen.insert(info.name.clone()) {
+                return Err(in_file(
+                    shard,
+                    Error::TensorInTwoShards {
+                        name: info.name.clone(),
+                    },
+                ));
+            }
+            tensors.push(ModelTensor {
+                shard: i,
+                info: info.clone(),
+            });
+        }
+    }
+    Ok(tensors)
+}
+
+/// `e` as an error of `file`.
+fn in_file(file: &GgufFile, e: Error) -> Error {
     Error::InFile {
         path: file.path().to_path_buf(),
-        source: Box::new(Error::Invalid(what)),
+        source: Box::new(e),
     }
 }
 

@@ -304,10 +304,7 @@ fn shard_ranges(padded: &[u64], split_max_bytes: Option<u64>) -> Result<Vec<(usi
     }
     let n_shards = ranges.len() as u64;
     if n_shards > u16::MAX as u64 {
-        return Err(Error::Invalid(format!(
-            "the split would make {n_shards} shards, but llama.cpp counts them in a u16 (at most {}): use a larger split size",
-            u16::MAX
-        )));
+        return Err(Error::TooManyShards { n_shards });
     }
     Ok(ranges)
 }
@@ -352,47 +349,42 @@ fn stage(
 /// one name, or a known-type tensor whose bytes do not match its type and dimensions.
 fn check_writable(version: u32, metadata: &Metadata, tensors: &[OutTensor]) -> Result<()> {
     if version != 2 && version != 3 {
-        return Err(Error::Invalid(format!(
-            "cannot write GGUF version {version} (only 2 and 3)"
-        )));
+        return Err(Error::WriteVersion { version });
     }
     if let Some(v) = metadata.get(ALIGNMENT_KEY) {
         if !matches!(v, Value::U32(a) if *a != 0 && a.is_power_of_two()) {
-            return Err(Error::Invalid(format!(
-                "{ALIGNMENT_KEY} is {} ({:?}), expected a power of two as u32",
-                v.display(4),
-                v.value_type()
-            )));
+            return Err(Error::WriteAlignment {
+                key: ALIGNMENT_KEY,
+                shown: v.display(4),
+                value_type: v.value_type(),
+            });
         }
     }
     let mut names = std::collections::HashSet::with_capacity(tensors.len());
     for t in tensors {
         if !names.insert(t.name.as_str()) {
-            return Err(Error::Invalid(format!(
-                "two output tensors are named {:?}",
-                t.name
-            )));
+            return Err(Error::DuplicateTensor {
+                name: t.name.clone(),
+            });
         }
         if t.dims.len() > super::read::MAX_DIMS as usize {
-            return Err(Error::Invalid(format!(
-                "tensor {:?} has {} dimensions, at most {} allowed",
-                t.name,
-                t.dims.len(),
-                super::read::MAX_DIMS
-            )));
+            return Err(Error::TooManyDims {
+                name: t.name.clone(),
+                n_dims: t.dims.len(),
+                max: super::read::MAX_DIMS,
+            });
         }
         if t.ggml_type.is_known() {
             let n = t.dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
             let expected = n.and_then(|n| t.ggml_type.bytes_for(n));
             if expected != Some(t.data.len()) {
-                return Err(Error::Invalid(format!(
-                    "tensor {:?}: {} bytes of data, but {} {:?} takes {}",
-                    t.name,
-                    t.data.len(),
-                    t.ggml_type,
-                    t.dims,
-                    expected.map_or("no whole number of bytes".into(), |e| e.to_string())
-                )));
+                return Err(Error::DataLength {
+                    name: t.name.clone(),
+                    len: t.data.len(),
+                    ty: t.ggml_type,
+                    dims: t.dims.clone(),
+                    takes: expected,
+                });
             }
         }
     }
@@ -402,7 +394,8 @@ fn check_writable(version: u32, metadata: &Metadata, tensors: &[OutTensor]) -> R
 /// How much is copied between checks for Ctrl-C.
 const COPY_CHUNK: u64 = 64 << 20;
 
-/// Writes one file to `file`; errors name `path`, the file's target.
+/// Writes one file to `file`: the header, then each tensor's data padded to the alignment;
+/// errors name `path`, the file's target.
 fn write_one(
     file: &File,
     path: &Path,
@@ -412,13 +405,7 @@ fn write_one(
     alignment: u64,
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
-    let err = io_err(path);
-    let mut offsets = Vec::with_capacity(tensors.len());
-    let mut next = 0u64;
-    for t in tensors.iter() {
-        offsets.push(next);
-        next = align_up(next + t.data.len(), alignment);
-    }
+    let offsets = data_offsets(tensors, alignment);
     let refs: Vec<&OutTensor> = tensors.iter().collect();
     let mut out = BufWriter::with_capacity(1 << 20, file);
     write_header(&mut out, version, metadata, &refs, &offsets, alignment).map_err(io_err(path))?;
@@ -426,62 +413,108 @@ fn write_one(
         path: path.to_path_buf(),
         source: e.into_error(),
     })?;
-    let zeros = [0u8; 4096];
     for t in tensors.iter_mut() {
         interrupt::check()?;
         let len = t.data.len();
-        match &mut t.data {
-            TensorData::Copy {
-                file: src,
-                offset,
-                len,
-            } => {
-                let mut src: &File = src;
-                src.seek(SeekFrom::Start(*offset)).map_err(io_err(path))?;
-                let mut left = *len;
-                while left > 0 {
-                    interrupt::check()?;
-                    let step = left.min(COPY_CHUNK);
-                    let copied = io::copy(&mut Read::by_ref(&mut src).take(step), &mut file)
-                        .map_err(io_err(path))?;
-                    if copied != step {
-                        return Err(Error::Io {
-                            path: path.to_path_buf(),
-                            source: io::Error::new(
-                                io::ErrorKind::UnexpectedEof,
-                                format!("source ended {} bytes early", step - copied),
-                            ),
-                        });
-                    }
-                    left -= step;
-                    progress(step);
-                }
-            }
-            TensorData::Bytes(bytes) => {
-                file.write_all(bytes).map_err(io_err(path))?;
-                progress(len);
-            }
-            TensorData::Lazy { len: want, make } => {
-                let bytes = make()?;
-                if bytes.len() as u64 != *want {
-                    return Err(Error::Invalid(format!(
-                        "tensor {:?}: made {} bytes, expected {want}",
-                        t.name,
-                        bytes.len()
-                    )));
-                }
-                file.write_all(&bytes).map_err(io_err(path))?;
-                progress(len);
-            }
+        write_data(&mut file, path, t, progress)?;
+        write_padding(&mut file, path, align_up(len, alignment) - len, progress)?;
+    }
+    file.flush().map_err(io_err(path))?;
+    Ok(())
+}
+
+/// Each tensor's offset in the data section: one after the other, each aligned.
+fn data_offsets(tensors: &[OutTensor], alignment: u64) -> Vec<u64> {
+    let mut offsets = Vec::with_capacity(tensors.len());
+    let mut next = 0u64;
+    for t in tensors {
+        offsets.push(next);
+        next = align_up(next + t.data.len(), alignment);
+    }
+    offsets
+}
+
+/// Writes one tensor's data: a streamed copy, bytes in memory, or bytes made now (checked
+/// against the length the header announced).
+fn write_data(
+    file: &mut &File,
+    path: &Path,
+    t: &mut OutTensor,
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let len = t.data.len();
+    match &mut t.data {
+        TensorData::Copy {
+            file: src,
+            offset,
+            len,
+        } => copy_range(src, *offset, *len, file, path, progress),
+        TensorData::Bytes(bytes) => {
+            file.write_all(bytes).map_err(io_err(path))?;
+            progress(len);
+            Ok(())
         }
-        let mut pad = align_up(len, alignment) - len;
-        progress(pad);
-        while pad > 0 {
-            let step = pad.min(zeros.len() as u64) as usize;
-            file.write_all(&zeros[..step]).map_err(io_err(path))?;
-            pad -= step as u64;
+        TensorData::Lazy { len: want, make } => {
+            let bytes = make()?;
+            if bytes.len() as u64 != *want {
+                return Err(Error::MadeLength {
+                    name: t.name.clone(),
+                    got: bytes.len(),
+                    want: *want,
+                });
+            }
+            file.write_all(&bytes).map_err(io_err(path))?;
+            progress(len);
+            Ok(())
         }
     }
-    file.flush().map_err(err)?;
+}
+
+/// Copies `len` bytes from `offset` of `src` to `file`, in chunks between checks for Ctrl-C.
+fn copy_range(
+    src: &File,
+    offset: u64,
+    len: u64,
+    file: &mut &File,
+    path: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let mut src: &File = src;
+    src.seek(SeekFrom::Start(offset)).map_err(io_err(path))?;
+    let mut left = len;
+    while left > 0 {
+        interrupt::check()?;
+        let step = left.min(COPY_CHUNK);
+        let copied =
+            io::copy(&mut Read::by_ref(&mut src).take(step), file).map_err(io_err(path))?;
+        if copied != step {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("source ended {} bytes early", step - copied),
+                ),
+            });
+        }
+        left -= step;
+        progress(step);
+    }
+    Ok(())
+}
+
+/// Writes `pad` zero bytes (reported to `progress` at once, before they are written).
+fn write_padding(
+    file: &mut &File,
+    path: &Path,
+    mut pad: u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let zeros = [0u8; 4096];
+    progress(pad);
+    while pad > 0 {
+        let step = pad.min(zeros.len() as u64) as usize;
+        file.write_all(&zeros[..step]).map_err(io_err(path))?;
+        pad -= step as u64;
+    }
     Ok(())
 }

@@ -124,10 +124,11 @@ fn f16_value(lo: u8, hi: u8) -> f32 {
 
 fn row_bytes(k: &Kernel, n_per_row: usize) -> Result<usize> {
     if !n_per_row.is_multiple_of(k.block) {
-        return Err(Error::Invalid(format!(
-            "a row of {n_per_row} elements cannot be stored as {} (blocks of {})",
-            k.ty, k.block
-        )));
+        return Err(Error::RowNotWholeBlocks {
+            n_per_row,
+            ty: k.ty,
+            block: k.block,
+        });
     }
     Ok(n_per_row / k.block * k.bytes)
 }
@@ -150,17 +151,17 @@ pub fn quantize(
     imatrix: Option<&[f32]>,
 ) -> Result<Vec<u8>> {
     if n_per_row == 0 || !src.len().is_multiple_of(n_per_row) {
-        return Err(Error::Invalid(format!(
-            "{} values do not make whole rows of {n_per_row}",
-            src.len()
-        )));
+        return Err(Error::NotWholeRows {
+            len: src.len(),
+            n_per_row,
+        });
     }
     if let Some(w) = imatrix {
         if w.len() != n_per_row {
-            return Err(Error::Invalid(format!(
-                "importance vector has {} entries, rows have {n_per_row}",
-                w.len()
-            )));
+            return Err(Error::ImportanceWidth {
+                got: w.len(),
+                n_per_row,
+            });
         }
     }
     let Some((k, quantize_row)) = kernel(ty).and_then(|k| Some((k, k.quantize?))) else {
@@ -194,19 +195,20 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<()> {
         });
     };
     if !out.len().is_multiple_of(k.block) {
-        return Err(Error::Invalid(format!(
-            "{} elements are not whole {ty} blocks of {}",
-            out.len(),
-            k.block
-        )));
+        return Err(Error::NotWholeBlocks {
+            n: out.len(),
+            ty,
+            block: k.block,
+        });
     }
     let need = out.len() / k.block * k.bytes;
     if bytes.len() != need {
-        return Err(Error::Invalid(format!(
-            "{} elements of {ty} take {need} bytes, got {}",
-            out.len(),
-            bytes.len()
-        )));
+        return Err(Error::QuantDataLength {
+            n: out.len(),
+            ty,
+            need,
+            got: bytes.len(),
+        });
     }
     // Tasks of whole blocks, about 64k elements each.
     let blocks_per_task = (65536 / k.block).max(1);

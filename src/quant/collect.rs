@@ -49,9 +49,7 @@ impl ImatrixCollector {
     /// per calibration window) in `imatrix.chunk_size`.
     pub fn finish(self, dataset: &str, chunk_size: u32) -> crate::error::Result<ImatrixData> {
         if let Some(name) = self.inconsistent {
-            return Err(crate::error::Error::Invalid(format!(
-                "importance matrix: the inputs of {name:?} changed width during the pass"
-            )));
+            return Err(crate::error::Error::ImatrixWidthChanged { name });
         }
         let rows = self.sums.values().map(|(_, c)| *c).max().unwrap_or(0);
         let entries = self
@@ -81,7 +79,7 @@ impl BlockObserver for ImatrixCollector {
             return;
         }
         let cols = x.len() / n;
-        let name = format!("blk.{il}.{weight}.weight");
+        let name = crate::arch::names::block_weight(il, weight);
         let (sums, count) = self
             .sums
             .entry(name.clone())

@@ -134,8 +134,8 @@ impl ImatrixData {
     fn read_bounded(path: &Path, limit: u64) -> Result<ImatrixData> {
         let bytes =
             crate::limits::read_bounded(path, limit, "an importance matrix for this model")?;
-        if bytes.starts_with(b"GGUF") {
-            Self::read_gguf(path)
+        if bytes.starts_with(gguf::read::MAGIC) {
+            Self::parse_gguf(path, &bytes)
         } else {
             Self::parse_dat(path, &bytes).map_err(|e| match e {
                 Error::Imatrix { path, what } => Error::Imatrix {
@@ -147,9 +147,10 @@ impl ImatrixData {
         }
     }
 
-    fn read_gguf(path: &Path) -> Result<ImatrixData> {
-        let file = gguf::GgufFile::open(path)?;
-        let meta = &file.content.metadata;
+    /// Parses the GGUF format from `bytes`, the whole file (read once, by the caller).
+    fn parse_gguf(path: &Path, bytes: &[u8]) -> Result<ImatrixData> {
+        let content = gguf::file::parse_in(path, bytes)?;
+        let meta = &content.metadata;
         let datasets = match meta.get(KEY_DATASETS) {
             Some(Value::Array(Array::String(v))) => v
                 .iter()
@@ -160,7 +161,7 @@ impl ImatrixData {
         let u32_of = |k: &str| meta.get(k).and_then(|v| v.to_u64()).unwrap_or(0) as u32;
         let mut sums: BTreeMap<String, Vec<f32>> = BTreeMap::new();
         let mut counts: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-        for info in &file.content.tensors {
+        for info in &content.tensors {
             let f32s = || -> Result<Vec<f32>> {
                 if info.ggml_type != GgmlType::F32 {
                     return Err(bad(
@@ -168,8 +169,7 @@ impl ImatrixData {
                         format!("tensor {:?} is {}, expected F32", info.name, info.ggml_type),
                     ));
                 }
-                Ok(file
-                    .data(info)
+                Ok(gguf::file::tensor_bytes(bytes, &content, info)
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect())

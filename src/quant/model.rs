@@ -3,10 +3,12 @@
 //! verbatim, and set the metadata llama-quantize sets. Writing, checking and putting the file in
 //! place is the jobs layer's (`jobs::quantize`).
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
+use crate::arch::names;
 use crate::error::{Error, Result};
-use crate::gguf::{GgmlType, Metadata, Model, OutTensor, TensorData, Value};
+use crate::gguf::{GgmlType, Metadata, Model, ModelTensor, OutTensor, TensorData, Value};
 
 use super::imatrix::ImatrixData;
 use super::mix::{self, Choice, FileType, MixContext, TensorDesc};
@@ -116,8 +118,10 @@ pub fn convert_tensor(
     let n_per_row = *dims.first().unwrap_or(&1) as usize;
     let n: u64 = dims.iter().product();
     let mut f32s = vec![0f32; n as usize];
-    dequantize(from, bytes, &mut f32s)
-        .map_err(|e| Error::Invalid(format!("tensor {name:?}: {e}")))?;
+    dequantize(from, bytes, &mut f32s).map_err(|e| Error::InTensor {
+        name: name.to_string(),
+        source: Box::new(e),
+    })?;
     let n_mat = dims.get(2).copied().unwrap_or(1).max(1) as usize;
     match imatrix {
         Some(w) if n_mat > 1 => {
@@ -152,103 +156,78 @@ pub fn quantize_tensors<'a>(
     model: &'a Model,
     params: &QuantizeParams<'a>,
 ) -> Result<QuantizedModel<'a>> {
-    let ftype = params.ftype;
     // What llama.cpp's loader (and so llama-quantize) refuses is refused before anything is
     // planned or written: the mix is sized by the block count.
     crate::verify::check_loadable(model)?;
-    if let Some(im) = params.imatrix {
-        check_finite(im)?;
-    }
+    check_imatrix(params)?;
     let ctx = MixContext::from_metadata(model.metadata(), params.imatrix.is_some(), params.pure)?;
-    let choices = plan(model, ftype, &ctx)?;
+    let choices = plan(model, params.ftype, &ctx)?;
     let mut report = QuantizeReport {
         n_tensors: model.tensors.len(),
         ..Default::default()
     };
-    // Check everything that can fail before writing anything.
-    for (t, c) in model.tensors.iter().zip(&choices) {
-        let info = &t.info;
-        report.bytes_in += info.size;
-        if let Some(wanted) = c.fallback_from {
-            report.fallbacks.push((info.name.clone(), wanted, c.ty));
-        }
-        if c.ty == info.ggml_type {
-            continue;
-        }
-        if !can_dequantize(info.ggml_type) {
-            return Err(Error::QuantUnsupported {
-                ty: info.ggml_type,
-                op: "dequantize",
-            });
-        }
-        if is_quantized(info.ggml_type) {
-            report
-                .requantized
-                .push((info.name.clone(), info.ggml_type, c.ty));
-        }
-        if let Some(im) = params.imatrix {
-            let want = info.dims[0] * info.dims.get(2).copied().unwrap_or(1);
-            match im.get(&info.name) {
-                None => report.missing_imatrix.push(info.name.clone()),
-                Some(w) if w.len() as u64 != want && info.name != "token_embd.weight" => {
-                    return Err(Error::Invalid(format!(
-                        "importance vector of {:?} has {} values, the tensor needs {want}",
-                        info.name,
-                        w.len()
-                    )))
-                }
-                _ => {}
-            }
-        }
-        report.n_converted += 1;
-    }
-
-    let meta = output_metadata(model.metadata(), ftype, params);
+    // Every tensor's checks pass before any output size is computed, as before writing.
+    let fates = model
+        .tensors
+        .iter()
+        .zip(&choices)
+        .map(|(t, c)| {
+            let info = &t.info;
+            let fate = decide(
+                &mut report,
+                &info.name,
+                &info.dims,
+                info.ggml_type,
+                c,
+                params,
+            )?;
+            report.bytes_in += info.size;
+            Ok(fate)
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut tensors = Vec::with_capacity(model.tensors.len());
-    for (t, c) in model.tensors.iter().zip(&choices) {
-        let info = &t.info;
-        let to = c.ty;
-        let len = to.bytes_for(info.n_elements()).ok_or_else(|| {
-            Error::Invalid(format!(
-                "tensor {:?}: {} elements do not fit {to}",
-                info.name,
-                info.n_elements()
-            ))
-        })?;
-        report.bytes_out += len;
-        let data = if to == info.ggml_type {
-            model.copy_of(t)
-        } else {
-            let imatrix = params
-                .imatrix
-                .and_then(|im| im.get(&info.name))
-                .filter(|w| {
-                    w.len() as u64 == info.dims[0] * info.dims.get(2).copied().unwrap_or(1)
-                });
-            let from = info.ggml_type;
-            let bytes = model.data(t);
-            let name = info.name.clone();
-            let dims = info.dims.clone();
-            TensorData::Lazy {
-                len,
-                make: Box::new(move || {
-                    crate::interrupt::check()?;
-                    convert_tensor(&name, bytes, &dims, from, to, imatrix)
-                }),
-            }
-        };
-        tensors.push(OutTensor {
-            name: info.name.clone(),
-            dims: info.dims.clone(),
-            ggml_type: to,
-            data,
-        });
+    for ((t, c), fate) in model.tensors.iter().zip(&choices).zip(fates) {
+        tensors.push(model_tensor(model, t, c.ty, fate, &mut report)?);
     }
     Ok(QuantizedModel {
         version: model.shards[0].content.version,
-        metadata: meta,
+        metadata: output_metadata(model.metadata(), params.ftype, params),
         tensors,
         report,
+    })
+}
+
+/// One tensor of a whole-model quantization as the writer takes it: a verbatim copy, or a
+/// conversion from the model's bytes.
+fn model_tensor<'a>(
+    model: &'a Model,
+    t: &'a ModelTensor,
+    to: GgmlType,
+    fate: Fate<'a>,
+    report: &mut QuantizeReport,
+) -> Result<OutTensor<'a>> {
+    let info = &t.info;
+    let len = converted_len(&info.name, to, info.n_elements())?;
+    report.bytes_out += len;
+    let data = match fate {
+        Fate::Kept => model.copy_of(t),
+        Fate::Converted { importance } => Conversion {
+            name: info.name.clone(),
+            dims: info.dims.clone(),
+            from: info.ggml_type,
+            to,
+            len,
+            source: model.data(t),
+            changed: None,
+            importance: importance.map(Cow::Borrowed),
+        }
+        .into_data(),
+    };
+    Ok(OutTensor {
+        name: info.name.clone(),
+        dims: info.dims.clone(),
+        ggml_type: to,
+        data,
     })
 }
 
@@ -266,10 +245,7 @@ pub fn quantize_rewrite<'a>(
     rewrite: &mut crate::prune::Rewrite<'a>,
     params: &QuantizeParams,
 ) -> Result<QuantizeReport> {
-    let ftype = params.ftype;
-    if let Some(im) = params.imatrix {
-        check_finite(im)?;
-    }
+    check_imatrix(params)?;
     let choices = choose_types(rewrite, params)?;
     let mut report = QuantizeReport {
         n_tensors: rewrite.tensors.len(),
@@ -281,75 +257,159 @@ pub fn quantize_rewrite<'a>(
         .zip(&choices)
         .zip(&rewrite.sources)
     {
-        let from = t.ggml_type;
-        let to = c.ty;
-        let n_el: u64 = t.dims.iter().product();
         report.bytes_in += t.data.len();
-        if let Some(wanted) = c.fallback_from {
-            report.fallbacks.push((t.name.clone(), wanted, to));
+        match decide(&mut report, &t.name, &t.dims, t.ggml_type, c, params)? {
+            Fate::Kept => report.bytes_out += t.data.len(),
+            Fate::Converted { importance } => {
+                // Copied: the conversion outlives `params`.
+                let importance = importance.map(|w| Cow::Owned(w.to_vec()));
+                convert_in_place(model.data(src), t, c.ty, importance, &mut report)?;
+            }
         }
-        if to == from {
-            report.bytes_out += t.data.len();
-            continue;
+    }
+    rewrite.metadata = output_metadata(&rewrite.metadata, params.ftype, params);
+    Ok(report)
+}
+
+/// Turns a rewritten tensor into its conversion to `to`. A tensor an earlier step changed in
+/// memory (a healed ffn_down) converts from those bytes, not from the source file's.
+fn convert_in_place<'a>(
+    source: &'a [u8],
+    t: &mut OutTensor<'a>,
+    to: GgmlType,
+    importance: Option<Cow<'a, [f32]>>,
+    report: &mut QuantizeReport,
+) -> Result<()> {
+    let len = converted_len(&t.name, to, t.dims.iter().product())?;
+    report.bytes_out += len;
+    let changed = match std::mem::replace(&mut t.data, TensorData::Bytes(Vec::new())) {
+        TensorData::Bytes(b) => Some(b),
+        _ => None,
+    };
+    t.data = Conversion {
+        name: t.name.clone(),
+        dims: t.dims.clone(),
+        from: t.ggml_type,
+        to,
+        len,
+        source,
+        changed,
+        importance,
+    }
+    .into_data();
+    t.ggml_type = to;
+    Ok(())
+}
+
+/// What happens to one tensor, decided before anything is written.
+enum Fate<'i> {
+    /// It keeps its type and bytes.
+    Kept,
+    /// It is converted, steered by this importance vector if the matrix has one that fits.
+    Converted { importance: Option<&'i [f32]> },
+}
+
+/// Records one tensor's choice in `report` and checks that its conversion can run: the source
+/// type can be dequantized and the importance vector, if any, fits the rows.
+fn decide<'i>(
+    report: &mut QuantizeReport,
+    name: &str,
+    dims: &[u64],
+    from: GgmlType,
+    c: &Choice,
+    params: &QuantizeParams<'i>,
+) -> Result<Fate<'i>> {
+    if let Some(wanted) = c.fallback_from {
+        report.fallbacks.push((name.to_string(), wanted, c.ty));
+    }
+    if c.ty == from {
+        return Ok(Fate::Kept);
+    }
+    if !can_dequantize(from) {
+        return Err(Error::QuantUnsupported {
+            ty: from,
+            op: "dequantize",
+        });
+    }
+    if is_quantized(from) {
+        report.requantized.push((name.to_string(), from, c.ty));
+    }
+    let importance = match params.imatrix {
+        None => None,
+        Some(im) => importance_of(im, name, dims, report)?,
+    };
+    report.n_converted += 1;
+    Ok(Fate::Converted { importance })
+}
+
+/// The importance vector a tensor converts with: `None` if the matrix has no entry (noted in
+/// the report) or, for token_embd, one of the wrong length, which llama-quantize tolerates
+/// (it never uses one); any other length is refused.
+fn importance_of<'i>(
+    im: &'i ImatrixData,
+    name: &str,
+    dims: &[u64],
+    report: &mut QuantizeReport,
+) -> Result<Option<&'i [f32]>> {
+    // One value per column of each expert matrix.
+    let want = dims[0] * dims.get(2).copied().unwrap_or(1);
+    match im.get(name) {
+        None => {
+            report.missing_imatrix.push(name.to_string());
+            Ok(None)
         }
-        if !can_dequantize(from) {
-            return Err(Error::QuantUnsupported {
-                ty: from,
-                op: "dequantize",
-            });
-        }
-        if is_quantized(from) {
-            report.requantized.push((t.name.clone(), from, to));
-        }
-        let want = t.dims[0] * t.dims.get(2).copied().unwrap_or(1);
-        let weights: Option<Vec<f32>> = match params.imatrix {
-            None => None,
-            Some(im) => match im.get(&t.name) {
-                None => {
-                    report.missing_imatrix.push(t.name.clone());
-                    None
-                }
-                Some(w) if w.len() as u64 == want => Some(w.to_vec()),
-                // llama-quantize tolerates a mismatched token_embd entry (it never uses one).
-                Some(_) if t.name == "token_embd.weight" => None,
-                Some(w) => {
-                    return Err(Error::Invalid(format!(
-                        "importance vector of {:?} has {} values, the tensor needs {want}",
-                        t.name,
-                        w.len()
-                    )))
-                }
-            },
-        };
-        let len = to.bytes_for(n_el).ok_or_else(|| {
-            Error::Invalid(format!(
-                "tensor {:?}: {n_el} elements do not fit {to}",
-                t.name
-            ))
-        })?;
-        report.bytes_out += len;
-        report.n_converted += 1;
-        // A tensor an earlier step changed in memory (a healed ffn_down) converts from those
-        // bytes, not from the source file's.
-        let changed = match std::mem::replace(&mut t.data, TensorData::Bytes(Vec::new())) {
-            TensorData::Bytes(b) => Some(b),
-            _ => None,
-        };
-        let bytes = model.data(src);
-        let name = t.name.clone();
-        let dims = t.dims.clone();
-        t.ggml_type = to;
-        t.data = TensorData::Lazy {
-            len,
+        Some(w) if w.len() as u64 == want => Ok(Some(w)),
+        Some(_) if name == names::TOKEN_EMBD => Ok(None),
+        Some(w) => Err(Error::ImportanceLength {
+            name: name.to_string(),
+            got: w.len(),
+            want,
+        }),
+    }
+}
+
+/// The bytes `n_el` elements take as `to`.
+fn converted_len(name: &str, to: GgmlType, n_el: u64) -> Result<u64> {
+    to.bytes_for(n_el).ok_or_else(|| Error::ElementsDoNotFit {
+        name: name.to_string(),
+        n_el,
+        ty: to,
+    })
+}
+
+/// One tensor's conversion, run when the writer reaches it (one in memory at a time).
+struct Conversion<'a> {
+    name: String,
+    dims: Vec<u64>,
+    from: GgmlType,
+    to: GgmlType,
+    /// Bytes of the converted tensor.
+    len: u64,
+    /// The tensor's bytes in the source file.
+    source: &'a [u8],
+    /// Bytes an earlier step made in memory, converted instead of `source`.
+    changed: Option<Vec<u8>>,
+    importance: Option<Cow<'a, [f32]>>,
+}
+
+impl<'a> Conversion<'a> {
+    fn into_data(self) -> TensorData<'a> {
+        TensorData::Lazy {
+            len: self.len,
             make: Box::new(move || {
                 crate::interrupt::check()?;
-                let from_bytes = changed.as_deref().unwrap_or(bytes);
-                convert_tensor(&name, from_bytes, &dims, from, to, weights.as_deref())
+                let bytes = self.changed.as_deref().unwrap_or(self.source);
+                convert_tensor(
+                    &self.name,
+                    bytes,
+                    &self.dims,
+                    self.from,
+                    self.to,
+                    self.importance.as_deref(),
+                )
             }),
-        };
+        }
     }
-    rewrite.metadata = output_metadata(&rewrite.metadata, ftype, params);
-    Ok(report)
 }
 
 /// The type [`quantize_rewrite`] will give each tensor of `rewrite`, by output name; healing
@@ -384,13 +444,18 @@ fn choose_types(
     mix::choose_types(params.ftype, &ctx, &descs)
 }
 
-/// llama-quantize refuses these too: one NaN poisons every block it touches.
-fn check_finite(im: &ImatrixData) -> Result<()> {
+/// The importance matrix, if any, holds only finite values: llama-quantize refuses the others
+/// too, since one NaN poisons every block it touches.
+fn check_imatrix(params: &QuantizeParams) -> Result<()> {
+    let Some(im) = params.imatrix else {
+        return Ok(());
+    };
     for (name, e) in &im.entries {
         if let Some(v) = e.sums.iter().find(|v| !v.is_finite()) {
-            return Err(Error::Invalid(format!(
-                "importance matrix entry {name:?} holds a non-finite value ({v})"
-            )));
+            return Err(Error::ImatrixNonFinite {
+                name: name.clone(),
+                value: *v,
+            });
         }
     }
     Ok(())
