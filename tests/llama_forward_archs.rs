@@ -253,6 +253,8 @@ struct Variant {
     rope_factors: Option<u32>,
     /// phi3 with `rope_factors`: leave out `rope.scaling.attn_factor`.
     no_rope_attn_factor: bool,
+    /// `rope.scaling.type`, `.factor` and `.original_context_length` (llama: YaRN).
+    rope_scaling: Option<(&'static str, f32, u32)>,
 }
 
 impl Arch {
@@ -352,6 +354,14 @@ impl Arch {
                 }
             }
             Arch::Qwen2 | Arch::Qwen3 | Arch::Llama => {}
+        }
+        if let Some((ty, factor, orig)) = v.rope_scaling {
+            meta.set(&key("rope.scaling.type"), Value::String(ty.into()));
+            meta.set(&key("rope.scaling.factor"), Value::F32(factor));
+            meta.set(
+                &key("rope.scaling.original_context_length"),
+                Value::U32(orig),
+            );
         }
         for (k, val) in s.meta.iter() {
             if k.starts_with("tokenizer.") {
@@ -542,9 +552,28 @@ fn ours_vs(model: &Path, base: &Path) -> (f64, f64, f64) {
     (f("kl_mean"), f("top1"), f("ppl"))
 }
 
+/// How close to llama.cpp a file must come (and how far its controls must stay).
+#[derive(Clone, Copy)]
+struct Bounds {
+    /// Mean KL(llama.cpp || gguf-prune) below this.
+    kl: f64,
+    /// Our perplexity within this fraction of llama-perplexity's.
+    ppl: f64,
+}
+
+const DEFAULT_BOUNDS: Bounds = Bounds {
+    kl: KL_BOUND,
+    ppl: PPL_TOL,
+};
+
 /// Builds `arch`, checks llama.cpp against us, then each negative control against the same
 /// llama.cpp logits.
 fn check(arch: Arch, variant: Variant, controls: &[(&str, Variant)]) {
+    check_within(arch, variant, controls, DEFAULT_BOUNDS)
+}
+
+/// [`check`] with other bounds.
+fn check_within(arch: Arch, variant: Variant, controls: &[(&str, Variant)], bounds: Bounds) {
     let dir = common::workdir();
     let text = excerpt(dir.path());
     let model = arch.write(variant, dir.path(), "model.gguf");
@@ -561,13 +590,13 @@ fn check(arch: Arch, variant: Variant, controls: &[(&str, Variant)]) {
         arch.name()
     );
     assert!(
-        (-1e-4..KL_BOUND).contains(&kl),
+        (-1e-4..bounds.kl).contains(&kl),
         "{}: KL(llama.cpp || gguf-prune) = {kl}",
         arch.name()
     );
     assert!(top1 > 0.95, "{}: top-1 agreement {top1}", arch.name());
     assert!(
-        (ppl / llama_ppl - 1.0).abs() < PPL_TOL,
+        (ppl / llama_ppl - 1.0).abs() < bounds.ppl,
         "{}: PPL ours {ppl} vs llama-perplexity {llama_ppl}",
         arch.name()
     );
@@ -579,7 +608,7 @@ fn check(arch: Arch, variant: Variant, controls: &[(&str, Variant)]) {
             arch.name()
         );
         assert!(
-            kl_wrong > KL_BOUND,
+            kl_wrong > bounds.kl,
             "{} control ({what}) should not match llama.cpp, KL {kl_wrong}",
             arch.name()
         );
@@ -696,6 +725,38 @@ fn llama3_rope_freqs_match_llama_cpp() {
             ..Variant::default()
         },
         &[("rope_freqs left out", Variant::default())],
+    );
+}
+
+/// YaRN RoPE (`rope.scaling.type = yarn`, as gpt-oss and long-context Qwen files have) on
+/// SmolLM2's own layout. With an original context of 128 and a factor of 4, -c 512 is past the
+/// original context and YaRN's ramp covers pairs 0 to 9 of 32 (RoPE base 1e5): the fast pairs
+/// keep their angles, the rest turn 4 times slower, and cos and sin grow by 1 + 0.1 ln 4. Held
+/// to the bounds (mean KL below 1e-4, perplexity within 0.1%); the controls read the
+/// same factor as linear scaling, or no scaling at all.
+#[test]
+fn llama_yarn_rope_matches_llama_cpp() {
+    let yarn = Variant {
+        rope_scaling: Some(("yarn", 4.0, 128)),
+        ..Variant::default()
+    };
+    check_within(
+        Arch::Llama,
+        yarn,
+        &[
+            (
+                "linear scaling by the same factor",
+                Variant {
+                    rope_scaling: Some(("linear", 4.0, 128)),
+                    ..Variant::default()
+                },
+            ),
+            ("no rope scaling", Variant::default()),
+        ],
+        Bounds {
+            kl: 1e-4,
+            ppl: 1e-3,
+        },
     );
 }
 

@@ -102,6 +102,7 @@ impl Forward<'_> {
                     factors: self.rope_factors.for_ctx(len, hp.n_ctx_orig),
                     mscale: hp.rope_attn_factor,
                     style,
+                    yarn: hp.rope_yarn,
                 };
                 rope.apply(qw, nh, hdk);
                 rope.apply(kw, nkv, hdk);

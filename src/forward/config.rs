@@ -8,6 +8,8 @@ use crate::arch::format::{self, Role, SLIDING_WINDOW_PATTERN};
 use crate::error::{Error, Result};
 use crate::gguf::{arch_key, Metadata, Value};
 
+use super::ops::Yarn;
+
 /// Hyper-parameters of one model, resolved per layer.
 #[derive(Clone, Debug)]
 pub struct Hparams {
@@ -23,9 +25,15 @@ pub struct Hparams {
     pub rope_base: f32,
     pub rope_base_swa: f32,
     pub rope_freq_scale: f32,
-    /// Scale of RoPE's cos and sin (`{arch}.rope.scaling.attn_factor`, llama.cpp's
-    /// `rope_attn_factor`, e.g. phi3 long-context models): q and k are both multiplied by it.
+    /// Scale of RoPE's cos and sin (llama.cpp's `attn_factor` as ggml_rope_ext gets it):
+    /// `{arch}.rope.scaling.attn_factor` (e.g. phi3 long-context models), under YaRN times
+    /// llama.cpp's magnitude correction divided by the one ggml applies again (about 1). q and k
+    /// are both multiplied by it.
     pub rope_attn_factor: f32,
+    /// YaRN's ramp between extrapolated and interpolated angles, for
+    /// `rope.scaling.type = yarn` (llama.cpp's defaults: the llama and openai-moe loaders read
+    /// no `yarn_*` keys).
+    pub rope_yarn: Option<Yarn>,
     /// Context length beyond which llama.cpp uses phi3's long RoPE factors instead of the short
     /// ones (`rope.scaling.original_context_length`, else `context_length`).
     pub n_ctx_orig: usize,
@@ -134,6 +142,7 @@ struct RopeHparams {
     freq_scale: f32,
     attn_factor: f32,
     n_ctx_orig: usize,
+    yarn: Option<Yarn>,
 }
 
 /// Which layers slide, their window and their RoPE base.
@@ -209,6 +218,7 @@ impl Hparams {
             rope_base_swa: sliding.rope_base,
             rope_freq_scale: rope.freq_scale,
             rope_attn_factor: rope.attn_factor,
+            rope_yarn: rope.yarn,
             n_ctx_orig: rope.n_ctx_orig,
             swa: sliding.swa,
             swa_window: sliding.window,
@@ -325,36 +335,72 @@ fn read_heads(arch: &str, meta: &Metadata, n_layer: usize, n_embd: usize) -> Res
     })
 }
 
-/// RoPE's base, its linear scaling (other scalings are refused) and the original context.
+/// RoPE's base, its linear or YaRN scaling (other scalings are refused), its attention factor
+/// and the original context, as llama.cpp's loader (`llama-model.cpp`) and context
+/// (`llama-context.cpp`) set them.
 fn read_rope(arch: &str, meta: &Metadata) -> Result<RopeHparams> {
     let k = |s: &str| arch_key(arch, s);
     let base = scalar(meta, &k("rope.freq_base"))?.unwrap_or(10000.0) as f32;
-    match meta.get(&k("rope.scaling.type")).and_then(Value::as_str) {
-        None | Some("none") | Some("linear") => {}
+    let yarn = match meta.get(&k("rope.scaling.type")).and_then(Value::as_str) {
+        None | Some("none") | Some("linear") => false,
+        Some("yarn") => true,
         Some(other) => {
             return Err(Error::Unsupported {
                 arch: arch.into(),
                 what: format!("rope scaling {other:?}"),
             })
         }
-    }
+    };
     let factor = match scalar(meta, &k("rope.scaling.factor"))? {
         Some(f) => Some(f),
         None => scalar(meta, &k("rope.scale_linear"))?,
     };
     let rope_freq_scale = factor.filter(|&f| f != 0.0).map_or(1.0, |f| 1.0 / f) as f32;
-    let rope_attn_factor = scalar(meta, &k("rope.scaling.attn_factor"))?.unwrap_or(1.0) as f32;
-    let n_ctx_orig = match scalar(meta, &k("rope.scaling.original_context_length"))? {
-        Some(v) => Some(v),
-        None => scalar(meta, &k("context_length"))?,
+    let key_attn_factor = scalar(meta, &k("rope.scaling.attn_factor"))?.unwrap_or(1.0) as f32;
+    let original = scalar(meta, &k("rope.scaling.original_context_length"))?;
+    let train = scalar(meta, &k("context_length"))?;
+    let n_ctx_orig = original.or(train).map_or(usize::MAX, |v| v as usize);
+    if !yarn {
+        return Ok(RopeHparams {
+            base,
+            freq_scale: rope_freq_scale,
+            attn_factor: key_attn_factor,
+            n_ctx_orig,
+            yarn: None,
+        });
     }
-    .map_or(usize::MAX, |v| v as usize);
+    // The context YaRN corrects for: llama.cpp's `n_ctx_orig_yarn`, the training context when
+    // the original one is missing or 0.
+    let yarn_ctx = original
+        .filter(|&v| v != 0.0)
+        .or(train)
+        .ok_or_else(|| Error::MissingKey {
+            key: k("context_length"),
+        })? as usize;
     Ok(RopeHparams {
         base,
         freq_scale: rope_freq_scale,
-        attn_factor: rope_attn_factor,
+        attn_factor: yarn_attn_factor(1.0 / rope_freq_scale) * key_attn_factor,
         n_ctx_orig,
+        yarn: Some(Yarn {
+            ext_factor: 1.0,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            n_ctx_orig: yarn_ctx,
+        }),
     })
+}
+
+/// llama.cpp's YaRN attention factor before `rope.scaling.attn_factor`: its magnitude
+/// correction `1 + 0.1 ln factor` (1 when not stretching), divided by the one ggml's rope
+/// multiplies in again, in llama-context.cpp's float order.
+fn yarn_attn_factor(factor: f32) -> f32 {
+    let mscale = if factor <= 1.0 {
+        1.0
+    } else {
+        0.1 * factor.ln() + 1.0
+    };
+    mscale * (1.0 / (1.0 + 0.1 * factor.ln()))
 }
 
 /// Which layers use sliding-window attention, the window, and their RoPE base (`rope_base`
@@ -544,10 +590,58 @@ mod tests {
             ],
         );
         assert_eq!((h.rope_attn_factor, h.n_ctx_orig), (1.19, 4096));
+        assert_eq!(h.rope_yarn, None);
         let h = hp("phi3", &[("attention.sliding_window", Value::U32(2048))]);
         assert!(
             h.swa.iter().all(|s| !s),
             "llama.cpp disables phi3's sliding window"
         );
+    }
+
+    /// gpt-oss's RoPE keys: YaRN with llama.cpp's fixed betas over the original context, and
+    /// an attention factor whose two magnitude corrections cancel.
+    #[test]
+    fn yarn_scaling() {
+        let yarn = |extra: &[(&str, Value)]| {
+            let mut keys = vec![
+                ("rope.scaling.type", Value::String(b"yarn".to_vec())),
+                ("rope.scaling.factor", Value::F32(32.0)),
+            ];
+            keys.extend(extra.iter().cloned());
+            let spec = ForwardSpec::for_arch("llama").unwrap();
+            Hparams::read("llama", &meta("llama", &keys), &spec)
+        };
+        let h = yarn(&[
+            ("context_length", Value::U32(131072)),
+            ("rope.scaling.original_context_length", Value::U32(4096)),
+        ])
+        .unwrap();
+        let y = h.rope_yarn.unwrap();
+        assert_eq!(
+            (y.ext_factor, y.beta_fast, y.beta_slow, y.n_ctx_orig),
+            (1.0, 32.0, 1.0, 4096)
+        );
+        assert_eq!(h.rope_freq_scale, 1.0 / 32.0);
+        assert!((h.rope_attn_factor - 1.0).abs() < 1e-6);
+        let h = yarn(&[
+            ("context_length", Value::U32(2048)),
+            ("rope.scaling.attn_factor", Value::F32(0.5)),
+        ])
+        .unwrap();
+        assert_eq!(h.rope_yarn.unwrap().n_ctx_orig, 2048);
+        assert!((h.rope_attn_factor - 0.5).abs() < 1e-6);
+        assert!(
+            matches!(yarn(&[]), Err(Error::MissingKey { key }) if key == "llama.context_length")
+        );
+        let longrope = hp_err(
+            "llama",
+            &[("rope.scaling.type", Value::String(b"longrope".to_vec()))],
+        );
+        assert!(matches!(longrope, Error::Unsupported { .. }));
+    }
+
+    fn hp_err(arch: &str, extra: &[(&str, Value)]) -> Error {
+        let spec = ForwardSpec::for_arch(arch).unwrap();
+        Hparams::read(arch, &meta(arch, extra), &spec).unwrap_err()
     }
 }

@@ -36,13 +36,59 @@ pub fn rope(
         factors: None,
         mscale: 1.0,
         style,
+        yarn: None,
     }
     .apply(x, n_head, head_dim)
 }
 
-/// RoPE as ggml_rope_ext computes it without YaRN extrapolation: pair i of position p turns by
+/// YaRN's correction of interpolated RoPE (ggml's `rope_yarn`, on when llama.cpp's
+/// `yarn_ext_factor` is not 0, i.e. for `rope.scaling.type = yarn`): pairs that turn fast
+/// enough over the original context keep their extrapolated (unscaled) angle, slow ones take the
+/// interpolated one (times `freq_scale`), and a linear ramp between two pair indices blends them;
+/// cos and sin are scaled by `1 + 0.1 ln(1 / freq_scale)` on top of the attention factor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Yarn {
+    /// Weight of the ramp (llama.cpp's `yarn_ext_factor`, 1 for YaRN files).
+    pub ext_factor: f32,
+    /// Rotations over the original context above which a pair extrapolates (llama.cpp's
+    /// `yarn_beta_fast`, 32).
+    pub beta_fast: f32,
+    /// Rotations below which a pair interpolates (`yarn_beta_slow`, 1).
+    pub beta_slow: f32,
+    /// The context the model was trained on (`rope.scaling.original_context_length`).
+    pub n_ctx_orig: usize,
+}
+
+impl Yarn {
+    /// The pair indices where the ramp starts and ends (ggml's `ggml_rope_yarn_corr_dims`): the
+    /// pair that turns `beta` times over the original context is
+    /// `n_rot ln(n_ctx_orig / (2 pi beta)) / (2 ln base)`.
+    pub fn corr_dims(&self, n_rot: usize, base: f32) -> (f32, f32) {
+        let dim = |beta: f32| {
+            n_rot as f32 * (self.n_ctx_orig as f32 / (beta * 2.0 * std::f32::consts::PI)).ln()
+                / (2.0 * base.ln())
+        };
+        let start = dim(self.beta_fast).floor();
+        let end = dim(self.beta_slow).ceil();
+        (start.max(0.0), end.min(n_rot as f32 - 1.0))
+    }
+
+    /// How much of pair `i`'s angle is extrapolated: 1 below `low`, 0 above `high`, linear
+    /// between (ggml's `rope_yarn_ramp`), times the ramp's weight.
+    fn mix(&self, (low, high): (f32, f32), i: usize) -> f32 {
+        let y = (i as f32 - low) / (high - low).max(0.001);
+        (1.0 - y.max(0.0).min(1.0)) * self.ext_factor
+    }
+
+    /// The magnitude correction for interpolating by `freq_scale`.
+    fn mscale(&self, freq_scale: f32) -> f32 {
+        1.0 + 0.1 * (1.0 / freq_scale).ln()
+    }
+}
+
+/// RoPE as ggml_rope_ext computes it: pair i of position p turns by
 /// `p * freq_scale * base^(-2i/n_rot) / factors[i]`, and cos and sin are scaled by `mscale`
-/// (llama.cpp's attention factor).
+/// (llama.cpp's attention factor); with `yarn`, YaRN blends in the unscaled angle (see [`Yarn`]).
 pub struct Rope<'a> {
     pub n_rot: usize,
     pub base: f32,
@@ -51,6 +97,7 @@ pub struct Rope<'a> {
     pub factors: Option<&'a [f32]>,
     pub mscale: f32,
     pub style: RopeStyle,
+    pub yarn: Option<Yarn>,
 }
 
 impl Rope<'_> {
@@ -69,17 +116,36 @@ impl Rope<'_> {
             })
             .collect();
         let freq_scale = self.freq_scale;
+        // Per pair, the share of the extrapolated angle (none without YaRN).
+        let yarn = self.yarn.map(|y| {
+            let dims = y.corr_dims(n_rot, self.base);
+            let mix: Vec<f32> = (0..half).map(|i| y.mix(dims, i)).collect();
+            (mix, mscale * y.mscale(freq_scale))
+        });
         x.par_chunks_mut(n_head * head_dim)
             .enumerate()
             .for_each(|(pos, tok)| {
-                let p = pos as f32 * freq_scale;
-                let cs: Vec<(f32, f32)> = inv
-                    .iter()
-                    .map(|&f| {
-                        let t = p * f;
-                        (t.cos() * mscale, t.sin() * mscale)
-                    })
-                    .collect();
+                let cs: Vec<(f32, f32)> = match &yarn {
+                    None => {
+                        let p = pos as f32 * freq_scale;
+                        inv.iter()
+                            .map(|&f| {
+                                let t = p * f;
+                                (t.cos() * mscale, t.sin() * mscale)
+                            })
+                            .collect()
+                    }
+                    Some((mix, m)) => inv
+                        .iter()
+                        .zip(mix)
+                        .map(|(&f, &mix)| {
+                            let extrap = pos as f32 * f;
+                            let interp = freq_scale * extrap;
+                            let t = interp * (1.0 - mix) + extrap * mix;
+                            (t.cos() * m, t.sin() * m)
+                        })
+                        .collect(),
+                };
                 for head in tok.chunks_mut(head_dim) {
                     for (i, &(c, s)) in cs.iter().enumerate() {
                         let (a, b) = match style {
@@ -194,10 +260,48 @@ mod tests {
             factors: Some(&[2.0]),
             mscale: 3.0,
             style: RopeStyle::Neox,
+            yarn: None,
         }
         .apply(&mut x, 1, 2);
         assert!((x[2] - 3.0 * 0.5f32.cos()).abs() < 1e-6);
         assert!((x[3] - 3.0 * 0.5f32.sin()).abs() < 1e-6);
+    }
+
+    /// YaRN on 2 pairs, base 10000, 4x interpolation, original context 128: the ramp runs
+    /// from pair floor(4 ln(128 / 64 pi) / 2 ln 10^4) = floor(-0.098) -> 0 to
+    /// ceil(4 ln(128 / 2 pi) / 2 ln 10^4) = ceil(0.654) = 1, so pair 0 keeps its unscaled angle
+    /// and pair 1 takes the interpolated one; both are scaled by 1 + 0.1 ln 4.
+    #[test]
+    fn yarn_extrapolates_fast_pairs_and_interpolates_slow_ones() {
+        let yarn = Yarn {
+            ext_factor: 1.0,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            n_ctx_orig: 128,
+        };
+        assert_eq!(yarn.corr_dims(4, 10000.0), (0.0, 1.0));
+        // Position 1, one head of 4 values (NEOX pairs (0, 2) and (1, 3)).
+        let mut x = vec![0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0];
+        Rope {
+            n_rot: 4,
+            base: 10000.0,
+            freq_scale: 0.25,
+            factors: None,
+            mscale: 2.0,
+            style: RopeStyle::Neox,
+            yarn: Some(yarn),
+        }
+        .apply(&mut x, 1, 4);
+        let m = 2.0 * (1.0 + 0.1 * 4f32.ln());
+        let (t0, t1) = (1.0f32, 0.25f32 * 0.01);
+        let want = [m * t0.cos(), m * t1.cos(), m * t0.sin(), m * t1.sin()];
+        for (got, want) in x[4..].iter().zip(want) {
+            assert!((got - want).abs() < 1e-6, "{:?} vs {want:?}", &x[4..]);
+        }
+        // Halfway up a ramp from 0 to 2, half of each angle.
+        assert_eq!(yarn.mix((0.0, 2.0), 1), 0.5);
+        assert_eq!(yarn.mix((1.0, 1.0), 0), 1.0);
+        assert_eq!(yarn.mix((1.0, 1.0), 2), 0.0);
     }
 
     #[test]
