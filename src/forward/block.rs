@@ -15,6 +15,8 @@ pub struct BlockWeights {
     pub(super) q_norm: Option<Vec<f32>>,
     pub(super) k_norm: Option<Vec<f32>>,
     pub(super) post_attn_norm: Option<Vec<f32>>,
+    /// One softmax sink logit per head (gpt-oss), where the recipe has them.
+    pub(super) attn_sinks: Option<Vec<f32>>,
     pub(super) ffn_norm: Vec<f32>,
     pub(super) gate: Linear,
     pub(super) up: Linear,
@@ -100,6 +102,9 @@ impl Forward<'_> {
             &p(ATTN_OUTPUT),
             &[prod(hp.n_head, hdv).or(Some(u64::MAX)), d],
         )?;
+        if self.spec.attn_sinks {
+            self.shape(&p(ATTN_SINKS), &[Some(hp.n_head as u64)])?;
+        }
         let up = self.shape(&p(FFN_UP), &[d, None])?[1];
         let n_ff = if self.has(&p(FFN_GATE)) {
             self.shape(&p(FFN_GATE), &[d, Some(up)])?;
@@ -181,6 +186,11 @@ impl Forward<'_> {
             q_norm,
             k_norm,
             post_attn_norm,
+            attn_sinks: self
+                .spec
+                .attn_sinks
+                .then(|| self.vector(&p(ATTN_SINKS)))
+                .transpose()?,
             ffn_norm: self.vector(&p(FFN_NORM))?,
             gate,
             up,
