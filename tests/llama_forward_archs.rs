@@ -206,6 +206,33 @@ fn wide_output(o: &T, wide: usize, seed: u64) -> T {
     }
 }
 
+/// granite's multipliers in the granite_swa file (Granite 4's are 12, 0.22, 1/128 and 8; these
+/// are milder, so that the stored weights compensating them stay SmolLM2's up to a factor).
+struct GraniteScales {
+    embedding: f32,
+    residual: f32,
+    attention: f32,
+    logit: f32,
+}
+
+const GRANITE: GraniteScales = GraniteScales {
+    embedding: 4.0,
+    residual: 0.5,
+    attention: 0.1,
+    logit: 2.0,
+};
+
+/// granite_swa's sliding layers (window 64), a per-layer array as llama.cpp requires.
+const GRANITE_SWA_PATTERN: &[bool] = &[true, false, true, true, false, true];
+
+/// A block half's output weight multiplied by 1 / residual_scale, so that the scaled output is
+/// SmolLM2's.
+fn granite_residual(w: &T) -> T {
+    let mut w = w.clone();
+    w.data.iter_mut().for_each(|x| *x /= GRANITE.residual);
+    w
+}
+
 fn ones_plus_noise(seed: u64, n: usize, scale: f32, center: f32) -> T {
     T::vector(
         support::noise(seed, n, scale)
@@ -224,6 +251,9 @@ enum Arch {
     Phi3,
     /// SmolLM2's own layout, for llama3's `rope_freqs.weight`.
     Llama,
+    /// SmolLM2's layout with granite's multipliers, attention sinks and a per-layer sliding
+    /// window pattern.
+    GraniteSwa,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -255,6 +285,8 @@ struct Variant {
     no_rope_attn_factor: bool,
     /// `rope.scaling.type`, `.factor` and `.original_context_length` (llama: YaRN).
     rope_scaling: Option<(&'static str, f32, u32)>,
+    /// granite_swa: every sink at -1e30, which is the same as no sinks.
+    no_sinks: bool,
 }
 
 impl Arch {
@@ -265,13 +297,14 @@ impl Arch {
             Arch::Gemma2 => "gemma2",
             Arch::Phi3 => "phi3",
             Arch::Llama => "llama",
+            Arch::GraniteSwa => "granite_swa",
         }
     }
 
     fn head_dim(self) -> usize {
         match self {
             Arch::Qwen3 | Arch::Gemma2 => WIDE_HEAD,
-            Arch::Qwen2 | Arch::Phi3 | Arch::Llama => HEAD_DIM,
+            Arch::Qwen2 | Arch::Phi3 | Arch::Llama | Arch::GraniteSwa => HEAD_DIM,
         }
     }
 
@@ -353,6 +386,18 @@ impl Arch {
                     }
                 }
             }
+            Arch::GraniteSwa => {
+                meta.set(&key("attention.sliding_window"), Value::U32(64));
+                meta.set(
+                    &key("attention.sliding_window_pattern"),
+                    Value::Array(gguf::Array::Bool(GRANITE_SWA_PATTERN.to_vec())),
+                );
+                let g = GRANITE;
+                meta.set(&key("embedding_scale"), Value::F32(g.embedding));
+                meta.set(&key("residual_scale"), Value::F32(g.residual));
+                meta.set(&key("attention.scale"), Value::F32(g.attention));
+                meta.set(&key("logit_scale"), Value::F32(g.logit));
+            }
             Arch::Qwen2 | Arch::Qwen3 | Arch::Llama => {}
         }
         if let Some((ty, factor, orig)) = v.rope_scaling {
@@ -380,6 +425,12 @@ impl Arch {
             e.data.iter_mut().for_each(|x| *x /= f);
             out.push(("token_embd.weight".into(), e));
             out_norm.data.iter_mut().for_each(|x| *x *= f);
+        } else if self == Arch::GraniteSwa {
+            // Stored so that the multipliers give back SmolLM2's embeddings and logits.
+            let mut e = embd.clone();
+            e.data.iter_mut().for_each(|x| *x /= GRANITE.embedding);
+            out.push(("token_embd.weight".into(), e));
+            out_norm.data.iter_mut().for_each(|x| *x *= GRANITE.logit);
         } else {
             out.push(("token_embd.weight".into(), embd.clone()));
         }
@@ -415,7 +466,7 @@ impl Arch {
             let seed = (self as u64 + 1) * 1000 + il as u64 * 10;
             let p = |n: &str| format!("blk.{il}.{n}");
             let w = |n: &str| src(&format!("blk.{from}.{n}.weight"));
-            let (q, k) = if self == Arch::Llama {
+            let (q, k) = if matches!(self, Arch::Llama | Arch::GraniteSwa) {
                 (w("attn_q").clone(), w("attn_k").clone())
             } else {
                 (
@@ -466,7 +517,17 @@ impl Arch {
                     ));
                 }
             }
-            out.push((p("attn_output.weight"), o));
+            if self == Arch::GraniteSwa {
+                out.push((p("attn_output.weight"), granite_residual(&o)));
+                let sinks = if v.no_sinks {
+                    vec![-1e30; N_HEAD]
+                } else {
+                    support::noise(seed + 12, N_HEAD, 3.0)
+                };
+                out.push((p("attn_sinks.weight"), T::vector(sinks)));
+            } else {
+                out.push((p("attn_output.weight"), o));
+            }
             if self == Arch::Qwen3 {
                 out.push((
                     p("attn_q_norm.weight"),
@@ -500,7 +561,13 @@ impl Arch {
                 out.push((p("ffn_gate.weight"), w("ffn_gate").clone()));
                 out.push((p("ffn_up.weight"), w("ffn_up").clone()));
             }
-            out.push((p("ffn_down.weight"), w("ffn_down").clone()));
+            let down = w("ffn_down");
+            let down = if self == Arch::GraniteSwa {
+                granite_residual(down)
+            } else {
+                down.clone()
+            };
+            out.push((p("ffn_down.weight"), down));
         }
         (meta, out)
     }
@@ -752,6 +819,38 @@ fn llama_yarn_rope_matches_llama_cpp() {
                 },
             ),
             ("no rope scaling", Variant::default()),
+        ],
+        Bounds {
+            kl: 1e-4,
+            ppl: 1e-3,
+        },
+    );
+}
+
+/// Attention sinks on a dense architecture (granite_swa, the one besides gpt-oss that has them
+/// in llama.cpp), with granite's four multipliers and a per-layer sliding-window pattern, held
+/// to the bounds. Controls: sinks at -1e30 (no sinks), the file read as llama (no sinks,
+/// multipliers or window).
+#[test]
+fn granite_swa_sinks_match_llama_cpp() {
+    check_within(
+        Arch::GraniteSwa,
+        Variant::default(),
+        &[
+            (
+                "sinks at -1e30 (ignored)",
+                Variant {
+                    no_sinks: true,
+                    ..Variant::default()
+                },
+            ),
+            (
+                "read as llama",
+                Variant {
+                    label_as: Some("llama"),
+                    ..Variant::default()
+                },
+            ),
         ],
         Bounds {
             kl: 1e-4,

@@ -76,6 +76,10 @@ pub struct ForwardSpec {
     /// softmax's denominator.
     #[serde(default)]
     pub attn_sinks: bool,
+    /// granite: the `embedding_scale`, `residual_scale`, `attention.scale` and `logit_scale`
+    /// multipliers (llama.cpp's "For Granite architectures" steps).
+    #[serde(default)]
+    pub granite_scales: bool,
     /// The window of sliding layers when `{arch}.attention.sliding_window` is absent.
     #[serde(default)]
     pub swa_default_window: Option<u32>,

@@ -68,6 +68,9 @@ impl Forward<'_> {
         if let Some(pn) = &w.post_attn_norm {
             ops::rms_norm(&mut a, d, Some(pn), hp.eps);
         }
+        if hp.residual_scale != 1.0 {
+            a.iter_mut().for_each(|v| *v *= hp.residual_scale);
+        }
         x.data.iter_mut().zip(&a).for_each(|(x, a)| *x += a);
         Ok(())
     }

@@ -302,6 +302,9 @@ impl Forward<'_> {
         if let Some(pn) = &w.post_ffn_norm {
             ops::rms_norm(&mut f, d, Some(pn), hp.eps);
         }
+        if hp.residual_scale != 1.0 {
+            f.iter_mut().for_each(|v| *v *= hp.residual_scale);
+        }
         obs.ffn_output(il, &f, n);
         x.data.iter_mut().zip(&f).for_each(|(x, f)| *x += f);
         Ok(())

@@ -44,6 +44,11 @@ pub struct Hparams {
     pub attn_softcap: Option<f32>,
     pub final_softcap: Option<f32>,
     pub embedding_scale: f32,
+    /// Multiplies each block half's output before it joins the residual stream (granite's
+    /// `residual_scale`; 1 elsewhere).
+    pub residual_scale: f32,
+    /// Multiplies the logits (granite's `1 / logit_scale`; 1 elsewhere).
+    pub logit_multiplier: f32,
 }
 
 fn scalar(meta: &Metadata, key: &str) -> Result<Option<f64>> {
@@ -200,10 +205,16 @@ impl Hparams {
         let final_softcap = scalar(meta, &k("final_logit_softcapping"))?
             .filter(|&v| v != 0.0)
             .map(|v| v as f32);
-        let embedding_scale = match spec.embedding_scale {
+        let granite = if spec.granite_scales {
+            read_granite(arch, meta, n_layer)?
+        } else {
+            GraniteScales::default()
+        };
+        let embedding_scale = granite.embedding.unwrap_or(match spec.embedding_scale {
             EmbeddingScale::None => 1.0,
             EmbeddingScale::SqrtNEmbd => (n_embd as f32).sqrt(),
-        };
+        });
+        let attn_scale = granite.attention.unwrap_or(attn_scale);
         let hp = Hparams {
             n_layer,
             n_embd,
@@ -226,6 +237,8 @@ impl Hparams {
             attn_softcap,
             final_softcap,
             embedding_scale,
+            residual_scale: granite.residual,
+            logit_multiplier: granite.logit_multiplier,
         };
         hp.check_ranges(arch, spec)?;
         Ok(hp)
@@ -261,6 +274,8 @@ impl Hparams {
             checks.push(("rope.freq_base_swa", self.rope_base_swa));
         }
         checks.extend(self.attn_softcap.map(|v| ("attn_logit_softcapping", v)));
+        checks.push(("residual_scale", self.residual_scale));
+        checks.push(("logit_scale", 1.0 / self.logit_multiplier));
         checks.extend(self.final_softcap.map(|v| ("final_logit_softcapping", v)));
         match checks.into_iter().find(|&(_, v)| !positive(v)) {
             Some((key, v)) => bad(k(key), v.to_string(), "expected a finite number above 0"),
@@ -403,6 +418,62 @@ fn yarn_attn_factor(factor: f32) -> f32 {
     mscale * (1.0 / (1.0 + 0.1 * factor.ln()))
 }
 
+/// granite's multipliers (llama.cpp `LLM_KV_EMBEDDING_SCALE`, `_RESIDUAL_SCALE`,
+/// `_ATTENTION_SCALE`, `_LOGIT_SCALE`; 0 or absent means "not scaled" for the first three,
+/// `logit_scale` is required).
+struct GraniteScales {
+    embedding: Option<f32>,
+    attention: Option<f32>,
+    residual: f32,
+    logit_multiplier: f32,
+}
+
+impl Default for GraniteScales {
+    fn default() -> Self {
+        GraniteScales {
+            embedding: None,
+            attention: None,
+            residual: 1.0,
+            logit_multiplier: 1.0,
+        }
+    }
+}
+
+/// Reads granite's multipliers, refusing the granite features the forward pass does not have:
+/// layers without RoPE (`attention.rope_pattern` with a 0) and deepstack inputs
+/// (`deepstack_mapping` with an entry >= 0, vision models).
+fn read_granite(arch: &str, meta: &Metadata, n_layer: usize) -> Result<GraniteScales> {
+    let k = |s: &str| arch_key(arch, s);
+    let nonzero = |key: &str| -> Result<Option<f32>> {
+        Ok(scalar(meta, &k(key))?
+            .filter(|&v| v != 0.0)
+            .map(|v| v as f32))
+    };
+    let logit_scale = nonzero("logit_scale")?.ok_or_else(|| Error::MissingKey {
+        key: k("logit_scale"),
+    })?;
+    let refuse = |key: &str, what: &str, bad: fn(i128) -> bool| -> Result<()> {
+        let Some(Value::Array(a)) = meta.get(&k(key)) else {
+            return Ok(());
+        };
+        match (0..a.len().min(n_layer)).find(|&i| a.int_at(i).is_some_and(bad)) {
+            Some(il) => Err(Error::Unsupported {
+                arch: arch.into(),
+                what: format!("{what} ({}[{il}])", k(key)),
+            }),
+            None => Ok(()),
+        }
+    };
+    refuse("attention.rope_pattern", "layers without RoPE", |v| v == 0)?;
+    refuse("deepstack_mapping", "deepstack inputs", |v| v >= 0)?;
+    Ok(GraniteScales {
+        embedding: nonzero("embedding_scale")?,
+        attention: nonzero("attention.scale")?,
+        residual: nonzero("residual_scale")?.unwrap_or(1.0),
+        logit_multiplier: 1.0 / logit_scale,
+    })
+}
+
 /// Which layers use sliding-window attention, the window, and their RoPE base (`rope_base`
 /// unless the file or the recipe gives another).
 fn read_sliding(
@@ -480,7 +551,15 @@ mod tests {
         let supported: Vec<&str> = ForwardSpec::supported().collect();
         assert_eq!(
             supported,
-            ["gemma2", "gemma3", "llama", "phi3", "qwen2", "qwen3"]
+            [
+                "gemma2",
+                "gemma3",
+                "granite_swa",
+                "llama",
+                "phi3",
+                "qwen2",
+                "qwen3"
+            ]
         );
         for arch in supported {
             ForwardSpec::for_arch(arch).unwrap();
