@@ -1,6 +1,8 @@
 //! The hyper-parameters read from a model's metadata, following llama.cpp's loader
 //! (`llama-model.cpp`, `src/models/`), for the per-architecture recipe ([`ForwardSpec`], read
 //! with the rest of `formats/<arch>.toml` by [`crate::arch::format`]).
+//!
+//! Over 600 lines: nearly half is the tests, one per architecture's keys.
 
 pub use crate::arch::forward::{Activation, AttentionScale, EmbeddingScale, ForwardSpec, QkNorm};
 
@@ -60,6 +62,11 @@ fn scalar(meta: &Metadata, key: &str) -> Result<Option<f64>> {
             found: v.display(4),
         }),
     }
+}
+
+/// A number where 0 means "not set" (llama.cpp's scales and soft-caps).
+fn nonzero(meta: &Metadata, key: &str) -> Result<Option<f32>> {
+    Ok(scalar(meta, key)?.filter(|&v| v != 0.0).map(|v| v as f32))
 }
 
 /// A key that is either one number for every layer or a per-layer array (llama.cpp `get_key_or_arr`).
@@ -185,26 +192,17 @@ impl Hparams {
         })? as f32;
         let rope = read_rope(arch, meta)?;
         let sliding = read_sliding(arch, meta, spec, n_layer, rope.base)?;
-        let attn_scale = match spec.attention_scale {
-            AttentionScale::HeadDim => 1.0 / (head_dim_k as f32).sqrt(),
-            AttentionScale::Gemma => {
-                if spec.depth_changes.contains(&(n_layer as u64)) {
-                    1.0 / ((n_embd / n_head) as f32).sqrt()
-                } else {
-                    1.0 / (head_dim_k as f32).sqrt()
-                }
-            }
-        };
-        let attn_softcap = if spec.attn_softcap {
-            scalar(meta, &k("attn_logit_softcapping"))?
+        let attn_scale = attention_scale(spec, n_layer, n_embd, n_head, head_dim_k);
+        let nonzero = |key: &str| -> Result<Option<f32>> {
+            Ok(scalar(meta, &k(key))?
                 .filter(|&v| v != 0.0)
-                .map(|v| v as f32)
-        } else {
-            None
+                .map(|v| v as f32))
         };
-        let final_softcap = scalar(meta, &k("final_logit_softcapping"))?
-            .filter(|&v| v != 0.0)
-            .map(|v| v as f32);
+        let attn_softcap = match spec.attn_softcap {
+            true => nonzero("attn_logit_softcapping")?,
+            false => None,
+        };
+        let final_softcap = nonzero("final_logit_softcapping")?;
         let granite = if spec.granite_scales {
             read_granite(arch, meta, n_layer)?
         } else {
@@ -416,6 +414,26 @@ fn yarn_attn_factor(factor: f32) -> f32 {
         0.1 * factor.ln() + 1.0
     };
     mscale * (1.0 / (1.0 + 0.1 * factor.ln()))
+}
+
+/// The recipe's attention scale (granite's `attention.scale` may replace it).
+fn attention_scale(
+    spec: &ForwardSpec,
+    n_layer: usize,
+    n_embd: usize,
+    n_head: usize,
+    head_dim_k: usize,
+) -> f32 {
+    match spec.attention_scale {
+        AttentionScale::HeadDim => 1.0 / (head_dim_k as f32).sqrt(),
+        AttentionScale::Gemma => {
+            if spec.depth_changes.contains(&(n_layer as u64)) {
+                1.0 / ((n_embd / n_head) as f32).sqrt()
+            } else {
+                1.0 / (head_dim_k as f32).sqrt()
+            }
+        }
+    }
 }
 
 /// granite's multipliers (llama.cpp `LLM_KV_EMBEDDING_SCALE`, `_RESIDUAL_SCALE`,
