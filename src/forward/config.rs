@@ -193,11 +193,7 @@ impl Hparams {
         let rope = read_rope(arch, meta)?;
         let sliding = read_sliding(arch, meta, spec, n_layer, rope.base)?;
         let attn_scale = attention_scale(spec, n_layer, n_embd, n_head, head_dim_k);
-        let nonzero = |key: &str| -> Result<Option<f32>> {
-            Ok(scalar(meta, &k(key))?
-                .filter(|&v| v != 0.0)
-                .map(|v| v as f32))
-        };
+        let nonzero = |key: &str| nonzero(meta, &k(key));
         let attn_softcap = match spec.attn_softcap {
             true => nonzero("attn_logit_softcapping")?,
             false => None,
@@ -462,11 +458,7 @@ impl Default for GraniteScales {
 /// (`deepstack_mapping` with an entry >= 0, vision models).
 fn read_granite(arch: &str, meta: &Metadata, n_layer: usize) -> Result<GraniteScales> {
     let k = |s: &str| arch_key(arch, s);
-    let nonzero = |key: &str| -> Result<Option<f32>> {
-        Ok(scalar(meta, &k(key))?
-            .filter(|&v| v != 0.0)
-            .map(|v| v as f32))
-    };
+    let nonzero = |key: &str| nonzero(meta, &k(key));
     let logit_scale = nonzero("logit_scale")?.ok_or_else(|| Error::MissingKey {
         key: k("logit_scale"),
     })?;

@@ -77,7 +77,7 @@ impl Yarn {
     /// between (ggml's `rope_yarn_ramp`), times the ramp's weight.
     fn mix(&self, (low, high): (f32, f32), i: usize) -> f32 {
         let y = (i as f32 - low) / (high - low).max(0.001);
-        (1.0 - y.max(0.0).min(1.0)) * self.ext_factor
+        (1.0 - y.clamp(0.0, 1.0)) * self.ext_factor
     }
 
     /// The magnitude correction for interpolating by `freq_scale`.
