@@ -207,6 +207,33 @@ fn wide_output(o: &T, wide: usize, seed: u64) -> T {
     }
 }
 
+/// granite's multipliers in the granite_swa file (Granite 4's are 12, 0.22, 1/128 and 8; these
+/// are milder, so that the stored weights compensating them stay SmolLM2's up to a factor).
+struct GraniteScales {
+    embedding: f32,
+    residual: f32,
+    attention: f32,
+    logit: f32,
+}
+
+const GRANITE: GraniteScales = GraniteScales {
+    embedding: 4.0,
+    residual: 0.5,
+    attention: 0.1,
+    logit: 2.0,
+};
+
+/// granite_swa's sliding layers (window 64), a per-layer array as llama.cpp requires.
+const GRANITE_SWA_PATTERN: &[bool] = &[true, false, true, true, false, true];
+
+/// A block half's output weight multiplied by 1 / residual_scale, so that the scaled output is
+/// SmolLM2's.
+fn granite_residual(w: &T) -> T {
+    let mut w = w.clone();
+    w.data.iter_mut().for_each(|x| *x /= GRANITE.residual);
+    w
+}
+
 fn ones_plus_noise(seed: u64, n: usize, scale: f32, center: f32) -> T {
     T::vector(
         support::noise(seed, n, scale)
@@ -225,6 +252,9 @@ enum Arch {
     Phi3,
     /// SmolLM2's own layout, for llama3's `rope_freqs.weight`.
     Llama,
+    /// SmolLM2's layout with granite's multipliers, attention sinks and a per-layer sliding
+    /// window pattern.
+    GraniteSwa,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -254,6 +284,10 @@ struct Variant {
     rope_factors: Option<u32>,
     /// phi3 with `rope_factors`: leave out `rope.scaling.attn_factor`.
     no_rope_attn_factor: bool,
+    /// `rope.scaling.type`, `.factor` and `.original_context_length` (llama: YaRN).
+    rope_scaling: Option<(&'static str, f32, u32)>,
+    /// granite_swa: every sink at -1e30, which is the same as no sinks.
+    no_sinks: bool,
 }
 
 impl Arch {
@@ -264,13 +298,14 @@ impl Arch {
             Arch::Gemma2 => "gemma2",
             Arch::Phi3 => "phi3",
             Arch::Llama => "llama",
+            Arch::GraniteSwa => "granite_swa",
         }
     }
 
     fn head_dim(self) -> usize {
         match self {
             Arch::Qwen3 | Arch::Gemma2 => WIDE_HEAD,
-            Arch::Qwen2 | Arch::Phi3 | Arch::Llama => HEAD_DIM,
+            Arch::Qwen2 | Arch::Phi3 | Arch::Llama | Arch::GraniteSwa => HEAD_DIM,
         }
     }
 
@@ -352,7 +387,27 @@ impl Arch {
                     }
                 }
             }
+            Arch::GraniteSwa => {
+                meta.set(&key("attention.sliding_window"), Value::U32(64));
+                meta.set(
+                    &key("attention.sliding_window_pattern"),
+                    Value::Array(gguf::Array::Bool(GRANITE_SWA_PATTERN.to_vec())),
+                );
+                let g = GRANITE;
+                meta.set(&key("embedding_scale"), Value::F32(g.embedding));
+                meta.set(&key("residual_scale"), Value::F32(g.residual));
+                meta.set(&key("attention.scale"), Value::F32(g.attention));
+                meta.set(&key("logit_scale"), Value::F32(g.logit));
+            }
             Arch::Qwen2 | Arch::Qwen3 | Arch::Llama => {}
+        }
+        if let Some((ty, factor, orig)) = v.rope_scaling {
+            meta.set(&key("rope.scaling.type"), Value::String(ty.into()));
+            meta.set(&key("rope.scaling.factor"), Value::F32(factor));
+            meta.set(
+                &key("rope.scaling.original_context_length"),
+                Value::U32(orig),
+            );
         }
         for (k, val) in s.meta.iter() {
             if k.starts_with("tokenizer.") {
@@ -371,6 +426,12 @@ impl Arch {
             e.data.iter_mut().for_each(|x| *x /= f);
             out.push(("token_embd.weight".into(), e));
             out_norm.data.iter_mut().for_each(|x| *x *= f);
+        } else if self == Arch::GraniteSwa {
+            // Stored so that the multipliers give back SmolLM2's embeddings and logits.
+            let mut e = embd.clone();
+            e.data.iter_mut().for_each(|x| *x /= GRANITE.embedding);
+            out.push(("token_embd.weight".into(), e));
+            out_norm.data.iter_mut().for_each(|x| *x *= GRANITE.logit);
         } else {
             out.push(("token_embd.weight".into(), embd.clone()));
         }
@@ -406,7 +467,7 @@ impl Arch {
             let seed = (self as u64 + 1) * 1000 + il as u64 * 10;
             let p = |n: &str| format!("blk.{il}.{n}");
             let w = |n: &str| src(&format!("blk.{from}.{n}.weight"));
-            let (q, k) = if self == Arch::Llama {
+            let (q, k) = if matches!(self, Arch::Llama | Arch::GraniteSwa) {
                 (w("attn_q").clone(), w("attn_k").clone())
             } else {
                 (
@@ -457,7 +518,17 @@ impl Arch {
                     ));
                 }
             }
-            out.push((p("attn_output.weight"), o));
+            if self == Arch::GraniteSwa {
+                out.push((p("attn_output.weight"), granite_residual(&o)));
+                let sinks = if v.no_sinks {
+                    vec![-1e30; N_HEAD]
+                } else {
+                    support::noise(seed + 12, N_HEAD, 3.0)
+                };
+                out.push((p("attn_sinks.weight"), T::vector(sinks)));
+            } else {
+                out.push((p("attn_output.weight"), o));
+            }
             if self == Arch::Qwen3 {
                 out.push((
                     p("attn_q_norm.weight"),
@@ -491,7 +562,13 @@ impl Arch {
                 out.push((p("ffn_gate.weight"), w("ffn_gate").clone()));
                 out.push((p("ffn_up.weight"), w("ffn_up").clone()));
             }
-            out.push((p("ffn_down.weight"), w("ffn_down").clone()));
+            let down = w("ffn_down");
+            let down = if self == Arch::GraniteSwa {
+                granite_residual(down)
+            } else {
+                down.clone()
+            };
+            out.push((p("ffn_down.weight"), down));
         }
         (meta, out)
     }
@@ -513,9 +590,28 @@ fn excerpt(dir: &Path) -> PathBuf {
     common::eval_excerpt(dir, 12_000)
 }
 
+/// How close to llama.cpp a file must come (and how far its controls must stay).
+#[derive(Clone, Copy)]
+struct Bounds {
+    /// Mean KL(llama.cpp || gguf-prune) below this.
+    kl: f64,
+    /// Our perplexity within this fraction of llama-perplexity's.
+    ppl: f64,
+}
+
+const DEFAULT_BOUNDS: Bounds = Bounds {
+    kl: KL_BOUND,
+    ppl: PPL_TOL,
+};
+
 /// Builds `arch`, checks llama.cpp against us, then each negative control against the same
 /// llama.cpp logits.
 fn check(arch: Arch, variant: Variant, controls: &[(&str, Variant)]) {
+    check_within(arch, variant, controls, DEFAULT_BOUNDS)
+}
+
+/// [`check`] with other bounds.
+fn check_within(arch: Arch, variant: Variant, controls: &[(&str, Variant)], bounds: Bounds) {
     let dir = common::workdir();
     let text = excerpt(dir.path());
     let model = arch.write(variant, dir.path(), "model.gguf");
@@ -532,13 +628,13 @@ fn check(arch: Arch, variant: Variant, controls: &[(&str, Variant)]) {
         arch.name()
     );
     assert!(
-        (-1e-4..KL_BOUND).contains(&kl),
+        (-1e-4..bounds.kl).contains(&kl),
         "{}: KL(llama.cpp || gguf-prune) = {kl}",
         arch.name()
     );
     assert!(top1 > 0.95, "{}: top-1 agreement {top1}", arch.name());
     assert!(
-        (ppl / llama_ppl - 1.0).abs() < PPL_TOL,
+        (ppl / llama_ppl - 1.0).abs() < bounds.ppl,
         "{}: PPL ours {ppl} vs llama-perplexity {llama_ppl}",
         arch.name()
     );
@@ -550,7 +646,7 @@ fn check(arch: Arch, variant: Variant, controls: &[(&str, Variant)]) {
             arch.name()
         );
         assert!(
-            kl_wrong > KL_BOUND,
+            kl_wrong > bounds.kl,
             "{} control ({what}) should not match llama.cpp, KL {kl_wrong}",
             arch.name()
         );
@@ -667,6 +763,70 @@ fn llama3_rope_freqs_match_llama_cpp() {
             ..Variant::default()
         },
         &[("rope_freqs left out", Variant::default())],
+    );
+}
+
+/// YaRN RoPE (`rope.scaling.type = yarn`, as gpt-oss and long-context Qwen files have) on
+/// SmolLM2's own layout. With an original context of 128 and a factor of 4, -c 512 is past the
+/// original context and YaRN's ramp covers pairs 0 to 9 of 32 (RoPE base 1e5): the fast pairs
+/// keep their angles, the rest turn 4 times slower, and cos and sin grow by 1 + 0.1 ln 4. Held
+/// to the bounds (mean KL below 1e-4, perplexity within 0.1%); the controls read the
+/// same factor as linear scaling, or no scaling at all.
+#[test]
+fn llama_yarn_rope_matches_llama_cpp() {
+    let yarn = Variant {
+        rope_scaling: Some(("yarn", 4.0, 128)),
+        ..Variant::default()
+    };
+    check_within(
+        Arch::Llama,
+        yarn,
+        &[
+            (
+                "linear scaling by the same factor",
+                Variant {
+                    rope_scaling: Some(("linear", 4.0, 128)),
+                    ..Variant::default()
+                },
+            ),
+            ("no rope scaling", Variant::default()),
+        ],
+        Bounds {
+            kl: 1e-4,
+            ppl: 1e-3,
+        },
+    );
+}
+
+/// Attention sinks on a dense architecture (granite_swa, the one besides gpt-oss that has them
+/// in llama.cpp), with granite's four multipliers and a per-layer sliding-window pattern, held
+/// to the bounds. Controls: sinks at -1e30 (no sinks), the file read as llama (no sinks,
+/// multipliers or window).
+#[test]
+fn granite_swa_sinks_match_llama_cpp() {
+    check_within(
+        Arch::GraniteSwa,
+        Variant::default(),
+        &[
+            (
+                "sinks at -1e30 (ignored)",
+                Variant {
+                    no_sinks: true,
+                    ..Variant::default()
+                },
+            ),
+            (
+                "read as llama",
+                Variant {
+                    label_as: Some("llama"),
+                    ..Variant::default()
+                },
+            ),
+        ],
+        Bounds {
+            kl: 1e-4,
+            ppl: 1e-3,
+        },
     );
 }
 

@@ -51,6 +51,10 @@ pub const FILES: &[(&str, &str)] = &[
     ("gemma4.toml", include_str!("../../formats/gemma4.toml")),
     ("glm4moe.toml", include_str!("../../formats/glm4moe.toml")),
     ("gpt-oss.toml", include_str!("../../formats/gpt-oss.toml")),
+    (
+        "granite_swa.toml",
+        include_str!("../../formats/granite_swa.toml"),
+    ),
     ("laguna.toml", include_str!("../../formats/laguna.toml")),
     ("llama.toml", include_str!("../../formats/llama.toml")),
     ("llama4.toml", include_str!("../../formats/llama4.toml")),

@@ -130,6 +130,14 @@ pub struct ForwardSpec {
     pub attention_scale: AttentionScale,
     #[serde(default)]
     pub attn_softcap: bool,
+    /// gpt-oss: every block has `attn_sinks`, one logit per head added to each attention
+    /// softmax's denominator.
+    #[serde(default)]
+    pub attn_sinks: bool,
+    /// granite: the `embedding_scale`, `residual_scale`, `attention.scale` and `logit_scale`
+    /// multipliers (llama.cpp's "For Granite architectures" steps).
+    #[serde(default)]
+    pub granite_scales: bool,
     /// The window of sliding layers when `{arch}.attention.sliding_window` is absent.
     #[serde(default)]
     pub swa_default_window: Option<u32>,
@@ -230,6 +238,9 @@ impl ForwardSpec {
         }
         if self.post_norms {
             names.extend([POST_ATTN_NORM, POST_FFN_NORM]);
+        }
+        if self.attn_sinks {
+            names.push(ATTN_SINKS);
         }
         names
     }

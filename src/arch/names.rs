@@ -48,6 +48,8 @@ pub const ATTN_REL_B: &str = "attn_rel_b";
 pub const ATTN_Q_NORM: &str = "attn_q_norm";
 pub const ATTN_K_NORM: &str = "attn_k_norm";
 pub const ATTN_OUTPUT: &str = "attn_output";
+/// gpt-oss's per-head softmax sink logits.
+pub const ATTN_SINKS: &str = "attn_sinks";
 /// gemma2/3's norm of the attention output.
 pub const POST_ATTN_NORM: &str = "post_attention_norm";
 pub const FFN_NORM: &str = "ffn_norm";

@@ -61,12 +61,15 @@ impl Forward<'_> {
         if let Some(kn) = &w.k_norm {
             ops::rms_norm(&mut k, hp.head_dim_k, Some(kn), hp.eps);
         }
-        let attn = self.attend_windows(il, x, &mut q, &mut k, &v)?;
+        let attn = self.attend_windows(il, w, x, [&mut q, &mut k], &v)?;
         obs.matmul_input(il, ATTN_OUTPUT, &attn, n);
         let mut a = w.o.forward(&attn, n)?;
         crate::interrupt::check()?;
         if let Some(pn) = &w.post_attn_norm {
             ops::rms_norm(&mut a, d, Some(pn), hp.eps);
+        }
+        if hp.residual_scale != 1.0 {
+            a.iter_mut().for_each(|v| *v *= hp.residual_scale);
         }
         x.data.iter_mut().zip(&a).for_each(|(x, a)| *x += a);
         Ok(())
@@ -77,15 +80,20 @@ impl Forward<'_> {
     fn attend_windows(
         &self,
         il: usize,
+        w: &BlockWeights,
         x: &Batch,
-        q: &mut [f32],
-        k: &mut [f32],
+        [q, k]: [&mut [f32]; 2],
         v: &[f32],
     ) -> Result<Vec<f32>> {
         let hp = &self.hp;
         let (nh, nkv, hdk, hdv) = (hp.n_head, hp.n_head_kv(il), hp.head_dim_k, hp.head_dim_v);
         let mut attn = vec![0.0f32; x.n_tokens() * nh * hdv];
-        let window = hp.swa_window(il);
+        let softmax = ops::Softmax {
+            scale: hp.attn_scale,
+            softcap: hp.attn_softcap,
+            window: hp.swa_window(il),
+            sinks: w.attn_sinks.as_deref(),
+        };
         let base = hp.rope_base(il);
         for (&start, &len) in x.starts().iter().zip(&x.lens) {
             crate::interrupt::check()?;
@@ -102,12 +110,13 @@ impl Forward<'_> {
                     factors: self.rope_factors.for_ctx(len, hp.n_ctx_orig),
                     mscale: hp.rope_attn_factor,
                     style,
+                    yarn: hp.rope_yarn,
                 };
                 rope.apply(qw, nh, hdk);
                 rope.apply(kw, nkv, hdk);
             }
             let vw = &v[start * nkv * hdv..(start + len) * nkv * hdv];
-            let out = self.attention(qw, kw, vw, len, nkv, window)?;
+            let out = self.attention(qw, kw, vw, len, nkv, &softmax)?;
             attn[start * nh * hdv..(start + len) * nh * hdv].copy_from_slice(&out);
         }
         Ok(attn)
@@ -121,7 +130,7 @@ impl Forward<'_> {
         v: &[f32],
         t: usize,
         nkv: usize,
-        window: Option<usize>,
+        softmax: &ops::Softmax,
     ) -> Result<Vec<f32>> {
         let hp = &self.hp;
         let (nh, hdk, hdv) = (hp.n_head, hp.head_dim_k, hp.head_dim_v);
@@ -143,7 +152,7 @@ impl Forward<'_> {
                 .contiguous()?;
             let scores = qt.matmul(&kt.t()?)?;
             let mut s: Vec<f32> = scores.flatten_all()?.to_vec1()?;
-            ops::masked_softmax(&mut s, t, hp.attn_scale, hp.attn_softcap, window);
+            softmax.apply(&mut s, t);
             let p = Tensor::from_vec(s, (nkv, g * t, t), dev)?;
             let o = p
                 .matmul(&vt)?

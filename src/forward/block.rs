@@ -16,6 +16,8 @@ pub struct BlockWeights {
     pub(super) q_norm: Option<Vec<f32>>,
     pub(super) k_norm: Option<Vec<f32>>,
     pub(super) post_attn_norm: Option<Vec<f32>>,
+    /// One softmax sink logit per head (gpt-oss), where the recipe has them.
+    pub(super) attn_sinks: Option<Vec<f32>>,
     pub(super) ffn_norm: Vec<f32>,
     pub(super) ffn: Ffn,
     pub(super) post_ffn_norm: Option<Vec<f32>>,
@@ -124,6 +126,9 @@ impl Forward<'_> {
             &p(ATTN_OUTPUT),
             &[prod(hp.n_head, hdv).or(Some(u64::MAX)), d],
         )?;
+        if self.spec.attn_sinks {
+            self.shape(&p(ATTN_SINKS), &[Some(hp.n_head as u64)])?;
+        }
         if let Some(moe) = &hp.moe {
             self.check_expert_shapes(il, moe)?;
             return Ok(0);
@@ -201,6 +206,11 @@ impl Forward<'_> {
             q_norm,
             k_norm,
             post_attn_norm,
+            attn_sinks: self
+                .spec
+                .attn_sinks
+                .then(|| self.vector(&p(ATTN_SINKS)))
+                .transpose()?,
             ffn_norm: self.vector(&p(FFN_NORM))?,
             ffn,
             post_ffn_norm,
@@ -320,6 +330,9 @@ impl Forward<'_> {
         };
         if let Some(pn) = &w.post_ffn_norm {
             ops::rms_norm(&mut f, d, Some(pn), hp.eps);
+        }
+        if hp.residual_scale != 1.0 {
+            f.iter_mut().for_each(|v| *v *= hp.residual_scale);
         }
         obs.ffn_output(il, &f, n);
         x.data.iter_mut().zip(&f).for_each(|(x, f)| *x += f);

@@ -1,12 +1,16 @@
 //! The hyper-parameters read from a model's metadata, following llama.cpp's loader
 //! (`llama-model.cpp`, `src/models/`), for the per-architecture recipe ([`ForwardSpec`], read
 //! with the rest of `formats/<arch>.toml` by [`crate::arch::format`]).
+//!
+//! Over 600 lines: nearly half is the tests, one per architecture's keys.
 
 pub use crate::arch::forward::{Activation, AttentionScale, EmbeddingScale, ForwardSpec, QkNorm};
 
 use crate::arch::format::{self, Role, SLIDING_WINDOW_PATTERN};
 use crate::error::{Error, Result};
 use crate::gguf::{arch_key, Metadata, Value};
+
+use super::ops::Yarn;
 
 /// Hyper-parameters of one model, resolved per layer.
 #[derive(Clone, Debug)]
@@ -23,9 +27,15 @@ pub struct Hparams {
     pub rope_base: f32,
     pub rope_base_swa: f32,
     pub rope_freq_scale: f32,
-    /// Scale of RoPE's cos and sin (`{arch}.rope.scaling.attn_factor`, llama.cpp's
-    /// `rope_attn_factor`, e.g. phi3 long-context models): q and k are both multiplied by it.
+    /// Scale of RoPE's cos and sin (llama.cpp's `attn_factor` as ggml_rope_ext gets it):
+    /// `{arch}.rope.scaling.attn_factor` (e.g. phi3 long-context models), under YaRN times
+    /// llama.cpp's magnitude correction divided by the one ggml applies again (about 1). q and k
+    /// are both multiplied by it.
     pub rope_attn_factor: f32,
+    /// YaRN's ramp between extrapolated and interpolated angles, for
+    /// `rope.scaling.type = yarn` (llama.cpp's defaults: the llama and openai-moe loaders read
+    /// no `yarn_*` keys).
+    pub rope_yarn: Option<Yarn>,
     /// Context length beyond which llama.cpp uses phi3's long RoPE factors instead of the short
     /// ones (`rope.scaling.original_context_length`, else `context_length`).
     pub n_ctx_orig: usize,
@@ -38,6 +48,11 @@ pub struct Hparams {
     pub embedding_scale: f32,
     /// The experts of mixture-of-experts blocks; `None`: dense blocks.
     pub moe: Option<super::moe::MoeHparams>,
+    /// Multiplies each block half's output before it joins the residual stream (granite's
+    /// `residual_scale`; 1 elsewhere).
+    pub residual_scale: f32,
+    /// Multiplies the logits (granite's `1 / logit_scale`; 1 elsewhere).
+    pub logit_multiplier: f32,
 }
 
 fn scalar(meta: &Metadata, key: &str) -> Result<Option<f64>> {
@@ -49,6 +64,11 @@ fn scalar(meta: &Metadata, key: &str) -> Result<Option<f64>> {
             found: v.display(4),
         }),
     }
+}
+
+/// A number where 0 means "not set" (llama.cpp's scales and soft-caps).
+fn nonzero(meta: &Metadata, key: &str) -> Result<Option<f32>> {
+    Ok(scalar(meta, key)?.filter(|&v| v != 0.0).map(|v| v as f32))
 }
 
 /// A key that is either one number for every layer or a per-layer array (llama.cpp `get_key_or_arr`).
@@ -136,6 +156,7 @@ struct RopeHparams {
     freq_scale: f32,
     attn_factor: f32,
     n_ctx_orig: usize,
+    yarn: Option<Yarn>,
 }
 
 /// Which layers slide, their window and their RoPE base.
@@ -173,30 +194,23 @@ impl Hparams {
         })? as f32;
         let rope = read_rope(arch, meta)?;
         let sliding = read_sliding(arch, meta, spec, n_layer, rope.base)?;
-        let attn_scale = match spec.attention_scale {
-            AttentionScale::HeadDim => 1.0 / (head_dim_k as f32).sqrt(),
-            AttentionScale::Gemma => {
-                if spec.depth_changes.contains(&(n_layer as u64)) {
-                    1.0 / ((n_embd / n_head) as f32).sqrt()
-                } else {
-                    1.0 / (head_dim_k as f32).sqrt()
-                }
-            }
+        let attn_scale = attention_scale(spec, n_layer, n_embd, n_head, head_dim_k);
+        let nonzero = |key: &str| nonzero(meta, &k(key));
+        let attn_softcap = match spec.attn_softcap {
+            true => nonzero("attn_logit_softcapping")?,
+            false => None,
         };
-        let attn_softcap = if spec.attn_softcap {
-            scalar(meta, &k("attn_logit_softcapping"))?
-                .filter(|&v| v != 0.0)
-                .map(|v| v as f32)
+        let final_softcap = nonzero("final_logit_softcapping")?;
+        let granite = if spec.granite_scales {
+            read_granite(arch, meta, n_layer)?
         } else {
-            None
+            GraniteScales::default()
         };
-        let final_softcap = scalar(meta, &k("final_logit_softcapping"))?
-            .filter(|&v| v != 0.0)
-            .map(|v| v as f32);
-        let embedding_scale = match spec.embedding_scale {
+        let embedding_scale = granite.embedding.unwrap_or(match spec.embedding_scale {
             EmbeddingScale::None => 1.0,
             EmbeddingScale::SqrtNEmbd => (n_embd as f32).sqrt(),
-        };
+        });
+        let attn_scale = granite.attention.unwrap_or(attn_scale);
         let hp = Hparams {
             n_layer,
             n_embd,
@@ -211,6 +225,7 @@ impl Hparams {
             rope_base_swa: sliding.rope_base,
             rope_freq_scale: rope.freq_scale,
             rope_attn_factor: rope.attn_factor,
+            rope_yarn: rope.yarn,
             n_ctx_orig: rope.n_ctx_orig,
             swa: sliding.swa,
             swa_window: sliding.window,
@@ -219,6 +234,8 @@ impl Hparams {
             final_softcap,
             embedding_scale,
             moe: super::moe::MoeHparams::read(arch, meta, spec, n_layer)?,
+            residual_scale: granite.residual,
+            logit_multiplier: granite.logit_multiplier,
         };
         hp.check_ranges(arch, spec)?;
         Ok(hp)
@@ -254,6 +271,8 @@ impl Hparams {
             checks.push(("rope.freq_base_swa", self.rope_base_swa));
         }
         checks.extend(self.attn_softcap.map(|v| ("attn_logit_softcapping", v)));
+        checks.push(("residual_scale", self.residual_scale));
+        checks.push(("logit_scale", 1.0 / self.logit_multiplier));
         checks.extend(self.final_softcap.map(|v| ("final_logit_softcapping", v)));
         match checks.into_iter().find(|&(_, v)| !positive(v)) {
             Some((key, v)) => bad(k(key), v.to_string(), "expected a finite number above 0"),
@@ -328,35 +347,143 @@ fn read_heads(arch: &str, meta: &Metadata, n_layer: usize, n_embd: usize) -> Res
     })
 }
 
-/// RoPE's base, its linear scaling (other scalings are refused) and the original context.
+/// RoPE's base, its linear or YaRN scaling (other scalings are refused), its attention factor
+/// and the original context, as llama.cpp's loader (`llama-model.cpp`) and context
+/// (`llama-context.cpp`) set them.
 fn read_rope(arch: &str, meta: &Metadata) -> Result<RopeHparams> {
     let k = |s: &str| arch_key(arch, s);
     let base = scalar(meta, &k("rope.freq_base"))?.unwrap_or(10000.0) as f32;
-    match meta.get(&k("rope.scaling.type")).and_then(Value::as_str) {
-        None | Some("none") | Some("linear") => {}
+    let yarn = match meta.get(&k("rope.scaling.type")).and_then(Value::as_str) {
+        None | Some("none") | Some("linear") => false,
+        Some("yarn") => true,
         Some(other) => {
             return Err(Error::Unsupported {
                 arch: arch.into(),
                 what: format!("rope scaling {other:?}"),
             })
         }
-    }
+    };
     let factor = match scalar(meta, &k("rope.scaling.factor"))? {
         Some(f) => Some(f),
         None => scalar(meta, &k("rope.scale_linear"))?,
     };
     let rope_freq_scale = factor.filter(|&f| f != 0.0).map_or(1.0, |f| 1.0 / f) as f32;
-    let rope_attn_factor = scalar(meta, &k("rope.scaling.attn_factor"))?.unwrap_or(1.0) as f32;
-    let n_ctx_orig = match scalar(meta, &k("rope.scaling.original_context_length"))? {
-        Some(v) => Some(v),
-        None => scalar(meta, &k("context_length"))?,
+    let key_attn_factor = scalar(meta, &k("rope.scaling.attn_factor"))?.unwrap_or(1.0) as f32;
+    let original = scalar(meta, &k("rope.scaling.original_context_length"))?;
+    let train = scalar(meta, &k("context_length"))?;
+    let n_ctx_orig = original.or(train).map_or(usize::MAX, |v| v as usize);
+    if !yarn {
+        return Ok(RopeHparams {
+            base,
+            freq_scale: rope_freq_scale,
+            attn_factor: key_attn_factor,
+            n_ctx_orig,
+            yarn: None,
+        });
     }
-    .map_or(usize::MAX, |v| v as usize);
+    // The context YaRN corrects for: llama.cpp's `n_ctx_orig_yarn`, the training context when
+    // the original one is missing or 0.
+    let yarn_ctx = original
+        .filter(|&v| v != 0.0)
+        .or(train)
+        .ok_or_else(|| Error::MissingKey {
+            key: k("context_length"),
+        })? as usize;
     Ok(RopeHparams {
         base,
         freq_scale: rope_freq_scale,
-        attn_factor: rope_attn_factor,
+        attn_factor: yarn_attn_factor(1.0 / rope_freq_scale) * key_attn_factor,
         n_ctx_orig,
+        yarn: Some(Yarn {
+            ext_factor: 1.0,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            n_ctx_orig: yarn_ctx,
+        }),
+    })
+}
+
+/// llama.cpp's YaRN attention factor before `rope.scaling.attn_factor`: its magnitude
+/// correction `1 + 0.1 ln factor` (1 when not stretching), divided by the one ggml's rope
+/// multiplies in again, in llama-context.cpp's float order.
+fn yarn_attn_factor(factor: f32) -> f32 {
+    let mscale = if factor <= 1.0 {
+        1.0
+    } else {
+        0.1 * factor.ln() + 1.0
+    };
+    mscale * (1.0 / (1.0 + 0.1 * factor.ln()))
+}
+
+/// The recipe's attention scale (granite's `attention.scale` may replace it).
+fn attention_scale(
+    spec: &ForwardSpec,
+    n_layer: usize,
+    n_embd: usize,
+    n_head: usize,
+    head_dim_k: usize,
+) -> f32 {
+    match spec.attention_scale {
+        AttentionScale::HeadDim => 1.0 / (head_dim_k as f32).sqrt(),
+        AttentionScale::Gemma => {
+            if spec.depth_changes.contains(&(n_layer as u64)) {
+                1.0 / ((n_embd / n_head) as f32).sqrt()
+            } else {
+                1.0 / (head_dim_k as f32).sqrt()
+            }
+        }
+    }
+}
+
+/// granite's multipliers (llama.cpp `LLM_KV_EMBEDDING_SCALE`, `_RESIDUAL_SCALE`,
+/// `_ATTENTION_SCALE`, `_LOGIT_SCALE`; 0 or absent means "not scaled" for the first three,
+/// `logit_scale` is required).
+struct GraniteScales {
+    embedding: Option<f32>,
+    attention: Option<f32>,
+    residual: f32,
+    logit_multiplier: f32,
+}
+
+impl Default for GraniteScales {
+    fn default() -> Self {
+        GraniteScales {
+            embedding: None,
+            attention: None,
+            residual: 1.0,
+            logit_multiplier: 1.0,
+        }
+    }
+}
+
+/// Reads granite's multipliers, refusing the granite features the forward pass does not have:
+/// layers without RoPE (`attention.rope_pattern` with a 0) and deepstack inputs
+/// (`deepstack_mapping` with an entry >= 0, vision models).
+fn read_granite(arch: &str, meta: &Metadata, n_layer: usize) -> Result<GraniteScales> {
+    let k = |s: &str| arch_key(arch, s);
+    let nonzero = |key: &str| nonzero(meta, &k(key));
+    let logit_scale = nonzero("logit_scale")?.ok_or_else(|| Error::MissingKey {
+        key: k("logit_scale"),
+    })?;
+    let refuse = |key: &str, what: &str, bad: fn(i128) -> bool| -> Result<()> {
+        let Some(Value::Array(a)) = meta.get(&k(key)) else {
+            return Ok(());
+        };
+        match (0..a.len().min(n_layer)).find(|&i| a.int_at(i).is_some_and(bad)) {
+            Some(il) => Err(Error::Unsupported {
+                arch: arch.into(),
+                what: format!("{what} ({}[{il}])", k(key)),
+            }),
+            None => Ok(()),
+        }
+    };
+    refuse("attention.rope_pattern", "layers without RoPE", |v| v == 0)?;
+    refuse("deepstack_mapping", "deepstack inputs", |v| v >= 0)?;
+    Ok(GraniteScales {
+        embedding: nonzero("embedding_scale")?,
+        attention: nonzero("attention.scale")?,
+        residual: nonzero("residual_scale")?.unwrap_or(1.0),
+        logit_multiplier: 1.0 / logit_scale,
     })
 }
 
@@ -437,7 +564,7 @@ mod tests {
         let supported: Vec<&str> = ForwardSpec::supported().collect();
         assert_eq!(
             supported,
-            ["gemma2", "gemma3", "llama", "phi3", "qwen2", "qwen3", "qwen3moe"]
+            ["gemma2", "gemma3", "granite_swa", "llama", "phi3", "qwen2", "qwen3", "qwen3moe"]
         );
         for arch in supported {
             ForwardSpec::for_arch(arch).unwrap();
@@ -547,10 +674,58 @@ mod tests {
             ],
         );
         assert_eq!((h.rope_attn_factor, h.n_ctx_orig), (1.19, 4096));
+        assert_eq!(h.rope_yarn, None);
         let h = hp("phi3", &[("attention.sliding_window", Value::U32(2048))]);
         assert!(
             h.swa.iter().all(|s| !s),
             "llama.cpp disables phi3's sliding window"
         );
+    }
+
+    /// gpt-oss's RoPE keys: YaRN with llama.cpp's fixed betas over the original context, and
+    /// an attention factor whose two magnitude corrections cancel.
+    #[test]
+    fn yarn_scaling() {
+        let yarn = |extra: &[(&str, Value)]| {
+            let mut keys = vec![
+                ("rope.scaling.type", Value::String(b"yarn".to_vec())),
+                ("rope.scaling.factor", Value::F32(32.0)),
+            ];
+            keys.extend(extra.iter().cloned());
+            let spec = ForwardSpec::for_arch("llama").unwrap();
+            Hparams::read("llama", &meta("llama", &keys), &spec)
+        };
+        let h = yarn(&[
+            ("context_length", Value::U32(131072)),
+            ("rope.scaling.original_context_length", Value::U32(4096)),
+        ])
+        .unwrap();
+        let y = h.rope_yarn.unwrap();
+        assert_eq!(
+            (y.ext_factor, y.beta_fast, y.beta_slow, y.n_ctx_orig),
+            (1.0, 32.0, 1.0, 4096)
+        );
+        assert_eq!(h.rope_freq_scale, 1.0 / 32.0);
+        assert!((h.rope_attn_factor - 1.0).abs() < 1e-6);
+        let h = yarn(&[
+            ("context_length", Value::U32(2048)),
+            ("rope.scaling.attn_factor", Value::F32(0.5)),
+        ])
+        .unwrap();
+        assert_eq!(h.rope_yarn.unwrap().n_ctx_orig, 2048);
+        assert!((h.rope_attn_factor - 0.5).abs() < 1e-6);
+        assert!(
+            matches!(yarn(&[]), Err(Error::MissingKey { key }) if key == "llama.context_length")
+        );
+        let longrope = hp_err(
+            "llama",
+            &[("rope.scaling.type", Value::String(b"longrope".to_vec()))],
+        );
+        assert!(matches!(longrope, Error::Unsupported { .. }));
+    }
+
+    fn hp_err(arch: &str, extra: &[(&str, Value)]) -> Error {
+        let spec = ForwardSpec::for_arch(arch).unwrap();
+        Hparams::read(arch, &meta(arch, extra), &spec).unwrap_err()
     }
 }

@@ -222,6 +222,10 @@ impl ModelLogits<'_> {
                     let mut h = x.data[(start + p) * d..(start + e) * d].to_vec();
                     ops::rms_norm(&mut h, d, Some(norm), fw.hp.eps);
                     let mut logits = head.forward(fw.model, &h, e - p)?;
+                    if fw.hp.logit_multiplier != 1.0 {
+                        let m = fw.hp.logit_multiplier;
+                        logits.iter_mut().for_each(|v| *v *= m);
+                    }
                     if let Some(cap) = fw.hp.final_softcap {
                         logits.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
                     }

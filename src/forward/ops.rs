@@ -36,13 +36,59 @@ pub fn rope(
         factors: None,
         mscale: 1.0,
         style,
+        yarn: None,
     }
     .apply(x, n_head, head_dim)
 }
 
-/// RoPE as ggml_rope_ext computes it without YaRN extrapolation: pair i of position p turns by
+/// YaRN's correction of interpolated RoPE (ggml's `rope_yarn`, on when llama.cpp's
+/// `yarn_ext_factor` is not 0, i.e. for `rope.scaling.type = yarn`): pairs that turn fast
+/// enough over the original context keep their extrapolated (unscaled) angle, slow ones take the
+/// interpolated one (times `freq_scale`), and a linear ramp between two pair indices blends them;
+/// cos and sin are scaled by `1 + 0.1 ln(1 / freq_scale)` on top of the attention factor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Yarn {
+    /// Weight of the ramp (llama.cpp's `yarn_ext_factor`, 1 for YaRN files).
+    pub ext_factor: f32,
+    /// Rotations over the original context above which a pair extrapolates (llama.cpp's
+    /// `yarn_beta_fast`, 32).
+    pub beta_fast: f32,
+    /// Rotations below which a pair interpolates (`yarn_beta_slow`, 1).
+    pub beta_slow: f32,
+    /// The context the model was trained on (`rope.scaling.original_context_length`).
+    pub n_ctx_orig: usize,
+}
+
+impl Yarn {
+    /// The pair indices where the ramp starts and ends (ggml's `ggml_rope_yarn_corr_dims`): the
+    /// pair that turns `beta` times over the original context is
+    /// `n_rot ln(n_ctx_orig / (2 pi beta)) / (2 ln base)`.
+    pub fn corr_dims(&self, n_rot: usize, base: f32) -> (f32, f32) {
+        let dim = |beta: f32| {
+            n_rot as f32 * (self.n_ctx_orig as f32 / (beta * 2.0 * std::f32::consts::PI)).ln()
+                / (2.0 * base.ln())
+        };
+        let start = dim(self.beta_fast).floor();
+        let end = dim(self.beta_slow).ceil();
+        (start.max(0.0), end.min(n_rot as f32 - 1.0))
+    }
+
+    /// How much of pair `i`'s angle is extrapolated: 1 below `low`, 0 above `high`, linear
+    /// between (ggml's `rope_yarn_ramp`), times the ramp's weight.
+    fn mix(&self, (low, high): (f32, f32), i: usize) -> f32 {
+        let y = (i as f32 - low) / (high - low).max(0.001);
+        (1.0 - y.clamp(0.0, 1.0)) * self.ext_factor
+    }
+
+    /// The magnitude correction for interpolating by `freq_scale`.
+    fn mscale(&self, freq_scale: f32) -> f32 {
+        1.0 + 0.1 * (1.0 / freq_scale).ln()
+    }
+}
+
+/// RoPE as ggml_rope_ext computes it: pair i of position p turns by
 /// `p * freq_scale * base^(-2i/n_rot) / factors[i]`, and cos and sin are scaled by `mscale`
-/// (llama.cpp's attention factor).
+/// (llama.cpp's attention factor); with `yarn`, YaRN blends in the unscaled angle (see [`Yarn`]).
 pub struct Rope<'a> {
     pub n_rot: usize,
     pub base: f32,
@@ -51,6 +97,7 @@ pub struct Rope<'a> {
     pub factors: Option<&'a [f32]>,
     pub mscale: f32,
     pub style: RopeStyle,
+    pub yarn: Option<Yarn>,
 }
 
 impl Rope<'_> {
@@ -69,17 +116,36 @@ impl Rope<'_> {
             })
             .collect();
         let freq_scale = self.freq_scale;
+        // Per pair, the share of the extrapolated angle (none without YaRN).
+        let yarn = self.yarn.map(|y| {
+            let dims = y.corr_dims(n_rot, self.base);
+            let mix: Vec<f32> = (0..half).map(|i| y.mix(dims, i)).collect();
+            (mix, mscale * y.mscale(freq_scale))
+        });
         x.par_chunks_mut(n_head * head_dim)
             .enumerate()
             .for_each(|(pos, tok)| {
-                let p = pos as f32 * freq_scale;
-                let cs: Vec<(f32, f32)> = inv
-                    .iter()
-                    .map(|&f| {
-                        let t = p * f;
-                        (t.cos() * mscale, t.sin() * mscale)
-                    })
-                    .collect();
+                let cs: Vec<(f32, f32)> = match &yarn {
+                    None => {
+                        let p = pos as f32 * freq_scale;
+                        inv.iter()
+                            .map(|&f| {
+                                let t = p * f;
+                                (t.cos() * mscale, t.sin() * mscale)
+                            })
+                            .collect()
+                    }
+                    Some((mix, m)) => inv
+                        .iter()
+                        .zip(mix)
+                        .map(|(&f, &mix)| {
+                            let extrap = pos as f32 * f;
+                            let interp = freq_scale * extrap;
+                            let t = interp * (1.0 - mix) + extrap * mix;
+                            (t.cos() * m, t.sin() * m)
+                        })
+                        .collect(),
+                };
                 for head in tok.chunks_mut(head_dim) {
                     for (i, &(c, s)) in cs.iter().enumerate() {
                         let (a, b) = match style {
@@ -105,44 +171,89 @@ pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }
 
-/// Causal (optionally sliding-window, optionally soft-capped) softmax over attention scores laid
-/// out as `[heads, t, t]`: query q sees keys k with k <= q and q - k < window.
-pub fn masked_softmax(
-    scores: &mut [f32],
-    t: usize,
-    scale: f32,
-    softcap: Option<f32>,
-    window: Option<usize>,
-) {
-    scores
-        .par_chunks_mut(t)
-        .enumerate()
-        .for_each(|(row_index, row)| {
-            let q = row_index % t;
-            let lo = match window {
-                Some(w) => (q + 1).saturating_sub(w),
-                None => 0,
-            };
-            let mut max = f32::NEG_INFINITY;
-            for v in &mut row[lo..=q] {
-                let mut s = *v * scale;
-                if let Some(cap) = softcap {
-                    s = cap * (s / cap).tanh();
-                }
-                *v = s;
-                max = max.max(s);
-            }
-            let mut sum = 0.0f64;
-            for v in &mut row[lo..=q] {
-                *v = (*v - max).exp();
-                sum += *v as f64;
-            }
-            let inv = (1.0 / sum) as f32;
-            row[..lo].iter_mut().for_each(|v| *v = 0.0);
-            row[lo..=q].iter_mut().for_each(|v| *v *= inv);
-            row[q + 1..].iter_mut().for_each(|v| *v = 0.0);
-        });
+/// The softmax of attention scores: scaled, optionally soft-capped, causal (optionally within
+/// a sliding window), optionally with attention sinks.
+pub struct Softmax<'a> {
+    /// Multiplies every score first (1/sqrt(head_dim) and the like).
+    pub scale: f32,
+    /// gemma2's `cap * tanh(s / cap)` of each scaled score.
+    pub softcap: Option<f32>,
+    /// Query q sees keys k with q - k < window (and always k <= q).
+    pub window: Option<usize>,
+    /// One logit per head that joins each row's normalisation without a value to weigh (gpt-oss's
+    /// `attn_sinks`, ggml's `soft_max_add_sinks`): the row's weights sum to less than 1 by
+    /// `exp(sink) / (exp(sink) + sum exp(score))`. Not scaled, not soft-capped.
+    pub sinks: Option<&'a [f32]>,
 }
+
+impl Softmax<'_> {
+    /// Normalises `scores`, laid out as `[heads, t, t]`, row by row in place.
+    pub fn apply(&self, scores: &mut [f32], t: usize) {
+        scores
+            .par_chunks_mut(t)
+            .enumerate()
+            .for_each(|(row_index, row)| {
+                let q = row_index % t;
+                let sink = self.sinks.map(|s| s[row_index / t]);
+                self.row(row, q, sink)
+            });
+    }
+
+    /// Query `q`'s row, in ggml's order: the maximum over the visible scores and the sink, the
+    /// sum of exponentials in f64, the sink's term added last.
+    fn row(&self, row: &mut [f32], q: usize, sink: Option<f32>) {
+        let lo = match self.window {
+            Some(w) => (q + 1).saturating_sub(w),
+            None => 0,
+        };
+        let mut max = f32::NEG_INFINITY;
+        for v in &mut row[lo..=q] {
+            let mut s = *v * self.scale;
+            if let Some(cap) = self.softcap {
+                s = cap * (s / cap).tanh();
+            }
+            *v = s;
+            max = max.max(s);
+        }
+        if let Some(sk) = sink {
+            max = if max > sk { max } else { sk };
+        }
+        let mut sum = 0.0f64;
+        for v in &mut row[lo..=q] {
+            *v = (*v - max).exp();
+            sum += *v as f64;
+        }
+        if let Some(sk) = sink {
+            sum += (sk - max).exp() as f64;
+        }
+        let inv = (1.0 / sum) as f32;
+        row[..lo].iter_mut().for_each(|v| *v = 0.0);
+        row[lo..=q].iter_mut().for_each(|v| *v *= inv);
+        row[q + 1..].iter_mut().for_each(|v| *v = 0.0);
+    }
+}
+
+/// gpt-oss's clamped SwiGLU of one gate and up value (ggml's `swiglu_oai`; llama.cpp's
+/// openai-moe passes alpha [`SWIGLU_OAI_ALPHA`] and limit [`SWIGLU_OAI_LIMIT`]): the gate is
+/// capped at `limit` from above only, the up value clamped to `[-limit, limit]`, and the result
+/// is `gate * sigmoid(alpha * gate) * (up + 1)`.
+pub fn swiglu_oai(gate: f32, up: f32, alpha: f32, limit: f32) -> f32 {
+    // std::min and std::clamp: a NaN input passes through, as in ggml.
+    let x = if limit < gate { limit } else { gate };
+    let y = if up < -limit {
+        -limit
+    } else if limit < up {
+        limit
+    } else {
+        up
+    };
+    x / (1.0 + (alpha * -x).exp()) * (y + 1.0)
+}
+
+/// The sigmoid's sharpness in gpt-oss's SwiGLU (llama.cpp `LLM_FFN_SWIGLU_OAI_MOE`).
+pub const SWIGLU_OAI_ALPHA: f32 = 1.702;
+/// The clamp of gpt-oss's SwiGLU inputs.
+pub const SWIGLU_OAI_LIMIT: f32 = 7.0;
 
 /// Cosine similarity of two rows (f64 accumulation); `None` when either is zero or not finite.
 pub fn cosine(a: &[f32], b: &[f32]) -> Option<f64> {
@@ -161,14 +272,59 @@ pub fn cosine(a: &[f32], b: &[f32]) -> Option<f64> {
 mod tests {
     use super::*;
 
+    fn softmax(window: Option<usize>, sinks: Option<&[f32]>) -> Softmax<'_> {
+        Softmax {
+            scale: 1.0,
+            softcap: None,
+            window,
+            sinks,
+        }
+    }
+
     #[test]
     fn softmax_respects_causality_and_window() {
         let t = 4;
         let mut s = vec![1.0f32; t * t];
-        masked_softmax(&mut s, t, 1.0, None, Some(2));
+        softmax(Some(2), None).apply(&mut s, t);
         // Row 3 sees keys 2 and 3 only.
         assert_eq!(&s[12..16], &[0.0, 0.0, 0.5, 0.5]);
         assert_eq!(&s[0..4], &[1.0, 0.0, 0.0, 0.0]);
+    }
+
+    /// A sink joins the denominator: with equal scores 0 and a sink of ln 2 over 2 visible keys,
+    /// each key gets 1 / (1 + 1 + 2); a sink far above the scores takes nearly all the weight
+    /// (where the maximum must come from the sink, or the exponentials would overflow).
+    #[test]
+    fn sinks_join_the_denominator_per_head() {
+        let t = 2;
+        // Two heads of 2 x 2 scores: head 0 with sink ln 2, head 1 with sink 100.
+        let mut s = vec![0.0f32; 2 * t * t];
+        softmax(None, Some(&[2f32.ln(), 100.0])).apply(&mut s, t);
+        assert!((s[0] - 1.0 / 3.0).abs() < 1e-6, "{s:?}"); // 1 key + sink 2
+        assert_eq!(s[1], 0.0);
+        assert!((s[2] - 0.25).abs() < 1e-6 && (s[3] - 0.25).abs() < 1e-6);
+        assert!(s[4..].iter().all(|&p| (0.0..1e-40).contains(&p)), "{s:?}");
+        // Without sinks each row sums to 1.
+        let mut s = vec![0.0f32; 2 * t * t];
+        softmax(None, None).apply(&mut s, t);
+        assert_eq!(&s[2..4], &[0.5, 0.5]);
+    }
+
+    /// ggml's definition at hand-picked points: below the limits plain SiLU-like gating with
+    /// alpha (gate 1, up 0: 1 / (1 + e^-1.702)); the gate capped at 7 from above but not from
+    /// below; up clamped to [-7, 7] before the + 1.
+    #[test]
+    fn swiglu_oai_clamps_as_ggml() {
+        let f = |g, u| swiglu_oai(g, u, SWIGLU_OAI_ALPHA, SWIGLU_OAI_LIMIT);
+        let sig = |x: f32| 1.0 / (1.0 + (-1.702 * x).exp());
+        assert!((f(1.0, 0.0) - sig(1.0)).abs() < 1e-7);
+        assert!((f(1.0, 2.0) - 3.0 * sig(1.0)).abs() < 1e-6);
+        assert_eq!(f(9.0, 0.0), f(7.0, 0.0));
+        assert!((f(-9.0, 0.0) - -9.0 * sig(-9.0)).abs() < 1e-9);
+        assert_eq!(f(1.0, 20.0), f(1.0, 7.0));
+        assert_eq!(f(1.0, -20.0), f(1.0, -7.0));
+        assert!((f(1.0, -7.0) - -6.0 * sig(1.0)).abs() < 1e-6);
+        assert!(f(f32::NAN, 0.0).is_nan());
     }
 
     #[test]
@@ -194,10 +350,48 @@ mod tests {
             factors: Some(&[2.0]),
             mscale: 3.0,
             style: RopeStyle::Neox,
+            yarn: None,
         }
         .apply(&mut x, 1, 2);
         assert!((x[2] - 3.0 * 0.5f32.cos()).abs() < 1e-6);
         assert!((x[3] - 3.0 * 0.5f32.sin()).abs() < 1e-6);
+    }
+
+    /// YaRN on 2 pairs, base 10000, 4x interpolation, original context 128: the ramp runs
+    /// from pair floor(4 ln(128 / 64 pi) / 2 ln 10^4) = floor(-0.098) -> 0 to
+    /// ceil(4 ln(128 / 2 pi) / 2 ln 10^4) = ceil(0.654) = 1, so pair 0 keeps its unscaled angle
+    /// and pair 1 takes the interpolated one; both are scaled by 1 + 0.1 ln 4.
+    #[test]
+    fn yarn_extrapolates_fast_pairs_and_interpolates_slow_ones() {
+        let yarn = Yarn {
+            ext_factor: 1.0,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            n_ctx_orig: 128,
+        };
+        assert_eq!(yarn.corr_dims(4, 10000.0), (0.0, 1.0));
+        // Position 1, one head of 4 values (NEOX pairs (0, 2) and (1, 3)).
+        let mut x = vec![0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0];
+        Rope {
+            n_rot: 4,
+            base: 10000.0,
+            freq_scale: 0.25,
+            factors: None,
+            mscale: 2.0,
+            style: RopeStyle::Neox,
+            yarn: Some(yarn),
+        }
+        .apply(&mut x, 1, 4);
+        let m = 2.0 * (1.0 + 0.1 * 4f32.ln());
+        let (t0, t1) = (1.0f32, 0.25f32 * 0.01);
+        let want = [m * t0.cos(), m * t1.cos(), m * t0.sin(), m * t1.sin()];
+        for (got, want) in x[4..].iter().zip(want) {
+            assert!((got - want).abs() < 1e-6, "{:?} vs {want:?}", &x[4..]);
+        }
+        // Halfway up a ramp from 0 to 2, half of each angle.
+        assert_eq!(yarn.mix((0.0, 2.0), 1), 0.5);
+        assert_eq!(yarn.mix((1.0, 1.0), 0), 1.0);
+        assert_eq!(yarn.mix((1.0, 1.0), 2), 0.0);
     }
 
     #[test]

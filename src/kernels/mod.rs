@@ -5,7 +5,7 @@
 //! the same blocks as llama-quantize (tests/llama_quantize.rs checks this on real models), so a model
 //! quantized here is the model a llama.cpp user would have made. Each family has its file
 //! (`float`, `legacy` for the 32-element blocks, `kquants` for the 256-element super-blocks,
-//! `search` for the scale fits they share) and one [`Kernel`] row per type; [`KERNELS`] lists
+//! `mxfp` for the microscaling FP4 blocks, `search` for the scale fits they share) and one [`Kernel`] row per type; [`KERNELS`] lists
 //! the rows, and a compile-time check holds each row's layout to the GGUF type table.
 //!
 //! - [`quantize`] / [`dequantize`]: whole tensors, rows in parallel.
@@ -29,6 +29,7 @@
 pub mod float;
 pub mod kquants;
 pub mod legacy;
+pub mod mxfp;
 mod search;
 
 use rayon::prelude::*;
@@ -71,6 +72,7 @@ pub const KERNELS: &[Kernel] = &[
     kquants::Q5_K,
     kquants::Q6_K,
     kquants::Q8_K,
+    mxfp::MXFP4,
 ];
 
 // The kernels walk blocks with their rows' layouts; the reader, the writer and every size check
@@ -236,7 +238,7 @@ mod tests {
     fn the_table_has_every_type_it_can_quantize_or_read() {
         use GgmlType::*;
         let quantizable = [
-            F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+            F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, MXFP4,
         ];
         for ty in GgmlType::all() {
             assert_eq!(can_quantize(ty), quantizable.contains(&ty), "{ty}");
@@ -269,6 +271,7 @@ mod tests {
             (GgmlType::Q4_K, 0.2),
             (GgmlType::Q3_K, 0.4),
             (GgmlType::Q2_K, 0.8),
+            (GgmlType::MXFP4, 0.4),
         ] {
             for w in [None, Some(&imatrix[..])] {
                 let q = quantize(ty, &src, n, w).unwrap();
