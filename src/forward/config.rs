@@ -564,7 +564,16 @@ mod tests {
         let supported: Vec<&str> = ForwardSpec::supported().collect();
         assert_eq!(
             supported,
-            ["gemma2", "gemma3", "granite_swa", "llama", "phi3", "qwen2", "qwen3", "qwen3moe"]
+            [
+                "gemma2",
+                "gemma3",
+                "granite_swa",
+                "llama",
+                "phi3",
+                "qwen2",
+                "qwen3",
+                "qwen3moe"
+            ]
         );
         for arch in supported {
             ForwardSpec::for_arch(arch).unwrap();
