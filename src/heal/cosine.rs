@@ -168,13 +168,7 @@ mod tests {
     #[test]
     fn cosine_fit_lowers_the_cosine_distance() {
         let (n, d) = (300, 6);
-        let mut s = 99u64;
-        let mut rnd = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) as f64 / (1u64 << 31) as f64) - 0.5
-        };
+        let mut rnd = super::super::fit::test_numbers(99);
         let h: Vec<f32> = (0..n * d).map(|_| rnd() as f32).collect();
         let m: Vec<f32> = (0..n * d).map(|_| rnd() as f32).collect();
         let t_true: Vec<f64> = (0..d * d)

@@ -240,6 +240,17 @@ pub(super) fn cholesky_apply(g: &[f64], mut b: Vec<f64>, d: usize) -> Vec<f64> {
     b
 }
 
+/// A deterministic stream of numbers in [-0.5, 0.5) for the fits' tests.
+#[cfg(test)]
+pub(super) fn test_numbers(mut s: u64) -> impl FnMut() -> f64 {
+    move || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((s >> 33) as f64 / (1u64 << 31) as f64) - 0.5
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,13 +258,7 @@ mod tests {
     #[test]
     fn ridge_recovers_an_exact_map() {
         let (n, d) = (200, 7);
-        let mut s = 12345u64;
-        let mut rnd = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) as f64 / (1u64 << 31) as f64) - 0.5
-        };
+        let mut rnd = test_numbers(12345);
         let a: Vec<f64> = (0..n * d).map(|_| rnd()).collect();
         let t_true: Vec<f64> = (0..d * d).map(|_| rnd()).collect();
         let mut b = vec![0f64; n * d];

@@ -1,4 +1,5 @@
-//! Training-free healing after layer removal (ReplaceMe, Shopkhoev et al., 2025).
+//! Training-free healing after layer removal (ReplaceMe, Shopkhoev et al., 2025, and the methods
+//! below that also fold into the weights).
 //!
 //! For each maximal contiguous run of removed blocks `l+1..=l+n`, block `l` (the kept block just
 //! before the run) is given a `d x d` map `T` such that its FFN output `M`, mapped by `T`, stands
@@ -34,15 +35,26 @@
 //! importance weights include them, so their few huge activations survive). The held-back check
 //! also requires that their error, summed with the others', goes down.
 //!
+//! **Methods** ([`HealMethod`]). `lstsq` is the map above. `cosine` refines it to minimise the
+//! cosine distance between the healed and the target stream ([`cosine`]); `patch` fits only `d`
+//! channel scales in a Hadamard-rotated basis, `T = H diag(s) H^T / d` (LinearPatch, [`patch`]);
+//! all three are a `T`, folded as above. `comp` (Prune&Comp, [`comp`]) rescales the stream at the
+//! cut to the magnitude the removed blocks would have left, folded into the writes of the blocks
+//! after the cut. `auto`, the default, fits all four and keeps, per run, the one with the lowest
+//! held-back error as written ([`choose`]; ties go to `lstsq`, so on the test models it writes
+//! what `lstsq` writes unless another method is measurably better on the held-back tokens).
+//!
 //! **Never worse.** The last quarter of the calibration windows is held back. A run's fold is kept
 //! only if, with the weights as they will be written (requantized), it lowers the squared error of
 //! the stream after the run on the held-back tokens; otherwise the run is left unhealed and the
-//! report says so.
+//! report says so. With `auto` the rule applies to the method kept.
 //!
 //! **Layout.** `pass` runs the calibration pass over the forward pass's observer interface and
 //! hands each run's sample to `heal_run`'s sequence: `fit` chooses the rows (outliers) and
-//! solves for `T`; `fold` writes `T` into the weights, refits the norm and requantizes; `report`
-//! holds what is reported. Tensor names come from `arch::names`.
+//! solves for `T`; `choose` fits each method asked for (`cosine`, `patch`, `comp`) and measures
+//! it; `fold` writes `T` into the weights, refits the norm and requantizes; `comp` rescales the
+//! later blocks after the pass; `report` holds what is reported. Tensor names come from
+//! `arch::names`.
 
 mod choose;
 mod comp;
