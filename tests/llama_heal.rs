@@ -154,8 +154,9 @@ fn healing_an_exactly_linear_run_recovers_the_unpruned_output() {
 }
 
 /// The default (auto) fits every method on the exactly linear run, keeps the least-squares map
-/// (the exact one: its held-back error is the lowest) and writes the same bytes as `lstsq`
-/// alone; every method tried is reported, and none is kept that would raise the error.
+/// (it lowers the held-back error, and is the exact one: no method does better than a tie) and
+/// writes the same bytes as `lstsq` alone; every method tried is reported, and no single method
+/// is kept that would raise the error.
 #[test]
 fn auto_keeps_the_lowest_held_back_error_and_writes_that_methods_bytes() {
     let dir = common::workdir();

@@ -10,8 +10,8 @@ pub struct HealArgs {
     /// preceding block's ffn_down), cosine (its cosine-distance variant), patch (LinearPatch:
     /// Hadamard rotation and channel scales fused into one map), comp (Prune&Comp: magnitude
     /// compensation folded into the later blocks' outputs), or auto: every method, keeping per
-    /// run the one with the lowest error on held-back calibration tokens. A run whose fold does
-    /// not lower that error is left unhealed.
+    /// run lstsq if it lowers the error on held-back calibration tokens, else the method that
+    /// lowers it most. A run no method improves is left unhealed.
     #[arg(
         long,
         value_name = "METHOD",

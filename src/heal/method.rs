@@ -5,7 +5,8 @@
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HealMethod {
-    /// Fit every method below and keep, per run, the one with the lowest held-back error.
+    /// Fit every method below and keep, per run, the least-squares map if it lowers the
+    /// held-back error, else the method with the lowest held-back error that lowers it.
     #[default]
     Auto,
     /// ReplaceMe's least-squares map (ridge toward the identity).

@@ -40,9 +40,10 @@
 //! channel scales in a Hadamard-rotated basis, `T = H diag(s) H^T / d` (LinearPatch, [`patch`]);
 //! all three are a `T`, folded as above. `comp` (Prune&Comp, [`comp`]) rescales the stream at the
 //! cut to the magnitude the removed blocks would have left, folded into the writes of the blocks
-//! after the cut. `auto`, the default, fits all four and keeps, per run, the one with the lowest
-//! held-back error as written ([`choose`]; ties go to `lstsq`, so on the test models it writes
-//! what `lstsq` writes unless another method is measurably better on the held-back tokens).
+//! after the cut. `auto`, the default, fits all four and keeps, per run, the least-squares map
+//! if its fold lowers the held-back error, else the fold of another method with the lowest
+//! held-back error that lowers it ([`choose`], which says why the held-back error cannot rank
+//! the methods against each other).
 //!
 //! **Never worse.** The last quarter of the calibration windows is held back. A run's fold is kept
 //! only if, with the weights as they will be written (requantized), it lowers the squared error of

@@ -7,7 +7,7 @@ use super::HealMethod;
 /// Below this many equations per fitted parameter (each fit token gives `d` equations, one per
 /// stream channel) a run's report flags the calibration as small for the fit. The
 /// least-squares map has `d^2` parameters, so it asks for `10 d` fit tokens: 5,760 on SmolLM2
-/// (d = 576), more than the default budget's 3,840 fit tokens.
+/// (d = 576), more than the default budget's 4,096 fit tokens (8 of its 10 windows).
 pub const SMALL_CALIBRATION: f64 = 10.0;
 
 /// How a run's fold was made.
