@@ -1,6 +1,8 @@
-//! Healing (ReplaceMe): a synthetic model whose removed run is exactly linear in the absorbing
-//! block's FFN output (healing must recover the unpruned output to float precision), and the two
-//! real models (healed files load in llama.cpp, perplexity not above the unhealed file's).
+//! Healing: a synthetic model whose removed run is exactly linear in the absorbing block's FFN
+//! output (healing must recover the unpruned output to float precision, and the default method
+//! must choose that map), and the two real models (healed files load in llama.cpp, perplexity
+//! not above the unhealed file's; every method's file measures the same in llama-perplexity as
+//! in our eval).
 
 pub mod common;
 pub mod support;
@@ -9,7 +11,7 @@ use support::{f32_bytes, TinyModel, F32};
 
 use gguf_prune::forward::{Forward, RunOptions};
 use gguf_prune::gguf::{Model, WriteOptions};
-use gguf_prune::heal::{heal_with_windows, HealOptions};
+use gguf_prune::heal::{heal_with_windows, HealMethod, HealOptions};
 use gguf_prune::jobs::write_verified;
 use gguf_prune::prune::{rewrite, PrunePlan};
 use std::path::Path;
@@ -151,6 +153,65 @@ fn healing_an_exactly_linear_run_recovers_the_unpruned_output() {
     );
 }
 
+/// The default (auto) fits every method on the exactly linear run, keeps the least-squares map
+/// (it lowers the held-back error, and is the exact one: no method does better than a tie) and
+/// writes the same bytes as `lstsq` alone; every method tried is reported, and no single method
+/// is kept that would raise the error.
+#[test]
+fn auto_keeps_the_lowest_held_back_error_and_writes_that_methods_bytes() {
+    let dir = common::workdir();
+    let src = dir.path().join("linear.gguf");
+    linear_run_llama(&src);
+    let model = Model::open(&src).unwrap();
+    let plan = PrunePlan::new(4, &[1, 2]).unwrap();
+    let heal = |method: HealMethod| {
+        let mut rw = rewrite(&model, &plan).unwrap();
+        let options = HealOptions {
+            method,
+            ridge: 1e-12,
+            ..HealOptions::default()
+        };
+        let report =
+            heal_with_windows(&model, &mut rw, &windows(), &options, &mut |_, _, _| {}).unwrap();
+        let path = dir.path().join(format!("{method}.gguf"));
+        write_verified(&model, rw, &path, &WriteOptions::default(), &mut |_, _| {}).unwrap();
+        (report, std::fs::read(&path).unwrap())
+    };
+    let (auto, auto_bytes) = heal(HealMethod::Auto);
+    let run = &auto.runs[0];
+    assert_eq!(auto.method, HealMethod::Auto);
+    assert!(run.healed, "{run:?}");
+    assert_eq!(run.method, Some(HealMethod::Lstsq), "{run:?}");
+    let tried: Vec<HealMethod> = run.tried.iter().map(|t| t.method).collect();
+    assert_eq!(tried, HealMethod::ALL[1..].to_vec());
+    // No method tried is better than the kept one by more than a tie (0.1%, or a billionth of
+    // the unhealed error: the float noise of two exact fits).
+    let tie = (1e-3 * run.err_after).max(1e-9 * run.err_before);
+    for t in &run.tried {
+        assert!(
+            t.err_after.is_nan() || t.err_after >= run.err_after - tie,
+            "{t:?}"
+        );
+        assert_eq!(t.lowers, t.err_after < run.err_before, "{t:?}");
+    }
+    let (lstsq, lstsq_bytes) = heal(HealMethod::Lstsq);
+    assert_eq!(lstsq.runs[0].tried.len(), 1);
+    assert!(
+        auto_bytes == lstsq_bytes,
+        "auto wrote other bytes than lstsq"
+    );
+    // Each single method is never worse than unhealed on the held-back tokens.
+    for method in [HealMethod::Cosine, HealMethod::Patch, HealMethod::Comp] {
+        let (report, _) = heal(method);
+        let r = &report.runs[0];
+        assert!(!r.healed || r.err_after < r.err_before, "{method}: {r:?}");
+        assert_eq!(r.tried.len(), 1, "{method}");
+        if r.healed {
+            assert_eq!(r.method, Some(method));
+        }
+    }
+}
+
 #[test]
 fn a_run_at_block_zero_is_left_unhealed() {
     let dir = common::workdir();
@@ -277,4 +338,99 @@ fn smollm2_heal_composes_with_quantize() {
     let p = common::llama_perplexity(&plain, 512, 3);
     let h = common::llama_perplexity(&healed, 512, 3);
     assert!(h < 0.95 * p, "healed {h} not below unhealed {p}");
+}
+
+/// Prunes `layers` from SmolLM2 and heals it with `method` (2048 tokens of the built-in text):
+/// the healed file loads in llama.cpp, its llama-perplexity equals our eval's within the
+/// tolerance of `llama_eval.rs` (2%), every healed run reports `method` and lowers its held-back
+/// error. Returns (llama-perplexity, number of runs healed).
+fn check_method(model: &Path, layers: &str, method: &str, dir: &Path) -> (f64, usize) {
+    let healed = dir.join(format!("{method}.gguf"));
+    let json = common::run_ok(
+        common::gguf_prune()
+            .arg(model)
+            .args([
+                "--layers",
+                layers,
+                "--heal",
+                method,
+                "--json",
+                "--heal-tokens",
+            ])
+            .arg("2048")
+            .arg("--calib")
+            .arg(common::calibration_text())
+            .arg("-o")
+            .arg(&healed),
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).expect("JSON report");
+    assert_eq!(v["heal"]["method"].as_str(), Some(method));
+    let runs = v["heal"]["runs"].as_array().expect("heal runs");
+    let mut n_healed = 0;
+    for r in runs {
+        if r["healed"].as_bool() == Some(true) {
+            n_healed += 1;
+            assert!(r["err_after"].as_f64() < r["err_before"].as_f64(), "{r}");
+            if method != "auto" {
+                assert_eq!(r["method"].as_str(), Some(method), "{r}");
+            }
+            assert!(
+                r["tokens_per_param"].as_f64().is_some_and(|t| t > 0.0),
+                "{r}"
+            );
+        }
+    }
+    let llama = common::llama_perplexity(&healed, 512, 3);
+    let ours: serde_json::Value = serde_json::from_str(&common::run_ok(
+        common::gguf_prune()
+            .arg("eval")
+            .arg(&healed)
+            .arg("--text")
+            .arg(common::eval_text())
+            .args(["-c", "512", "--chunks", "3", "-t", "2", "--json"]),
+    ))
+    .expect("eval JSON");
+    let ppl = ours["ppl"].as_f64().unwrap();
+    assert!(
+        (ppl / llama - 1.0).abs() < 0.02,
+        "{method}: gguf-prune eval PPL {ppl} vs llama-perplexity {llama}"
+    );
+    (llama, n_healed)
+}
+
+/// Every method on SmolLM2 minus {12-15, 25} (an exact fold into llama-style blocks; `comp`
+/// rescales the later blocks' Q4_1/Q8_0 writes through their scale fields). The unhealed file is
+/// the control: auto must beat it clearly.
+#[test]
+fn smollm2_every_method_loads_in_llama_cpp_and_matches_our_eval() {
+    let dir = common::workdir();
+    let (model, layers) = (common::smollm2(), "12-15,25");
+    let pruned = dir.path().join("pruned.gguf");
+    common::run_ok(
+        common::gguf_prune()
+            .arg(&model)
+            .args(["--layers", layers, "-o"])
+            .arg(&pruned),
+    );
+    let control = common::llama_perplexity(&pruned, 512, 3);
+    for method in ["lstsq", "cosine", "patch", "comp", "auto"] {
+        let (h, n) = check_method(&model, layers, method, dir.path());
+        eprintln!("SmolLM2 {layers} {method}: {h} ({n} runs healed), unhealed {control}");
+        // Only auto is held to the control: a single method may lower the held-back error and
+        // still measure worse (patch, 2048 tokens: 69.70 against 69.04 unhealed).
+        if method == "auto" {
+            assert!(n >= 1 && h < 0.95 * control, "auto: {h} vs {control}");
+        }
+    }
+}
+
+/// gemma3 minus {8,9}: the approximate fold through the post-FFN norm (`lstsq`, `cosine`,
+/// `patch`) and `comp`'s rescaling of the later blocks' post-norm weights.
+#[test]
+fn gemma3_methods_load_in_llama_cpp_and_match_our_eval() {
+    let dir = common::workdir();
+    for method in ["cosine", "patch", "comp"] {
+        let (h, n) = check_method(&common::gemma3(), "8,9", method, dir.path());
+        eprintln!("gemma3 8,9 {method}: {h} ({n} runs healed)");
+    }
 }

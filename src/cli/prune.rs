@@ -142,10 +142,14 @@ pub fn run(args: PruneArgs) -> anyhow::Result<()> {
         None => None,
     };
     let model = Model::open(&input)?;
-    if calib_options.is_some() || args.heal.heal || q.imatrix_out.is_some() || ftype.is_some() {
+    if calib_options.is_some()
+        || args.heal.heal.is_some()
+        || q.imatrix_out.is_some()
+        || ftype.is_some()
+    {
         args.select.check(&model)?;
     }
-    if args.heal.heal {
+    if args.heal.heal.is_some() {
         args.heal.check()?;
     }
     let n_layers = layer_count(&model)?;
@@ -216,7 +220,11 @@ fn job_options(
     let select = &args.select;
     PruneOptions {
         removal,
-        heal: (args.heal.heal).then(|| args.heal.options(select.calib.clone(), select.ctx)),
+        heal: args
+            .heal
+            .heal
+            .is_some()
+            .then(|| args.heal.options(select.calib.clone(), select.ctx)),
         quantize: ftype.map(|ftype| PruneQuantize {
             ftype,
             pure: args.quant.pure,

@@ -124,7 +124,8 @@ pub(super) fn fit_map(
     Ok(t)
 }
 
-fn gather(a: &[f32], d: usize, rows: &[usize]) -> Vec<f64> {
+/// Rows `rows` of `a` (rows of `d`) in f64.
+pub(super) fn gather(a: &[f32], d: usize, rows: &[usize]) -> Vec<f64> {
     let mut out = Vec::with_capacity(rows.len() * d);
     for &r in rows {
         out.extend(a[r * d..(r + 1) * d].iter().map(|&v| v as f64));
@@ -134,31 +135,55 @@ fn gather(a: &[f32], d: usize, rows: &[usize]) -> Vec<f64> {
 
 /// `T = (A^T A + a I)^-1 A^T B`, `a = ridge * trace(A^T A) / d`; A, B: `n x d` row-major.
 pub fn ridge_solve(a: &[f64], b: &[f64], n: usize, d: usize, ridge: f64) -> Result<Vec<f64>> {
-    use candle_core::{Device, Tensor};
-    let c = |e: candle_core::Error| Error::Candle {
-        what: "heal fit".into(),
-        source: e,
-    };
-    let at = Tensor::from_slice(a, (n, d), &Device::Cpu).map_err(c)?;
-    let bt = Tensor::from_slice(b, (n, d), &Device::Cpu).map_err(c)?;
-    // A^T M, d x d row-major.
-    let at_times = |m: &Tensor| -> candle_core::Result<Vec<f64>> {
-        at.t()?.matmul(m)?.flatten_all()?.to_vec1()
-    };
-    let ata = at_times(&at).map_err(c)?;
-    let atb = at_times(&bt).map_err(c)?;
-    let trace: f64 = (0..d).map(|i| ata[i * d + i]).sum();
-    let alpha = ridge * trace / d as f64;
-    let mut g = ata;
-    for i in 0..d {
-        g[i * d + i] += alpha.max(f64::MIN_POSITIVE);
-    }
-    cholesky_solve(&mut g, atb, d)
+    let mut g = at_b(a, a, n, d, d)?;
+    let atb = at_b(a, b, n, d, d)?;
+    add_ridge(&mut g, d, ridge);
+    cholesky(&mut g, d)?;
+    Ok(cholesky_apply(&g, atb, d))
 }
 
-/// Solves `G X = B` for symmetric positive definite `G` (`d x d`, overwritten by its Cholesky
-/// factor), `B` `d x d`; returns X row-major.
-fn cholesky_solve(g: &mut [f64], mut b: Vec<f64>, d: usize) -> Result<Vec<f64>> {
+/// Adds `a I` to the `d x d` matrix `g`, `a = ridge * trace(g) / d` (at least the smallest
+/// positive f64); returns `a`.
+pub(super) fn add_ridge(g: &mut [f64], d: usize, ridge: f64) -> f64 {
+    let trace: f64 = (0..d).map(|i| g[i * d + i]).sum();
+    let alpha = (ridge * trace / d as f64).max(f64::MIN_POSITIVE);
+    for i in 0..d {
+        g[i * d + i] += alpha;
+    }
+    alpha
+}
+
+fn candle_err(e: candle_core::Error) -> Error {
+    Error::Candle {
+        what: "heal fit".into(),
+        source: e,
+    }
+}
+
+/// `A^T B` for `A` `n x k` and `B` `n x m`, row-major f64: `k x m`.
+pub(super) fn at_b(a: &[f64], b: &[f64], n: usize, k: usize, m: usize) -> Result<Vec<f64>> {
+    use candle_core::{Device, Tensor};
+    let run = || -> candle_core::Result<Vec<f64>> {
+        let at = Tensor::from_slice(a, (n, k), &Device::Cpu)?;
+        let bt = Tensor::from_slice(b, (n, m), &Device::Cpu)?;
+        at.t()?.matmul(&bt)?.flatten_all()?.to_vec1()
+    };
+    run().map_err(candle_err)
+}
+
+/// `A B` for `A` `n x k` and `B` `k x m`, row-major f64: `n x m`.
+pub(super) fn matmul(a: &[f64], b: &[f64], n: usize, k: usize, m: usize) -> Result<Vec<f64>> {
+    use candle_core::{Device, Tensor};
+    let run = || -> candle_core::Result<Vec<f64>> {
+        let at = Tensor::from_slice(a, (n, k), &Device::Cpu)?;
+        let bt = Tensor::from_slice(b, (k, m), &Device::Cpu)?;
+        at.matmul(&bt)?.flatten_all()?.to_vec1()
+    };
+    run().map_err(candle_err)
+}
+
+/// Overwrites the symmetric positive definite `g` (`d x d`) with its lower Cholesky factor.
+pub(super) fn cholesky(g: &mut [f64], d: usize) -> Result<()> {
     for j in 0..d {
         let mut s = g[j * d + j];
         for k in 0..j {
@@ -179,6 +204,12 @@ fn cholesky_solve(g: &mut [f64], mut b: Vec<f64>, d: usize) -> Result<Vec<f64>> 
             g[i * d + j] = s / l;
         }
     }
+    Ok(())
+}
+
+/// Solves `G X = B` given `G`'s Cholesky factor `l` ([`cholesky`]), `B` `d x d`; returns X
+/// row-major.
+pub(super) fn cholesky_apply(g: &[f64], mut b: Vec<f64>, d: usize) -> Vec<f64> {
     // L Z = B, then L^T X = Z, all right-hand sides at once (rows of B).
     for i in 0..d {
         for k in 0..i {
@@ -206,7 +237,18 @@ fn cholesky_solve(g: &mut [f64], mut b: Vec<f64>, d: usize) -> Result<Vec<f64>> 
         let l = g[i * d + i];
         b[i * d..(i + 1) * d].iter_mut().for_each(|v| *v /= l);
     }
-    Ok(b)
+    b
+}
+
+/// A deterministic stream of numbers in [-0.5, 0.5) for the fits' tests.
+#[cfg(test)]
+pub(super) fn test_numbers(mut s: u64) -> impl FnMut() -> f64 {
+    move || {
+        s = s
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((s >> 33) as f64 / (1u64 << 31) as f64) - 0.5
+    }
 }
 
 #[cfg(test)]
@@ -216,13 +258,7 @@ mod tests {
     #[test]
     fn ridge_recovers_an_exact_map() {
         let (n, d) = (200, 7);
-        let mut s = 12345u64;
-        let mut rnd = || {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 33) as f64 / (1u64 << 31) as f64) - 0.5
-        };
+        let mut rnd = test_numbers(12345);
         let a: Vec<f64> = (0..n * d).map(|_| rnd()).collect();
         let t_true: Vec<f64> = (0..d * d).map(|_| rnd()).collect();
         let mut b = vec![0f64; n * d];

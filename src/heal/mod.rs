@@ -1,4 +1,5 @@
-//! Training-free healing after layer removal (ReplaceMe, Shopkhoev et al., 2025).
+//! Training-free healing after layer removal (ReplaceMe, Shopkhoev et al., 2025, and the methods
+//! below that also fold into the weights).
 //!
 //! For each maximal contiguous run of removed blocks `l+1..=l+n`, block `l` (the kept block just
 //! before the run) is given a `d x d` map `T` such that its FFN output `M`, mapped by `T`, stands
@@ -34,19 +35,36 @@
 //! importance weights include them, so their few huge activations survive). The held-back check
 //! also requires that their error, summed with the others', goes down.
 //!
+//! **Methods** ([`HealMethod`]). `lstsq` is the map above. `cosine` refines it to minimise the
+//! cosine distance between the healed and the target stream ([`cosine`]); `patch` fits only `d`
+//! channel scales in a Hadamard-rotated basis, `T = H diag(s) H^T / d` (LinearPatch, [`patch`]);
+//! all three are a `T`, folded as above. `comp` (Prune&Comp, [`comp`]) rescales the stream at the
+//! cut to the magnitude the removed blocks would have left, folded into the writes of the blocks
+//! after the cut. `auto`, the default, fits all four and keeps, per run, the least-squares map
+//! if its fold lowers the held-back error, else the fold of another method with the lowest
+//! held-back error that lowers it ([`choose`], which says why the held-back error cannot rank
+//! the methods against each other).
+//!
 //! **Never worse.** The last quarter of the calibration windows is held back. A run's fold is kept
 //! only if, with the weights as they will be written (requantized), it lowers the squared error of
 //! the stream after the run on the held-back tokens; otherwise the run is left unhealed and the
-//! report says so.
+//! report says so. With `auto` the rule applies to the method kept.
 //!
 //! **Layout.** `pass` runs the calibration pass over the forward pass's observer interface and
 //! hands each run's sample to `heal_run`'s sequence: `fit` chooses the rows (outliers) and
-//! solves for `T`; `fold` writes `T` into the weights, refits the norm and requantizes; `report`
-//! holds what is reported. Tensor names come from `arch::names`.
+//! solves for `T`; `choose` fits each method asked for (`cosine`, `patch`, `comp`) and measures
+//! it; `fold` writes `T` into the weights, refits the norm and requantizes; `comp` rescales the
+//! later blocks after the pass; `report` holds what is reported. Tensor names come from
+//! `arch::names`.
 
+mod choose;
+mod comp;
+mod cosine;
 mod fit;
 mod fold;
+mod method;
 mod pass;
+mod patch;
 mod report;
 
 use std::collections::HashMap;
@@ -58,7 +76,8 @@ use crate::gguf::{GgmlType, Model};
 use crate::prune::Rewrite;
 
 pub use fit::ridge_solve;
-pub use report::{Fold, HealReport, RunReport, TensorChange};
+pub use method::HealMethod;
+pub use report::{Fold, HealReport, RunReport, TensorChange, Tried, SMALL_CALIBRATION};
 
 use fit::{mean_sq_dist, mean_sq_norm, Rows};
 use fold::{Found, Target};
@@ -71,6 +90,8 @@ pub const OUTLIER_REL_ERR: f64 = 0.5;
 /// What healing needs; defaults match the measurements in the docs.
 #[derive(Clone, Debug)]
 pub struct HealOptions {
+    /// How each removed run is healed.
+    pub method: HealMethod,
     /// Calibration text file; `None` is the built-in text.
     pub calib: Option<PathBuf>,
     /// Tokens per calibration window.
@@ -94,6 +115,7 @@ pub struct HealOptions {
 impl Default for HealOptions {
     fn default() -> Self {
         HealOptions {
+            method: HealMethod::Auto,
             calib: None,
             ctx: 512,
             max_tokens: 5120,
@@ -152,12 +174,14 @@ pub fn heal_with_windows(
         lens: &lens,
     };
     let mut report = HealReport {
+        method: options.method,
         runs: Vec::new(),
         windows: windows.len(),
         held_windows,
         tokens: lens.iter().sum(),
         pass_seconds: 0.0,
         fit_seconds: 0.0,
+        rescaled: Vec::new(),
     };
     // Maximal runs of removed blocks, each healed at the block before it.
     let all_runs: Vec<Vec<usize>> = rewrite
@@ -166,14 +190,17 @@ pub fn heal_with_windows(
         .into_iter()
         .map(Vec::from_iter)
         .collect();
+    // The write scale of each source block (magnitude compensation), applied after the pass.
+    let mut scales = vec![1.0; fw.n_layer()];
     pass::run(
         &fw,
         windows,
         &all_runs,
         &mut report,
         progress,
-        &mut |il, run, x, sample| heal_run(&ctx, rewrite, (il, run), x, sample),
+        &mut |il, run, x, sample| heal_run(&ctx, (rewrite, &mut scales), (il, run), x, sample),
     )?;
+    report.rescaled = comp::apply(model, rewrite, &scales)?;
     Ok(report)
 }
 
@@ -193,11 +220,12 @@ struct Context<'a> {
 }
 
 /// Fits, folds and checks one run (block `il` absorbing `run`), given the stream `x` leaving
-/// block `il`; if the fold is kept, writes it into `rewrite` and updates `x` to the healed
-/// block's output.
+/// block `il`: every method asked for is a candidate ([`choose`]); if the chosen fold lowers the
+/// held-back error, writes it into `rewrite` (a compensation into `scales`, the write scale of
+/// each source block) and updates `x` to the healed block's output.
 fn heal_run(
     ctx: &Context,
-    rewrite: &mut Rewrite,
+    (rewrite, scales): (&mut Rewrite, &mut [f64]),
     (il, run): (usize, &[usize]),
     x: &mut Batch,
     sample: &RunSample,
@@ -221,24 +249,34 @@ fn heal_run(
             return Ok(rep);
         }
     };
-    let anchored = rows.anchored();
-    let t = fit::fit_map(&sample.m, &sample.a2, d, &anchored, options.ridge)?;
-    let folded = fold::fold(ctx.model, &target, &t, d, sample.ff)?;
-    let source_type = target.down.info.ggml_type;
-    let out_name = &rewrite.tensors[fold::rewrite_index(rewrite, &target.down_name)?].name;
-    let requantized = fold::requantize(&folded, source_type, out_name, options, sample, &anchored)?;
-    let out = fold::outputs(sample, &target, &folded, &requantized, &rows.fit, ctx.eps);
-    measure(&mut rep, sample, &rows, &out);
-    let mut notes = Vec::new();
-    if requantized.fallback {
-        notes.push(format!(
-            "{source_type} cannot be quantized by this build: written as F16"
-        ));
-    }
-    if out.norm.is_some() {
-        notes.push(fold::approximate_note());
-    }
-    if !never_worse(&rep, &rows) && !options.force {
+    rep.outlier_norm = mean_sq_norm(&sample.y.data, d, &rows.sinks);
+    rep.err_outliers_before = mean_sq_dist(&sample.m, &sample.a2, d, &rows.sinks);
+    let out_name = rewrite.tensors[fold::rewrite_index(rewrite, &target.down_name)?]
+        .name
+        .clone();
+    let inputs = choose::Inputs {
+        ctx,
+        sample,
+        rows: &rows,
+        h: &x.data,
+        target: &target,
+        out_name: &out_name,
+        rewrite,
+        last: run[run.len() - 1],
+    };
+    let Some(choice) = choose::choose(&inputs, &mut rep)? else {
+        return Ok(rep);
+    };
+    let best = choice.best;
+    rep.method = Some(best.method);
+    rep.fold = Some(best.fold);
+    (rep.err_float, rep.err_after) = (best.err_float, best.err_after);
+    rep.err_outliers_after = best.err_outliers_after;
+    rep.params = best.params;
+    rep.tokens_per_param = rows.fit.len() as f64 / best.params as f64;
+    rep.small_calibration = rep.tokens_per_param * (d as f64) < report::SMALL_CALIBRATION;
+    let mut notes = best.notes;
+    if !choice.lowers && !options.force {
         notes.insert(
             0,
             format!(
@@ -249,42 +287,18 @@ fn heal_run(
         rep.note = notes.join("; ");
         return Ok(rep);
     }
-    // Keep: write the tensors and continue the pass with the healed block.
-    rep.tensors = fold::write(rewrite, &target, requantized, out.norm.as_deref())?;
-    pass::replace_ffn_output(x, &sample.m, &out.written);
+    // Keep: write the fold and continue the pass with the healed block.
+    match best.change {
+        choose::Change::Map(requantized) => {
+            rep.tensors = fold::write(rewrite, &target, requantized, best.out.norm.as_deref())?;
+        }
+        choose::Change::Scale(s) => {
+            let last = run[run.len() - 1];
+            scales[last + 1..].iter_mut().for_each(|v| *v /= s);
+        }
+    }
+    pass::replace_ffn_output(x, &sample.m, &best.out.written);
     rep.healed = true;
     rep.note = notes.join("; ");
     Ok(rep)
-}
-
-/// Fills in `rep`'s held-back measures of the folded outputs `out`.
-fn measure(rep: &mut RunReport, sample: &RunSample, rows: &Rows, out: &fold::Outputs) {
-    let d = sample.d;
-    rep.outlier_norm = mean_sq_norm(&sample.y.data, d, &rows.sinks);
-    rep.err_outliers_before = mean_sq_dist(&sample.m, &sample.a2, d, &rows.sinks);
-    rep.err_outliers_after = mean_sq_dist(&out.written, &sample.a2, d, &rows.sinks);
-    rep.err_float = mean_sq_dist(&out.float, &sample.a2, d, &rows.held);
-    rep.err_after = mean_sq_dist(&out.written, &sample.a2, d, &rows.held);
-    rep.fold = Some(if out.norm.is_some() {
-        Fold::Approximate
-    } else {
-        Fold::Exact
-    });
-}
-
-/// Whether the fold as written lowers the held-back error (module docs: never worse).
-fn never_worse(rep: &RunReport, rows: &Rows) -> bool {
-    let (held, sinks) = (rows.held.len() as f64, rows.sinks.len() as f64);
-    // Outlier positions must not get worse either: their error is summed with the others'.
-    let total = |typical: f64, outliers: f64| typical * held + outliers * sinks;
-    // Outlier positions carry streams two orders of magnitude above the rest, so their squared
-    // error would decide alone; they may get worse only while staying within OUTLIER_REL_ERR
-    // relative RMS error of their stream after the run. Measured: SmolLM2's sink went to 3.6x its
-    // norm with a zero-prior ridge (file unusable, PPL 7e6); gemma3's goes from 24% to 35% when
-    // healing 8-9, and that file's perplexity drops from 42.7 to 30.9.
-    let outliers_ok = rows.sinks.is_empty()
-        || total(rep.err_after, rep.err_outliers_after)
-            < total(rep.err_before, rep.err_outliers_before)
-        || rep.err_outliers_after <= OUTLIER_REL_ERR.powi(2) * rep.outlier_norm;
-    rep.err_after < rep.err_before && outliers_ok
 }

@@ -1,5 +1,14 @@
 //! What healing reports: per removed run, how its fold was made, the held-back errors before and
-//! after, and the tensors it replaced (serialized as the `heal` object of `--json`).
+//! after, which method made the fold (and the held-back error of every method tried), and the
+//! tensors it replaced (serialized as the `heal` object of `--json`).
+
+use super::HealMethod;
+
+/// Below this many equations per fitted parameter (each fit token gives `d` equations, one per
+/// stream channel) a run's report flags the calibration as small for the fit. The
+/// least-squares map has `d^2` parameters, so it asks for `10 d` fit tokens: 5,760 on SmolLM2
+/// (d = 576), more than the default budget's 4,096 fit tokens (8 of its 10 windows).
+pub const SMALL_CALIBRATION: f64 = 10.0;
 
 /// How a run's fold was made.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -9,6 +18,20 @@ pub enum Fold {
     Exact,
     /// Post-FFN norm in between: direction folded into `ffn_down`, norm weight refitted.
     Approximate,
+    /// The stream rescaled at the cut, folded into the writes of the blocks after it (`comp`).
+    Rescaled,
+}
+
+/// One method tried on a run.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Tried {
+    pub method: HealMethod,
+    /// Held-back error with this method's fold as written (NaN, null in JSON: not fitted).
+    pub err_after: f64,
+    /// Whether the fold lowers the held-back error (the rule a kept fold must pass).
+    pub lowers: bool,
+    /// Why it was not fitted, if it was not.
+    pub note: String,
 }
 
 /// What happened to one removed run.
@@ -22,6 +45,8 @@ pub struct RunReport {
     pub healed: bool,
     /// Why not, or what to know about the fold.
     pub note: String,
+    /// The method of the fold written (or, unhealed, of the best one tried).
+    pub method: Option<HealMethod>,
     pub fold: Option<Fold>,
     /// Fit and held-back token rows used (after leaving out outliers).
     pub fit_tokens: usize,
@@ -44,6 +69,15 @@ pub struct RunReport {
     pub run_norm: f64,
     /// Tensors changed, with types and sizes.
     pub tensors: Vec<TensorChange>,
+    /// Parameters the method fitted (`d^2` for a map, `d` for patch scales, 1 for comp).
+    pub params: usize,
+    /// Fit tokens per fitted parameter.
+    pub tokens_per_param: f64,
+    /// Fewer than [`SMALL_CALIBRATION`] equations per fitted parameter: more calibration
+    /// tokens would fit this run better.
+    pub small_calibration: bool,
+    /// Every method tried, in order.
+    pub tried: Vec<Tried>,
 }
 
 /// One tensor replaced by healing.
@@ -62,6 +96,8 @@ pub struct TensorChange {
 /// What healing did.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct HealReport {
+    /// The method asked for (`auto`: chosen per run).
+    pub method: HealMethod,
     pub runs: Vec<RunReport>,
     pub windows: usize,
     pub held_windows: usize,
@@ -69,6 +105,16 @@ pub struct HealReport {
     /// Seconds in the forward pass (blocks) and in fitting and folding.
     pub pass_seconds: f64,
     pub fit_seconds: f64,
+    /// Tensors rescaled by magnitude compensation (`comp`), after the pass.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rescaled: Vec<TensorChange>,
+}
+
+impl HealReport {
+    /// Whether any healed run's calibration was small for its fit.
+    pub fn small_calibration(&self) -> bool {
+        self.runs.iter().any(|r| r.healed && r.small_calibration)
+    }
 }
 
 impl RunReport {
@@ -80,6 +126,7 @@ impl RunReport {
             block,
             healed: false,
             note: why.to_string(),
+            method: None,
             fold: None,
             fit_tokens: 0,
             held_tokens: 0,
@@ -92,6 +139,10 @@ impl RunReport {
             outlier_norm: f64::NAN,
             run_norm: f64::NAN,
             tensors: Vec::new(),
+            params: 0,
+            tokens_per_param: f64::NAN,
+            small_calibration: false,
+            tried: Vec::new(),
         }
     }
 }
