@@ -42,7 +42,7 @@ impl Forward<'_> {
         obs: &mut dyn BlockObserver,
     ) -> Result<()> {
         let hp = &self.hp;
-        let (d, n) = (hp.n_embd, x.n_tokens());
+        let n = x.n_tokens();
         let h = self.normed(x, &w.attn_norm);
         if self.has(&block_weight(il, ATTN_QKV)) {
             obs.matmul_input(il, ATTN_QKV, &h, n);
@@ -65,12 +65,7 @@ impl Forward<'_> {
         obs.matmul_input(il, ATTN_OUTPUT, &attn, n);
         let mut a = w.o.forward(&attn, n)?;
         crate::interrupt::check()?;
-        if let Some(pn) = &w.post_attn_norm {
-            ops::rms_norm(&mut a, d, Some(pn), hp.eps);
-        }
-        if hp.residual_scale != 1.0 {
-            a.iter_mut().for_each(|v| *v *= hp.residual_scale);
-        }
+        self.half_output(&mut a, w.post_attn_norm.as_deref());
         x.data.iter_mut().zip(&a).for_each(|(x, a)| *x += a);
         Ok(())
     }

@@ -304,6 +304,18 @@ impl Forward<'_> {
         h
     }
 
+    /// A block half's output as it joins the residual stream: through the half's post-norm where
+    /// the architecture has one (gemma2/3), then scaled by granite's residual scale (1 elsewhere).
+    pub(super) fn half_output(&self, out: &mut [f32], post_norm: Option<&[f32]>) {
+        let hp = &self.hp;
+        if let Some(pn) = post_norm {
+            ops::rms_norm(out, hp.n_embd, Some(pn), hp.eps);
+        }
+        if hp.residual_scale != 1.0 {
+            out.iter_mut().for_each(|v| *v *= hp.residual_scale);
+        }
+    }
+
     /// The FFN half of block `il`: adds its output to every window of `x`, showing `obs` the
     /// inputs of its matmuls and its output.
     fn ffn_half(
@@ -313,8 +325,7 @@ impl Forward<'_> {
         x: &mut Batch,
         obs: &mut dyn BlockObserver,
     ) -> Result<()> {
-        let hp = &self.hp;
-        let (d, n) = (hp.n_embd, x.n_tokens());
+        let n = x.n_tokens();
         let h = self.normed(x, &w.ffn_norm);
         let mut f = match &w.ffn {
             Ffn::Dense { gate, up, down } => {
@@ -328,12 +339,7 @@ impl Forward<'_> {
             }
             Ffn::Moe(experts) => self.moe_ffn(il, experts, &h, n, obs)?,
         };
-        if let Some(pn) = &w.post_ffn_norm {
-            ops::rms_norm(&mut f, d, Some(pn), hp.eps);
-        }
-        if hp.residual_scale != 1.0 {
-            f.iter_mut().for_each(|v| *v *= hp.residual_scale);
-        }
+        self.half_output(&mut f, w.post_ffn_norm.as_deref());
         obs.ffn_output(il, &f, n);
         x.data.iter_mut().zip(&f).for_each(|(x, f)| *x += f);
         Ok(())
